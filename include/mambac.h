@@ -1,0 +1,202 @@
+// mambac: the Mamba-1 language model in C. Public API of libmambac.
+//
+// Overview: load a checkpoint folder (Hugging Face layout, a hub-cache snapshot, or ORG/NAME from the local hub
+// cache) with mc_model_load, a tokenizer with mc_tokenizer_load, then either run mc_model_forward over token ids
+// (logits of every position, carrying an mc_state between calls) or mc_generate (prefill + recurrent decode with
+// the sampling controls of transformers' generate).
+//
+// Errors: every fallible function returns mc_status and fills the optional mc_error *err (last argument) with a
+// one-line message. Owned outputs are NULL after a failure. Nothing here prints or exits.
+#ifndef MAMBAC_H
+#define MAMBAC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MC_API __attribute__((visibility("default")))
+
+typedef enum mc_status {
+    MC_OK = 0,
+    MC_ERR_IO,          // a file is missing, unreadable or short
+    MC_ERR_FORMAT,      // a file's contents are malformed
+    MC_ERR_INVALID,     // an argument (flag, token id, text) is out of range
+    MC_ERR_UNSUPPORTED, // well-formed but not something mambac runs
+    MC_ERR_NOMEM,       // an allocation failed
+    MC_ERR_INTERNAL,    // a bug: an invariant broke
+} mc_status;
+
+typedef struct mc_error {
+    mc_status code;
+    char msg[256];
+} mc_error;
+
+typedef enum mc_dtype {
+    MC_DTYPE_F32 = 0,
+    MC_DTYPE_F16,
+    MC_DTYPE_BF16,
+} mc_dtype;
+
+MC_API const char *mc_dtype_name(mc_dtype dtype);
+MC_API const char *mc_status_name(mc_status st);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Model configuration (transformers MambaConfig, spec §1), resolved: derived fields filled, vocab padded.
+
+typedef struct mc_config {
+    int64_t vocab_size;        // rows of the embedding / lm_head (padded)
+    int64_t hidden_size;       // H (d_model)
+    int64_t intermediate_size; // E (d_inner)
+    int64_t state_size;        // N (d_state)
+    int64_t time_step_rank;    // R (dt_rank)
+    int64_t conv_kernel;       // K (d_conv)
+    int64_t num_hidden_layers; // NL
+    int64_t expand;
+    double layer_norm_epsilon;
+    bool use_bias;
+    bool use_conv_bias;
+    bool residual_in_fp32;
+    bool tie_word_embeddings;
+    int32_t bos_token_id;
+    int32_t eos_token_id;
+    int32_t pad_token_id;
+    double initializer_range;
+    double time_step_scale, time_step_min, time_step_max, time_step_floor;
+    bool rescale_prenorm_residual;
+    bool original_format; // read from mamba_ssm names (d_model, n_layer, ssm_cfg)
+} mc_config;
+
+// Parses a config.json (HF or mamba_ssm layout) into cfg with every default applied and checked.
+MC_API mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Model
+
+typedef struct mc_model mc_model; // opaque; immutable after load, shareable between threads
+
+typedef struct mc_load_opts {
+    const char *revision; // hub cache revision for ORG/NAME (NULL = "main")
+} mc_load_opts;
+
+// Loads MODEL: a folder with config.json + model.safetensors (or an index and shards), a hub-cache snapshot
+// folder, a hub-cache repo folder (models--ORG--NAME), or "ORG/NAME" found in $HF_HUB_CACHE, $HF_HOME/hub or
+// ~/.cache/huggingface/hub. F32 weights are memory-mapped without a copy. opts may be NULL. Owned: mc_model_free.
+MC_API mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **out, mc_error *err);
+MC_API void mc_model_free(mc_model *model); // NULL is a no-op
+MC_API const mc_config *mc_model_config(const mc_model *model);
+MC_API const char *mc_model_dir(const mc_model *model); // the resolved folder the files came from
+
+typedef struct mc_model_info {
+    int64_t n_params;       // distinct parameters (tied head counted once)
+    int64_t n_tensors;      // tensors read from the files
+    int64_t n_by_dtype[3];  // parameter counts per stored mc_dtype
+    int64_t weight_bytes;   // bytes of weights as stored
+    int64_t resident_bytes; // bytes mambac holds besides the mapping (converted copies)
+    int64_t state_bytes;    // recurrent state per sequence
+} mc_model_info;
+
+MC_API void mc_model_get_info(const mc_model *model, mc_model_info *info);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recurrent state of n_seq sequences (spec §4): per layer a conv window [n_seq, E, K] and SSM state [n_seq, E, N],
+// all f32. A fresh state is zero (= empty history).
+
+typedef struct mc_state mc_state;
+
+MC_API mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_error *err);
+MC_API void mc_state_free(mc_state *state);
+MC_API int64_t mc_state_n_seq(const mc_state *state);
+MC_API void mc_state_reset(mc_state *state); // back to zero for every sequence
+
+// Copies sequence src_seq of src into sequence dst_seq of dst (same model).
+MC_API mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src, int64_t src_seq, mc_error *err);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass.
+//
+// Runs n_seq sequences of n_tok tokens each (ids [n_seq, n_tok]), continuing from state (which it updates; the
+// state's n_seq must equal n_seq). Writes logits [n_seq, n_tok, V] when all_logits, else the last position only
+// [n_seq, V]; logits may be NULL to only advance the state. n_tok == 1 takes the recurrent step form. Token ids
+// outside [0, V) are rejected with MC_ERR_INVALID.
+MC_API mc_status mc_model_forward(const mc_model *model, mc_state *state, const int32_t *ids, int64_t n_seq,
+                                  int64_t n_tok, bool all_logits, float *logits, mc_error *err);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tokenizer (tokenizer.json byte-level BPE, spec §10).
+
+typedef struct mc_tokenizer mc_tokenizer;
+
+MC_API mc_status mc_tokenizer_load(const char *path, mc_tokenizer **out, mc_error *err);
+MC_API void mc_tokenizer_free(mc_tokenizer *tok);
+MC_API int64_t mc_tokenizer_n_vocab(const mc_tokenizer *tok); // model vocab + added tokens (50277 for NeoX)
+
+// Encodes len bytes of UTF-8 text (need not be NUL-terminated; may contain NUL). Invalid UTF-8 is rejected with
+// MC_ERR_INVALID naming the byte offset. *ids is owned by the caller (free()).
+MC_API mc_status mc_tokenizer_encode(const mc_tokenizer *tok, const char *text, size_t len, int32_t **ids,
+                                     int64_t *n_ids, mc_error *err);
+
+// The raw bytes a token stands for after byte-level decoding (may be a partial UTF-8 sequence); NULL with *len 0
+// for ids that have no string. Borrowed: valid while tok lives.
+MC_API const char *mc_tokenizer_token_bytes(const mc_tokenizer *tok, int32_t id, size_t *len);
+MC_API bool mc_tokenizer_is_special(const mc_tokenizer *tok, int32_t id);
+
+// Decodes ids to text as tokenizers' decode does (invalid UTF-8 replaced by U+FFFD per maximal invalid
+// subsequence). *text is NUL-terminated and owned by the caller (free()).
+MC_API mc_status mc_tokenizer_decode(const mc_tokenizer *tok, const int32_t *ids, int64_t n_ids, bool skip_special,
+                                     char **text, size_t *len, mc_error *err);
+
+// Streaming UTF-8: feed token bytes, get back the longest prefix that is complete text (incomplete trailing
+// sequences are held until the next feed or flush). Invalid sequences become U+FFFD as in decode.
+typedef struct mc_utf8_stream {
+    unsigned char pending[4];
+    int n_pending;
+} mc_utf8_stream;
+
+// Appends the text ready after adding bytes[0..len) to out (capacity out_cap >= len*3 + 16); returns bytes written.
+MC_API size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t len, char *out, size_t out_cap);
+MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Generation (spec §7): greedy by default; sampling with HF's processor order.
+
+typedef struct mc_sampler_opts {
+    bool do_sample;            // false: greedy argmax
+    float temperature;         // 1 = off
+    int64_t top_k;             // 0 = off
+    float top_p;               // 1 = off
+    float min_p;               // 0 = off
+    float repetition_penalty;  // 1 = off (applied in greedy mode too, as HF does)
+    uint64_t seed;
+} mc_sampler_opts;
+
+MC_API void mc_sampler_opts_init(mc_sampler_opts *opts); // greedy, all filters off, seed 0
+
+// Called for every new token of sequence seq (index into the prompts), in order. Return false to stop that sequence.
+typedef bool (*mc_token_cb)(void *user, int64_t seq, int32_t token);
+
+typedef struct mc_generate_opts {
+    int64_t max_new_tokens;
+    bool stop_at_eos;           // stop a sequence when it emits an eos id (kept in the output)
+    const int32_t *eos_ids;     // NULL: the config's eos_token_id
+    int64_t n_eos_ids;
+    mc_sampler_opts sampler;
+    mc_token_cb on_token;       // may be NULL
+    void *user;
+} mc_generate_opts;
+
+MC_API void mc_generate_opts_init(mc_generate_opts *opts, const mc_model *model);
+
+// Generates for n_seq prompts of different lengths (prompts[i] has prompt_len[i] >= 1 ids). Each sequence gets the
+// same tokens it would get alone. out_ids[i] receives the new tokens (owned, free()), out_len[i] their count.
+MC_API mc_status mc_generate(const mc_model *model, const int32_t *const *prompts, const int64_t *prompt_len,
+                             int64_t n_seq, const mc_generate_opts *opts, int32_t **out_ids, int64_t *out_len,
+                             mc_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,20 @@
+// Shared test helpers: the one numeric comparison (style §2.7), fixture paths, skipping.
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Passes when every got is finite where want is and max|got - want| <= tol * max|want|. On failure prints the
+// label, worst index, both values, the scale and the ratio to tol, and returns false.
+bool mc_check_close(const float *got, const float *want, int64_t n, double tol, const char *label);
+
+// Max |got - want| / max |want| (for reports).
+double mc_rel_err(const float *got, const float *want, int64_t n);
+
+// $MC_FIXTURES/<rel> (owned string) or NULL when MC_FIXTURES is unset.
+char *mc_test_fixture(const char *rel);
+// $MC_SHARED/<rel> when that file exists, else NULL (owned string).
+char *mc_test_shared(const char *rel);
+// Prints "SKIP: <reason>" and exits 77 (ctest's skip code).
+void mc_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
