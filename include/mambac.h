@@ -87,6 +87,10 @@ typedef struct mc_load_opts {
 // ~/.cache/huggingface/hub. F32 weights are memory-mapped without a copy. opts may be NULL. Owned: mc_model_free.
 MC_API mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **out, mc_error *err);
 MC_API void mc_model_free(mc_model *model); // NULL is a no-op
+
+// Resolves MODEL (as mc_model_load takes it) to the folder holding its files without loading anything, e.g. to find
+// its tokenizer.json. *dir is owned (free()).
+MC_API mc_status mc_model_resolve_dir(const char *path, const char *revision, char **dir, mc_error *err);
 MC_API const mc_config *mc_model_config(const mc_model *model);
 MC_API const char *mc_model_dir(const mc_model *model); // the resolved folder the files came from
 
