@@ -166,36 +166,56 @@ MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Generation (spec §7): greedy by default; sampling with HF's processor order.
+//
+// Processors run on each row of scores in HF's order: repetition penalty, then (only when do_sample) temperature,
+// top-k (ties at the k-th score kept), top-p (ascending cumulative-sum rule), min-p; then the token is the first
+// argmax (greedy) or a multinomial draw from the softmax. The real-valued settings are doubles because HF takes
+// Python floats: top-p's threshold is (float)(1 - top_p) computed in double, exactly as transformers does.
 
 typedef struct mc_sampler_opts {
-    bool do_sample;            // false: greedy argmax
-    float temperature;         // 1 = off
-    int64_t top_k;             // 0 = off
-    float top_p;               // 1 = off
-    float min_p;               // 0 = off
-    float repetition_penalty;  // 1 = off (applied in greedy mode too, as HF does)
-    uint64_t seed;
+    bool do_sample;            // false: greedy argmax (only repetition_penalty applies)
+    double temperature;        // > 0; 1 = off
+    int64_t top_k;             // >= 0; 0 = off. HF's generate defaults to 50 when sampling: set it yourself
+    double top_p;              // in [0, 1]; 1 = off
+    double min_p;              // in [0, 1]; 0 = off
+    double repetition_penalty; // > 0; 1 = off (applied in greedy mode too, as HF does)
+    uint64_t seed;             // sequence i of a batch draws from its own stream derived from (seed, i)
 } mc_sampler_opts;
 
-MC_API void mc_sampler_opts_init(mc_sampler_opts *opts); // greedy, all filters off, seed 0
+MC_API void mc_sampler_opts_init(mc_sampler_opts *opts); // greedy, all filters off (top_k 0), seed 0
 
-// Called for every new token of sequence seq (index into the prompts), in order. Return false to stop that sequence.
+// Called for every new token of sequence seq (index into the prompts), in order, after the token was appended to
+// that sequence's output. Return false to end that sequence (the token stays in its output).
 typedef bool (*mc_token_cb)(void *user, int64_t seq, int32_t token);
 
+// What one mc_generate call did, for reports. Times are wall-clock seconds.
+typedef struct mc_generate_stats {
+    int64_t n_prompt_tokens; // summed over sequences
+    int64_t n_new_tokens;    // summed over sequences
+    double prefill_seconds;  // prompt forward passes and choosing each sequence's first token
+    double decode_seconds;   // the one-token steps after that
+} mc_generate_stats;
+
 typedef struct mc_generate_opts {
-    int64_t max_new_tokens;
-    bool stop_at_eos;           // stop a sequence when it emits an eos id (kept in the output)
-    const int32_t *eos_ids;     // NULL: the config's eos_token_id
+    int64_t max_new_tokens;  // >= 0; HF's default limit is 20 new tokens
+    bool stop_at_eos;        // stop a sequence when it emits an eos id (kept in the output)
+    const int32_t *eos_ids;  // NULL: the config's eos_token_id (none when it is negative)
     int64_t n_eos_ids;
     mc_sampler_opts sampler;
-    mc_token_cb on_token;       // may be NULL
+    mc_token_cb on_token;    // may be NULL
     void *user;
+    mc_generate_stats *stats; // may be NULL; filled on success
 } mc_generate_opts;
 
+// max_new_tokens 20, stop at the config's eos, greedy sampler, no callback, no stats. model may be NULL.
 MC_API void mc_generate_opts_init(mc_generate_opts *opts, const mc_model *model);
 
 // Generates for n_seq prompts of different lengths (prompts[i] has prompt_len[i] >= 1 ids). Each sequence gets the
-// same tokens it would get alone. out_ids[i] receives the new tokens (owned, free()), out_len[i] their count.
+// same tokens it would get alone: each prompt is prefilled on its own, then the unfinished sequences step together.
+// out_ids[i] receives the new tokens (owned, free(); non-NULL even when empty), out_len[i] their count; both arrays
+// have n_seq entries. Errors: MC_ERR_INVALID naming the setting or prompt (n_seq < 1, empty prompt, token id outside
+// [0, V), max_new_tokens < 0, temperature <= 0, top_k < 0, top_p or min_p outside [0, 1], repetition_penalty <= 0,
+// eos id outside [0, V)), MC_ERR_NOMEM, and whatever mc_model_forward reports. On failure every out_ids[i] is NULL.
 MC_API mc_status mc_generate(const mc_model *model, const int32_t *const *prompts, const int64_t *prompt_len,
                              int64_t n_seq, const mc_generate_opts *opts, int32_t **out_ids, int64_t *out_len,
                              mc_error *err);
