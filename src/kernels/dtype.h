@@ -1,0 +1,57 @@
+// Scalar conversions between the stored weight dtypes and f32 (IEEE half, bfloat16), shared by every backend.
+#pragma once
+
+#include <stdint.h>
+#include <string.h>
+
+#include "mambac.h"
+
+static inline float mc_bf16_to_f32(uint16_t v) {
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+static inline float mc_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { // subnormal: renormalize
+            exp = 127 - 15 + 1;
+            while ((man & 0x400) == 0) {
+                man <<= 1;
+                exp--;
+            }
+            man &= 0x3ff;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+// Element i of an array stored in dtype (mc_dtype). The array must be aligned for its element type.
+static inline float mc_load_f32(const void *p, int dtype, int64_t i) {
+    switch (dtype) {
+        case MC_DTYPE_F16:
+            return mc_f16_to_f32(((const uint16_t *)p)[i]);
+        case MC_DTYPE_BF16:
+            return mc_bf16_to_f32(((const uint16_t *)p)[i]);
+        default:
+            return ((const float *)p)[i];
+    }
+}
+
+static inline int64_t mc_dtype_size(int dtype) {
+    return dtype == MC_DTYPE_F32 ? 4 : 2;
+}

@@ -1,0 +1,95 @@
+// Reference kernels: scalar loops in the spec's order, no intrinsics, no threads. Every fast kernel is tested
+// against these, so they stay slow and obvious.
+#include <math.h>
+#include <string.h>
+
+#include "kernels/dtype.h"
+#include "kernels/ops.h"
+
+static void mc_ref_matmul(float *y, const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
+                          int64_t M, int64_t N, int64_t K) {
+    for (int64_t m = 0; m < M; m++) {
+        const float *xm = x + m * ldx;
+        for (int64_t n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                acc += mc_load_f32(w, wdtype, n * K + k) * xm[k];
+            }
+            y[m * N + n] = acc + (bias != NULL ? bias[n] : 0.0f);
+        }
+    }
+}
+
+static void mc_ref_embed(float *out, const void *w, int wdtype, const int32_t *ids, int64_t n, int64_t H) {
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t h = 0; h < H; h++) {
+            out[i * H + h] = mc_load_f32(w, wdtype, (int64_t)ids[i] * H + h);
+        }
+    }
+}
+
+static void mc_ref_rmsnorm(float *y, const float *x, const float *w, int64_t M, int64_t H, float eps) {
+    for (int64_t m = 0; m < M; m++) {
+        float ms = 0.0f;
+        for (int64_t h = 0; h < H; h++) {
+            ms += x[m * H + h] * x[m * H + h];
+        }
+        float r = 1.0f / sqrtf(ms / (float)H + eps);
+        for (int64_t h = 0; h < H; h++) {
+            y[m * H + h] = x[m * H + h] * r * w[h];
+        }
+    }
+}
+
+static float silu(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+// Window position s < 0 reads the state's column K + s (the state holds inputs −K..−1).
+static void mc_ref_conv1d(float *u, float *state, const float *x, int64_t ldx, const float *w, const float *b,
+                          int64_t L, int64_t E, int64_t K) {
+    for (int64_t e = 0; e < E; e++) {
+        for (int64_t t = 0; t < L; t++) {
+            float acc = b != NULL ? b[e] : 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t s = t - (K - 1) + k;
+                float v = s >= 0 ? x[s * ldx + e] : state[e * K + K + s];
+                acc += w[e * K + k] * v;
+            }
+            u[t * E + e] = silu(acc);
+        }
+        // New state: the last K of [old state, x[0..L)].
+        for (int64_t k = 0; k < K; k++) {
+            int64_t s = L - K + k;
+            state[e * K + k] = s >= 0 ? x[s * ldx + e] : state[e * K + K + s];
+        }
+    }
+}
+
+static void mc_ref_selective_scan(float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                                  const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+                                  const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
+    for (int64_t e = 0; e < E; e++) {
+        float *he = h + e * N;
+        for (int64_t t = 0; t < L; t++) {
+            float v = dt[t * E + e] + dt_bias[e];
+            float delta = v > 20.0f ? v : log1pf(expf(v)); // torch softplus, threshold 20 (spec §3.7)
+            float ut = u[t * E + e];
+            float acc = 0.0f;
+            for (int64_t n = 0; n < N; n++) {
+                he[n] = expf(delta * A[e * N + n]) * he[n] + delta * B[t * ldbc + n] * ut;
+                acc += C[t * ldbc + n] * he[n];
+            }
+            y[t * E + e] = (acc + D[e] * ut) * silu(z[t * ldz + e]);
+        }
+    }
+}
+
+const mc_ops mc_ops_ref = {
+    .name = "ref",
+    .matmul = mc_ref_matmul,
+    .embed = mc_ref_embed,
+    .rmsnorm = mc_ref_rmsnorm,
+    .conv1d = mc_ref_conv1d,
+    .selective_scan = mc_ref_selective_scan,
+};

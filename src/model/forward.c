@@ -1,0 +1,145 @@
+// The forward walk (spec §3, design "The forward pass"): embed → per layer rmsnorm → in_proj → conv1d+silu →
+// x_proj → dt_proj → selective scan (softplus, D skip, SiLU(z) gate) → out_proj + residual → final norm → lm_head.
+// Long inputs run in chunks that carry the state, so memory does not grow with the number of tokens.
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "model/model.h"
+
+#define MC_CHUNK_TOKENS 128 // positions per sequence per chunk: bounds the scratch
+
+typedef struct scratch {
+    float *hidden; // [Bt, T, H] residual stream, f32 always (spec §3.3)
+    float *normed; // [Bt, T, H]
+    float *xz;     // [Bt, T, 2E] in_proj output: x then z
+    float *u;      // [Bt, T, E] conv + silu output
+    float *q;      // [Bt, T, R + 2N] x_proj output: δ, B, C
+    float *dt;     // [Bt, T, E] dt_proj output before bias and softplus
+    float *y;      // [Bt, T, E] gated scan output
+    float *out;    // [Bt, T, H]
+} scratch;
+
+static void scratch_free(scratch *s) {
+    free(s->hidden);
+    free(s->normed);
+    free(s->xz);
+    free(s->u);
+    free(s->q);
+    free(s->dt);
+    free(s->y);
+    free(s->out);
+}
+
+static mc_status scratch_alloc(scratch *s, const mc_config *c, int64_t rows, mc_error *err) {
+    const int64_t H = c->hidden_size, E = c->intermediate_size, RN = c->time_step_rank + 2 * c->state_size;
+    memset(s, 0, sizeof(*s));
+    s->hidden = malloc((size_t)(rows * H) * sizeof(float));
+    s->normed = malloc((size_t)(rows * H) * sizeof(float));
+    s->xz = malloc((size_t)(rows * 2 * E) * sizeof(float));
+    s->u = malloc((size_t)(rows * E) * sizeof(float));
+    s->q = malloc((size_t)(rows * RN) * sizeof(float));
+    s->dt = malloc((size_t)(rows * E) * sizeof(float));
+    s->y = malloc((size_t)(rows * E) * sizeof(float));
+    s->out = malloc((size_t)(rows * H) * sizeof(float));
+    if (!s->hidden || !s->normed || !s->xz || !s->u || !s->q || !s->dt || !s->y || !s->out) {
+        scratch_free(s);
+        return mc_fail(err, MC_ERR_NOMEM, "forward: cannot allocate scratch for %lld rows", (long long)rows);
+    }
+    return MC_OK;
+}
+
+// One layer over T positions of Bt sequences; hidden is updated in place.
+static void layer_forward(const mc_model *m, int64_t li, mc_state *state, scratch *s, int64_t Bt, int64_t T) {
+    const mc_config *c = &m->cfg;
+    const mc_ops *ops = m->ops;
+    const mc_layer *l = &m->layers[li];
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
+                  K = c->conv_kernel, RN = R + 2 * N, M = Bt * T;
+    ops->rmsnorm(s->normed, s->hidden, l->norm, M, H, (float)c->layer_norm_epsilon);
+    ops->matmul(s->xz, s->normed, H, l->in_proj.data, l->in_proj.dtype, l->in_bias, M, 2 * E, H);
+    for (int64_t b = 0; b < Bt; b++) {
+        float *conv_state = state->conv + (li * state->n_seq + b) * E * K;
+        ops->conv1d(s->u + b * T * E, conv_state, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b, T, E, K);
+    }
+    ops->matmul(s->q, s->u, E, l->x_proj.data, l->x_proj.dtype, NULL, M, RN, E);
+    ops->matmul(s->dt, s->q, RN, l->dt_proj.data, l->dt_proj.dtype, NULL, M, E, R);
+    for (int64_t b = 0; b < Bt; b++) {
+        float *h = state->ssm + (li * state->n_seq + b) * E * N;
+        const float *qb = s->q + b * T * RN;
+        ops->selective_scan(s->y + b * T * E, h, s->u + b * T * E, s->dt + b * T * E, l->dt_bias, l->A, qb + R,
+                            qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T, E, N);
+    }
+    ops->matmul(s->out, s->y, E, l->out_proj.data, l->out_proj.dtype, l->out_bias, M, H, E);
+    for (int64_t i = 0; i < M * H; i++) {
+        s->hidden[i] += s->out[i];
+    }
+}
+
+// Copies ids[b, t0 .. t0+T) for every sequence into a contiguous [Bt, T] block and embeds it.
+static void embed_chunk(const mc_model *m, scratch *s, int32_t *chunk_ids, const int32_t *ids, int64_t Bt,
+                        int64_t n_tok, int64_t t0, int64_t T) {
+    for (int64_t b = 0; b < Bt; b++) {
+        memcpy(chunk_ids + b * T, ids + b * n_tok + t0, (size_t)T * sizeof(int32_t));
+    }
+    m->ops->embed(s->hidden, m->embed.data, m->embed.dtype, chunk_ids, Bt * T, m->cfg.hidden_size);
+}
+
+mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
+                           bool all_logits, float *logits, mc_error *err) {
+    const mc_config *c = &m->cfg;
+    const int64_t H = c->hidden_size, V = c->vocab_size;
+    if (n_seq < 1 || n_tok < 1) {
+        return mc_fail(err, MC_ERR_INVALID, "forward: need at least one sequence and one token (got %lld x %lld)",
+                       (long long)n_seq, (long long)n_tok);
+    }
+    if (state->n_seq != n_seq || state->n_layer != c->num_hidden_layers || state->d_inner != c->intermediate_size ||
+        state->d_conv != c->conv_kernel || state->d_state != c->state_size) {
+        return mc_fail(err, MC_ERR_INVALID, "forward: the state does not fit this model and batch of %lld",
+                       (long long)n_seq);
+    }
+    for (int64_t i = 0; i < n_seq * n_tok; i++) {
+        if (ids[i] < 0 || ids[i] >= V) {
+            return mc_fail(err, MC_ERR_INVALID, "token id %d (sequence %lld, position %lld) is outside the vocabulary "
+                                                "[0, %lld)", ids[i], (long long)(i / n_tok), (long long)(i % n_tok),
+                           (long long)V);
+        }
+    }
+    const int64_t chunk = n_tok < MC_CHUNK_TOKENS ? n_tok : MC_CHUNK_TOKENS;
+    scratch s;
+    mc_status st = scratch_alloc(&s, c, n_seq * chunk, err);
+    if (st != MC_OK) {
+        return st;
+    }
+    int32_t *chunk_ids = malloc((size_t)(n_seq * chunk) * sizeof(int32_t));
+    if (chunk_ids == NULL) {
+        scratch_free(&s);
+        return mc_fail(err, MC_ERR_NOMEM, "forward: out of memory");
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+        const int64_t T = n_tok - t0 < chunk ? n_tok - t0 : chunk;
+        embed_chunk(m, &s, chunk_ids, ids, n_seq, n_tok, t0, T);
+        for (int64_t li = 0; li < c->num_hidden_layers; li++) {
+            layer_forward(m, li, state, &s, n_seq, T);
+        }
+        if (logits == NULL) {
+            continue;
+        }
+        if (all_logits) {
+            m->ops->rmsnorm(s.normed, s.hidden, m->norm_f, n_seq * T, H, (float)c->layer_norm_epsilon);
+            for (int64_t b = 0; b < n_seq; b++) {
+                m->ops->matmul(logits + (b * n_tok + t0) * V, s.normed + b * T * H, H, m->lm_head.data,
+                               m->lm_head.dtype, NULL, T, V, H);
+            }
+        } else if (t0 + T == n_tok) { // only the last position of each sequence
+            for (int64_t b = 0; b < n_seq; b++) {
+                m->ops->rmsnorm(s.normed + b * H, s.hidden + (b * T + T - 1) * H, m->norm_f, 1, H,
+                                (float)c->layer_norm_epsilon);
+            }
+            m->ops->matmul(logits, s.normed, H, m->lm_head.data, m->lm_head.dtype, NULL, n_seq, V, H);
+        }
+    }
+    free(chunk_ids);
+    scratch_free(&s);
+    return MC_OK;
+}

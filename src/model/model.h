@@ -1,0 +1,51 @@
+// The model's internal layout: resolved config, per-layer weight views, and the state object. Shared by the
+// loader, the forward walk and the state functions; nothing outside src/model/ includes it.
+#pragma once
+
+#include "io/safetensors.h"
+#include "kernels/ops.h"
+#include "mambac.h"
+
+// A weight matrix [rows, cols] as stored (f32 views point into the mapping; f16/bf16 too unless misaligned).
+typedef struct mc_weight {
+    const void *data;
+    int dtype; // mc_dtype
+    int64_t rows, cols;
+} mc_weight;
+
+typedef struct mc_layer {
+    const float *norm;     // [H]
+    mc_weight in_proj;     // [2E, H]
+    const float *in_bias;  // [2E] or NULL
+    const float *conv_w;   // [E, K]
+    const float *conv_b;   // [E] or NULL
+    mc_weight x_proj;      // [R + 2N, E]
+    mc_weight dt_proj;     // [E, R]
+    const float *dt_bias;  // [E]
+    const float *A;        // [E, N], = −exp(A_log), computed once at load
+    const float *D;        // [E]
+    mc_weight out_proj;    // [H, E]
+    const float *out_bias; // [H] or NULL
+} mc_layer;
+
+struct mc_model {
+    mc_config cfg;
+    char *dir;
+    mc_st_set *st;
+    mc_weight embed;   // [V, H]
+    mc_weight lm_head; // [V, H]; the embedding itself when tied
+    const float *norm_f;
+    mc_layer *layers; // [NL]
+    void **owned;     // converted copies (f32 vectors, realigned matrices), freed with the model
+    int64_t n_owned, cap_owned;
+    mc_model_info info;
+    const mc_ops *ops;
+};
+
+struct mc_state {
+    int64_t n_seq, n_layer, d_inner, d_conv, d_state;
+    float *conv; // [NL, n_seq, E, K]
+    float *ssm;  // [NL, n_seq, E, N]
+};
+
+mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc_config *cfg, mc_error *err);

@@ -1,0 +1,75 @@
+// The recurrent state (spec §4.1): per layer and sequence a conv window [E, K] and an SSM state [E, N], all f32.
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/checked.h"
+#include "base/error.h"
+#include "model/model.h"
+
+mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_error *err) {
+    *out = NULL;
+    const mc_config *c = mc_model_config(model);
+    int64_t per_conv = 0, per_ssm = 0, n_conv = 0, n_ssm = 0;
+    if (n_seq < 1 || n_seq > (1 << 20)) {
+        return mc_fail(err, MC_ERR_INVALID, "state: n_seq %lld must be in [1, %d]", (long long)n_seq, 1 << 20);
+    }
+    if (!mc_mul_i64(c->num_hidden_layers * c->intermediate_size, c->conv_kernel, &per_conv) ||
+        !mc_mul_i64(c->num_hidden_layers * c->intermediate_size, c->state_size, &per_ssm) ||
+        !mc_mul_i64(per_conv, n_seq, &n_conv) || !mc_mul_i64(per_ssm, n_seq, &n_ssm)) {
+        return mc_fail(err, MC_ERR_INVALID, "state: size for %lld sequences overflows", (long long)n_seq);
+    }
+    mc_state *s = calloc(1, sizeof(*s));
+    if (s != NULL) {
+        s->conv = calloc((size_t)n_conv, sizeof(float));
+        s->ssm = calloc((size_t)n_ssm, sizeof(float));
+    }
+    if (s == NULL || s->conv == NULL || s->ssm == NULL) {
+        mc_state_free(s);
+        return mc_fail(err, MC_ERR_NOMEM, "state: cannot allocate %lld floats for %lld sequences",
+                       (long long)(n_conv + n_ssm), (long long)n_seq);
+    }
+    s->n_seq = n_seq;
+    s->n_layer = c->num_hidden_layers;
+    s->d_inner = c->intermediate_size;
+    s->d_conv = c->conv_kernel;
+    s->d_state = c->state_size;
+    *out = s;
+    return MC_OK;
+}
+
+void mc_state_free(mc_state *s) {
+    if (s == NULL) {
+        return;
+    }
+    free(s->conv);
+    free(s->ssm);
+    free(s);
+}
+
+int64_t mc_state_n_seq(const mc_state *s) {
+    return s->n_seq;
+}
+
+void mc_state_reset(mc_state *s) {
+    memset(s->conv, 0, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_conv) * sizeof(float));
+    memset(s->ssm, 0, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_state) * sizeof(float));
+}
+
+mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src, int64_t src_seq, mc_error *err) {
+    if (dst->n_layer != src->n_layer || dst->d_inner != src->d_inner || dst->d_conv != src->d_conv ||
+        dst->d_state != src->d_state) {
+        return mc_fail(err, MC_ERR_INVALID, "state copy: the two states belong to different model shapes");
+    }
+    if (dst_seq < 0 || dst_seq >= dst->n_seq || src_seq < 0 || src_seq >= src->n_seq) {
+        return mc_fail(err, MC_ERR_INVALID, "state copy: sequence %lld -> %lld out of range (%lld, %lld)",
+                       (long long)src_seq, (long long)dst_seq, (long long)src->n_seq, (long long)dst->n_seq);
+    }
+    const int64_t nc = dst->d_inner * dst->d_conv, ns = dst->d_inner * dst->d_state;
+    for (int64_t l = 0; l < dst->n_layer; l++) {
+        memcpy(dst->conv + (l * dst->n_seq + dst_seq) * nc, src->conv + (l * src->n_seq + src_seq) * nc,
+               (size_t)nc * sizeof(float));
+        memcpy(dst->ssm + (l * dst->n_seq + dst_seq) * ns, src->ssm + (l * src->n_seq + src_seq) * ns,
+               (size_t)ns * sizeof(float));
+    }
+    return MC_OK;
+}
