@@ -80,3 +80,85 @@ void mc_test_skip(const char *fmt, ...) {
     va_end(ap);
     exit(77);
 }
+
+char *mc_test_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = (len + 4096 + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + len, 1, 4096, f);
+        len += r;
+        if (r == 0) {
+            break;
+        }
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+float *mc_test_read_npy(const char *path, int64_t *shape, int *ndim, int max_dims) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot open\n", path);
+        return NULL;
+    }
+    unsigned char pre[10];
+    char header[4096];
+    float *data = NULL;
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0 || pre[6] != 1) {
+        goto fail;
+    }
+    size_t hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+    if (hlen >= sizeof(header) || fread(header, 1, hlen, f) != hlen) {
+        goto fail;
+    }
+    header[hlen] = '\0';
+    if (strstr(header, "'<f4'") == NULL || strstr(header, "'fortran_order': False") == NULL) {
+        goto fail;
+    }
+    const char *p = strstr(header, "'shape'");
+    p = p != NULL ? strchr(p, '(') : NULL;
+    int64_t numel = 1;
+    *ndim = 0;
+    while (p != NULL && *p != ')') {
+        p++;
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        if (*p == ')') {
+            break;
+        }
+        if (*ndim >= max_dims) {
+            goto fail;
+        }
+        char *end;
+        shape[*ndim] = strtoll(p, &end, 10);
+        numel *= shape[(*ndim)++];
+        p = end;
+    }
+    data = malloc((size_t)numel * sizeof(float) + 1);
+    if (data == NULL || fread(data, sizeof(float), (size_t)numel, f) != (size_t)numel) {
+        goto fail;
+    }
+    fclose(f);
+    return data;
+fail:
+    fprintf(stderr, "%s: not a float32 .npy file this reader understands\n", path);
+    free(data);
+    fclose(f);
+    return NULL;
+}

@@ -18,3 +18,10 @@ char *mc_test_fixture(const char *rel);
 char *mc_test_shared(const char *rel);
 // Prints "SKIP: <reason>" and exits 77 (ctest's skip code).
 void mc_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+// Reads a little-endian float32 C-order .npy file (as numpy.save writes it). Returns an owned array (free()) and
+// its shape, or NULL (with a message on stderr) when the file is missing or not such an array.
+float *mc_test_read_npy(const char *path, int64_t *shape, int *ndim, int max_dims);
+
+// Reads a whole text file (owned, NUL-terminated) or NULL.
+char *mc_test_read_text(const char *path);

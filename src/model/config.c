@@ -161,7 +161,8 @@ static mc_status parse_original(const cJSON *j, const char *path, mc_config *c, 
     const cJSON *layer = cJSON_GetObjectItemCaseSensitive(ssm, "layer");
     const cJSON *attn = cJSON_GetObjectItemCaseSensitive(j, "attn_layer_idx");
     if (layer != NULL && !(cJSON_IsString(layer) && strcmp(layer->valuestring, "Mamba1") == 0)) {
-        st = mc_fail(err, MC_ERR_UNSUPPORTED, "%s: ssm_cfg.layer is not Mamba1 (only Mamba-1 is supported)", path);
+        st = mc_fail(err, MC_ERR_UNSUPPORTED, "%s: ssm_cfg.layer \"%.32s\" is not supported (only Mamba1)", path,
+                     cJSON_IsString(layer) ? layer->valuestring : "?");
     } else if (attn != NULL && cJSON_GetArraySize(attn) > 0) {
         st = mc_fail(err, MC_ERR_UNSUPPORTED, "%s: attn_layer_idx is set (hybrid attention models are not supported)",
                      path);

@@ -1,0 +1,286 @@
+// The model against transformers: logits of every fixture model (tools/oracle) within 1e-4 of the largest logit,
+// the recurrent step and chunked prefill reproduce the whole-sequence logits, a batch equals each sequence alone,
+// and the parameter count matches. Also bad input to the forward pass.
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "check.h"
+#include "mambac.h"
+
+// Logits vs the transformers f32 fixture: the reference sums in a different order (BLAS, whole-sequence scan), so
+// agreement is to f32 rounding accumulated over layers, far inside the 1e-4 of the largest logit.
+#define LOGIT_TOL 1e-4
+
+typedef struct fixture {
+    char *name;
+    cJSON *doc;
+    mc_model *model;
+} fixture;
+
+static fixture *g_fix;
+static int g_n_fix;
+
+static int32_t *ids_of(const cJSON *arr, int64_t *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(int32_t));
+    for (int64_t i = 0; i < *n; i++) {
+        ids[i] = (int32_t)cJSON_GetArrayItem(arr, (int)i)->valuedouble;
+    }
+    return ids;
+}
+
+static int setup(void **unused) {
+    char *dir = mc_test_fixture("expect");
+    DIR *d = dir != NULL ? opendir(dir) : NULL;
+    if (d == NULL) {
+        free(dir);
+        mc_test_skip("no fixtures in $MC_FIXTURES/expect (run tools/oracle)");
+    }
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        size_t len = strlen(ent->d_name);
+        if (len < 6 || strcmp(ent->d_name + len - 5, ".json") != 0 || strcmp(ent->d_name, "sampler.json") == 0) {
+            continue;
+        }
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, ent->d_name);
+        char *text = mc_test_read_text(path);
+        cJSON *doc = text != NULL ? cJSON_Parse(text) : NULL;
+        free(text);
+        const cJSON *model = cJSON_GetObjectItem(doc, "model");
+        if (!cJSON_IsString(model)) {
+            cJSON_Delete(doc);
+            continue;
+        }
+        char *mpath = mc_test_fixture(model->valuestring);
+        mc_error err = { 0 };
+        fixture fx = { .name = strndup(ent->d_name, len - 5), .doc = doc };
+        if (mc_model_load(mpath, NULL, &fx.model, &err) != MC_OK) {
+            fprintf(stderr, "%s: %s\n", mpath, err.msg);
+            free(mpath);
+            return -1;
+        }
+        free(mpath);
+        g_fix = realloc(g_fix, (size_t)(g_n_fix + 1) * sizeof(*g_fix));
+        g_fix[g_n_fix++] = fx;
+    }
+    closedir(d);
+    free(dir);
+    if (g_n_fix == 0) {
+        mc_test_skip("no model fixtures in $MC_FIXTURES/expect");
+    }
+    return 0;
+}
+
+static int teardown(void **unused) {
+    for (int i = 0; i < g_n_fix; i++) {
+        mc_model_free(g_fix[i].model);
+        cJSON_Delete(g_fix[i].doc);
+        free(g_fix[i].name);
+    }
+    free(g_fix);
+    return 0;
+}
+
+// One forward entry: ids [B][L] and the reference logits [B, L, V].
+typedef struct entry {
+    int32_t *ids;
+    int64_t B, L, V;
+    float *want;
+} entry;
+
+static bool load_entry(const fixture *fx, const cJSON *e, entry *out) {
+    const cJSON *rows = cJSON_GetObjectItem(e, "ids");
+    out->B = cJSON_GetArraySize(rows);
+    out->V = mc_model_config(fx->model)->vocab_size;
+    out->ids = NULL;
+    for (int64_t b = 0; b < out->B; b++) {
+        int64_t n;
+        int32_t *r = ids_of(cJSON_GetArrayItem(rows, (int)b), &n);
+        if (b == 0) {
+            out->L = n;
+            out->ids = malloc((size_t)(out->B * n) * sizeof(int32_t));
+        }
+        assert_int_equal(n, out->L);
+        memcpy(out->ids + b * n, r, (size_t)n * sizeof(int32_t));
+        free(r);
+    }
+    char rel[512];
+    snprintf(rel, sizeof(rel), "expect/%s", cJSON_GetObjectItem(e, "logits")->valuestring);
+    char *path = mc_test_fixture(rel);
+    int64_t shape[4];
+    int ndim = 0;
+    out->want = mc_test_read_npy(path, shape, &ndim, 4);
+    free(path);
+    assert_non_null(out->want);
+    assert_int_equal(ndim, 3);
+    assert_int_equal(shape[0], out->B);
+    assert_int_equal(shape[1], out->L);
+    assert_int_equal(shape[2], out->V);
+    return true;
+}
+
+static void free_entry(entry *e) {
+    free(e->ids);
+    free(e->want);
+}
+
+static void test_logits_match_transformers(void **unused) {
+    for (int i = 0; i < g_n_fix; i++) {
+        const cJSON *e;
+        int k = 0;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(g_fix[i].doc, "forward")) {
+            entry en;
+            load_entry(&g_fix[i], e, &en);
+            mc_state *st = NULL;
+            mc_error err = { 0 };
+            float *got = malloc((size_t)(en.B * en.L * en.V) * sizeof(float));
+            assert_int_equal(mc_state_new(g_fix[i].model, en.B, &st, &err), MC_OK);
+            assert_int_equal(mc_model_forward(g_fix[i].model, st, en.ids, en.B, en.L, true, got, &err), MC_OK);
+            char label[128];
+            snprintf(label, sizeof(label), "%s forward[%d] B=%lld L=%lld", g_fix[i].name, k, (long long)en.B,
+                     (long long)en.L);
+            assert_true(mc_check_close(got, en.want, en.B * en.L * en.V, LOGIT_TOL, label));
+            printf("%s: max err / max|logit| = %.3g\n", label, mc_rel_err(got, en.want, en.B * en.L * en.V));
+            mc_state_free(st);
+            free(got);
+            free_entry(&en);
+            k++;
+        }
+    }
+}
+
+// Prefill P tokens in one call, then one token per call: every position's logits must equal the fixture's
+// whole-sequence logits (spec §4.2), for P = 0, 1, K−1, K and 17, and for splits into uneven chunks (§4.4).
+static void test_step_and_chunks_reproduce_sequence(void **unused) {
+    for (int i = 0; i < g_n_fix; i++) {
+        const mc_model *m = g_fix[i].model;
+        const int64_t K = mc_model_config(m)->conv_kernel;
+        const cJSON *e, *longest = NULL;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(g_fix[i].doc, "forward")) {
+            const cJSON *row0 = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "ids"), 0);
+            if (longest == NULL ||
+                cJSON_GetArraySize(row0) > cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(longest, "ids"), 0))) {
+                longest = e;
+            }
+        }
+        entry en;
+        load_entry(&g_fix[i], longest, &en);
+        const int64_t prefills[] = { 0, 1, K - 1, K, 17 };
+        for (size_t pi = 0; pi < sizeof(prefills) / sizeof(prefills[0]); pi++) {
+            for (int mode = 0; mode < 2; mode++) { // 0: prefill then single steps; 1: prefill then chunks of 5
+                const int64_t P = prefills[pi] < en.L ? prefills[pi] : en.L;
+                mc_state *st = NULL;
+                mc_error err = { 0 };
+                float *got = calloc((size_t)(en.L * en.V), sizeof(float));
+                assert_int_equal(mc_state_new(m, 1, &st, &err), MC_OK);
+                if (P > 0) {
+                    assert_int_equal(mc_model_forward(m, st, en.ids, 1, P, true, got, &err), MC_OK);
+                }
+                const int64_t step = mode == 0 ? 1 : 5;
+                for (int64_t t = P; t < en.L; t += step) {
+                    int64_t n = en.L - t < step ? en.L - t : step;
+                    assert_int_equal(mc_model_forward(m, st, en.ids + t, 1, n, true, got + t * en.V, &err), MC_OK);
+                }
+                char label[128];
+                snprintf(label, sizeof(label), "%s prefill %lld then %s", g_fix[i].name, (long long)P,
+                         mode == 0 ? "steps" : "chunks of 5");
+                assert_true(mc_check_close(got, en.want, en.L * en.V, LOGIT_TOL, label));
+                mc_state_free(st);
+                free(got);
+            }
+        }
+        free_entry(&en);
+    }
+}
+
+// Past the internal chunk length (128) the forward splits the prompt itself: a 300-token sequence in one call
+// must equal the same tokens fed one at a time (last logits and every position).
+static void test_long_sequence_chunking(void **unused) {
+    const mc_model *m = g_fix[0].model;
+    const int64_t V = mc_model_config(m)->vocab_size, L = 300;
+    int32_t *ids = malloc(L * sizeof(int32_t));
+    uint64_t x = 42;
+    for (int64_t t = 0; t < L; t++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[t] = (int32_t)((x >> 33) % (uint64_t)V);
+    }
+    float *whole = malloc((size_t)(L * V) * sizeof(float)), *steps = malloc((size_t)(L * V) * sizeof(float));
+    mc_state *a = NULL, *b = NULL;
+    mc_error err = { 0 };
+    assert_int_equal(mc_state_new(m, 1, &a, &err), MC_OK);
+    assert_int_equal(mc_state_new(m, 1, &b, &err), MC_OK);
+    assert_int_equal(mc_model_forward(m, a, ids, 1, L, true, whole, &err), MC_OK);
+    for (int64_t t = 0; t < L; t++) {
+        assert_int_equal(mc_model_forward(m, b, ids + t, 1, 1, true, steps + t * V, &err), MC_OK);
+    }
+    // Same kernels, same order per position: only the matmul row grouping differs, so f32 rounding alone.
+    assert_true(mc_check_close(whole, steps, L * V, 1e-5, "300 tokens whole vs steps"));
+    mc_state_free(a);
+    mc_state_free(b);
+    free(whole);
+    free(steps);
+    free(ids);
+}
+
+static void test_param_count(void **unused) {
+    for (int i = 0; i < g_n_fix; i++) {
+        const cJSON *n = cJSON_GetObjectItem(g_fix[i].doc, "n_params");
+        if (!cJSON_IsNumber(n)) {
+            continue;
+        }
+        mc_model_info info;
+        mc_model_get_info(g_fix[i].model, &info);
+        if (info.n_params != (int64_t)n->valuedouble) {
+            print_error("%s: %lld params, transformers counts %lld\n", g_fix[i].name, (long long)info.n_params,
+                        (long long)n->valuedouble);
+            fail();
+        }
+    }
+}
+
+static void test_bad_ids(void **unused) {
+    const mc_model *m = g_fix[0].model;
+    const int32_t V = (int32_t)mc_model_config(m)->vocab_size;
+    int32_t bad[3] = { 1, V, 2 }, neg[1] = { -1 };
+    mc_state *st = NULL;
+    mc_error err = { 0 };
+    float *logits = malloc((size_t)(3 * V) * sizeof(float));
+    assert_int_equal(mc_state_new(m, 1, &st, &err), MC_OK);
+    assert_int_equal(mc_model_forward(m, st, bad, 1, 3, true, logits, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "outside the vocabulary"));
+    assert_int_equal(mc_model_forward(m, st, neg, 1, 1, true, logits, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_forward(m, st, bad, 2, 1, true, logits, &err), MC_ERR_INVALID); // state holds 1 seq
+    assert_int_equal(mc_model_forward(m, st, bad, 1, 0, true, logits, &err), MC_ERR_INVALID);
+    mc_state_free(st);
+    free(logits);
+}
+
+static void test_missing_model(void **unused) {
+    mc_model *m = NULL;
+    mc_error err = { 0 };
+    assert_int_not_equal(mc_model_load("/nonexistent/model/dir", NULL, &m, &err), MC_OK);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "/nonexistent/model/dir"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_logits_match_transformers),
+        cmocka_unit_test(test_step_and_chunks_reproduce_sequence),
+        cmocka_unit_test(test_long_sequence_chunking),
+        cmocka_unit_test(test_param_count),
+        cmocka_unit_test(test_bad_ids),
+        cmocka_unit_test(test_missing_model),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
