@@ -11,4 +11,8 @@ char *mc_hub_cache_root(void);
 //  - a folder named models--ORG--NAME (has refs/ and snapshots/): its snapshot for revision;
 //  - "ORG/NAME" (not an existing path): <cache root>/models--ORG--NAME, then as above.
 // revision NULL means "main"; a 40-hex revision names the commit directly. *dir is owned (free()).
+// Without refs/main, a repo with exactly one snapshot uses it. Any other existing folder is returned as is (the caller
+// reports the file it misses there). Errors: MC_ERR_INVALID (malformed ORG/NAME or revision, spec is a file),
+// MC_ERR_IO (repo, revision or snapshot not in the cache; the message says where it looked), MC_ERR_FORMAT (a refs/
+// file without a 40-hex commit), MC_ERR_NOMEM.
 mc_status mc_hub_resolve(const char *spec, const char *revision, char **dir, mc_error *err);
