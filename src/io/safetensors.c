@@ -97,7 +97,7 @@ static mc_status st_grow(mc_st_set *set, const char *path, mc_error *err) {
     return MC_OK;
 }
 
-// Reads one header entry into t (name already set). data_len is the size of the data section.
+// Reads one header entry into t (the caller sets the name once it passes). data_len: size of the data section.
 static mc_status st_parse_entry(const cJSON *entry, const char *path, const char *ename, const unsigned char *data_base,
                                 int64_t data_len, mc_st_tensor *t, mc_error *err) {
     if (!cJSON_IsObject(entry)) {
