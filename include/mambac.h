@@ -39,6 +39,7 @@ typedef enum mc_dtype {
     MC_DTYPE_F32 = 0,
     MC_DTYPE_F16,
     MC_DTYPE_BF16,
+    MC_DTYPE_I8, // weights only: int8 with per-group f32 scales
 } mc_dtype;
 
 MC_API const char *mc_dtype_name(mc_dtype dtype);
@@ -97,7 +98,7 @@ MC_API const char *mc_model_dir(const mc_model *model); // the resolved folder t
 typedef struct mc_model_info {
     int64_t n_params;       // distinct parameters (tied head counted once)
     int64_t n_tensors;      // tensors read from the files
-    int64_t n_by_dtype[3];  // parameter counts per stored mc_dtype
+    int64_t n_by_dtype[4];  // parameter counts per stored mc_dtype
     int64_t weight_bytes;   // bytes of weights as stored
     int64_t resident_bytes; // bytes mambac holds besides the mapping (converted copies)
     int64_t state_bytes;    // recurrent state per sequence

@@ -53,5 +53,16 @@ static inline float mc_load_f32(const void *p, int dtype, int64_t i) {
 }
 
 static inline int64_t mc_dtype_size(int dtype) {
-    return dtype == MC_DTYPE_F32 ? 4 : 2;
+    return dtype == MC_DTYPE_F32 ? 4 : dtype == MC_DTYPE_I8 ? 1 : 2;
+}
+
+#include "kernels/ops.h"
+
+// Element [r, c] of a weight matrix as f32 (int8: q · scale of its group). For reference code and tails.
+static inline float mc_weight_at(const mc_weight *w, int64_t r, int64_t c) {
+    if (w->dtype == MC_DTYPE_I8) {
+        int64_t n_groups = (w->cols + w->group - 1) / w->group;
+        return (float)((const int8_t *)w->data)[r * w->cols + c] * w->scales[r * n_groups + c / w->group];
+    }
+    return mc_load_f32(w->data, w->dtype, r * w->cols + c);
 }

@@ -6,32 +6,49 @@
 
 #include "mambac.h"
 
+// How a kernel call may run: threads to use (1 = the calling thread only). Owned by the caller; no globals.
+typedef struct mc_exec {
+    int n_threads;
+} mc_exec;
+
+// A weight matrix [rows, cols], row-major, as stored: f32/f16/bf16 elements, or int8 with one f32 scale per group
+// of `group` consecutive elements of a row (scales [rows, ceil(cols / group)]; value = q · scale).
+typedef struct mc_weight {
+    const void *data;
+    int dtype; // mc_dtype
+    int64_t rows, cols;
+    const float *scales; // MC_DTYPE_I8 only
+    int64_t group;       // MC_DTYPE_I8 only
+} mc_weight;
+
 typedef struct mc_ops {
     const char *name;
 
-    // y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N] when bias != NULL). Rows of x are ldx floats apart; W is row-major
-    // in wdtype (mc_dtype), read as stored.
-    void (*matmul)(float *y, const float *x, int64_t ldx, const void *w, int wdtype, const float *bias, int64_t M,
-                   int64_t N, int64_t K);
+    // y[M, N] = x[M, K] · Wᵀ (+ bias[N] when bias != NULL), W = w [N, K] read as stored. Rows of x are ldx floats
+    // apart. y does not alias x.
+    void (*matmul)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                   int64_t M, int64_t N, int64_t K);
 
-    // out[i, :] = W[ids[i], :] for i < n; W is [rows, H] in wdtype. ids were checked by the caller.
-    void (*embed)(float *out, const void *w, int wdtype, const int32_t *ids, int64_t n, int64_t H);
+    // out[i, :] = W[ids[i], :] for i < n; W is [rows, H]. ids were checked by the caller.
+    void (*embed)(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H);
 
-    // y[m, :] = x[m, :] / sqrt(mean(x[m, :]²) + eps) · w (spec §3.2). y may equal x.
-    void (*rmsnorm)(float *y, const float *x, const float *w, int64_t M, int64_t H, float eps);
+    // Residual add + RMSNorm (spec §3.2–3.3): when add != NULL, x[m, :] += add[m, :] first; then
+    // y[m, :] = x[m, :] / sqrt(mean(x[m, :]²) + eps) · w. y does not alias x.
+    void (*rmsnorm)(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
+                    float eps);
 
     // Causal depthwise conv + SiLU over L steps of one sequence (spec §3.4 step 3), continuing from state [E, K]
     // (the last K inputs, oldest first), which is updated to the last K inputs after the call.
     // u[t, e] = silu(Σ_k w[e, k] · x[t − (K−1) + k, e] + b[e]); x rows are ldx floats apart; b may be NULL.
-    void (*conv1d)(float *u, float *state, const float *x, int64_t ldx, const float *w, const float *b, int64_t L,
-                   int64_t E, int64_t K);
+    void (*conv1d)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                   const float *b, int64_t L, int64_t E, int64_t K);
 
     // Selective scan of one sequence (spec §3.4 steps 4–9), continuing from h [E, N] (updated in place):
     // Δ = softplus(dt[t, e] + dt_bias[e]); h = exp(Δ·A)·h + Δ·B[t]·u[t, e]; y = (C[t]·h + D[e]·u[t, e])·silu(z[t, e]).
     // u, dt, y are [L, E]; B and C rows are ldbc floats apart; z rows ldz floats apart.
-    void (*selective_scan)(float *y, float *h, const float *u, const float *dt, const float *dt_bias, const float *A,
-                           const float *B, const float *C, int64_t ldbc, const float *D, const float *z, int64_t ldz,
-                           int64_t L, int64_t E, int64_t N);
+    void (*selective_scan)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                           const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N);
 } mc_ops;
 
 extern const mc_ops mc_ops_ref;

@@ -53,27 +53,26 @@ static mc_status scratch_alloc(scratch *s, const mc_config *c, int64_t rows, mc_
 static void layer_forward(const mc_model *m, int64_t li, mc_state *state, scratch *s, int64_t Bt, int64_t T) {
     const mc_config *c = &m->cfg;
     const mc_ops *ops = m->ops;
+    const mc_exec *ex = &m->exec;
     const mc_layer *l = &m->layers[li];
     const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
                   K = c->conv_kernel, RN = R + 2 * N, M = Bt * T;
-    ops->rmsnorm(s->normed, s->hidden, l->norm, M, H, (float)c->layer_norm_epsilon);
-    ops->matmul(s->xz, s->normed, H, l->in_proj.data, l->in_proj.dtype, l->in_bias, M, 2 * E, H);
+    // The previous layer's mixer output joins the residual stream here, fused with this layer's norm.
+    ops->rmsnorm(ex, s->normed, s->hidden, li > 0 ? s->out : NULL, l->norm, M, H, (float)c->layer_norm_epsilon);
+    ops->matmul(ex, s->xz, s->normed, H, &l->in_proj, l->in_bias, M, 2 * E, H);
     for (int64_t b = 0; b < Bt; b++) {
         float *conv_state = state->conv + (li * state->n_seq + b) * E * K;
-        ops->conv1d(s->u + b * T * E, conv_state, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b, T, E, K);
+        ops->conv1d(ex, s->u + b * T * E, conv_state, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b, T, E, K);
     }
-    ops->matmul(s->q, s->u, E, l->x_proj.data, l->x_proj.dtype, NULL, M, RN, E);
-    ops->matmul(s->dt, s->q, RN, l->dt_proj.data, l->dt_proj.dtype, NULL, M, E, R);
+    ops->matmul(ex, s->q, s->u, E, &l->x_proj, NULL, M, RN, E);
+    ops->matmul(ex, s->dt, s->q, RN, &l->dt_proj, NULL, M, E, R);
     for (int64_t b = 0; b < Bt; b++) {
         float *h = state->ssm + (li * state->n_seq + b) * E * N;
         const float *qb = s->q + b * T * RN;
-        ops->selective_scan(s->y + b * T * E, h, s->u + b * T * E, s->dt + b * T * E, l->dt_bias, l->A, qb + R,
+        ops->selective_scan(ex, s->y + b * T * E, h, s->u + b * T * E, s->dt + b * T * E, l->dt_bias, l->A, qb + R,
                             qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T, E, N);
     }
-    ops->matmul(s->out, s->y, E, l->out_proj.data, l->out_proj.dtype, l->out_bias, M, H, E);
-    for (int64_t i = 0; i < M * H; i++) {
-        s->hidden[i] += s->out[i];
-    }
+    ops->matmul(ex, s->out, s->y, E, &l->out_proj, l->out_bias, M, H, E); // added to hidden by the next norm
 }
 
 // Copies ids[b, t0 .. t0+T) for every sequence into a contiguous [Bt, T] block and embeds it.
@@ -82,13 +81,15 @@ static void embed_chunk(const mc_model *m, scratch *s, int32_t *chunk_ids, const
     for (int64_t b = 0; b < Bt; b++) {
         memcpy(chunk_ids + b * T, ids + b * n_tok + t0, (size_t)T * sizeof(int32_t));
     }
-    m->ops->embed(s->hidden, m->embed.data, m->embed.dtype, chunk_ids, Bt * T, m->cfg.hidden_size);
+    m->ops->embed(&m->exec, s->hidden, &m->embed, chunk_ids, Bt * T, m->cfg.hidden_size);
 }
 
 mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
                            bool all_logits, float *logits, mc_error *err) {
     const mc_config *c = &m->cfg;
     const int64_t H = c->hidden_size, V = c->vocab_size;
+    const mc_exec *ex = &m->exec;
+    const float eps = (float)c->layer_norm_epsilon;
     if (n_seq < 1 || n_tok < 1) {
         return mc_fail(err, MC_ERR_INVALID, "forward: need at least one sequence and one token (got %lld x %lld)",
                        (long long)n_seq, (long long)n_tok);
@@ -122,21 +123,21 @@ mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *id
         for (int64_t li = 0; li < c->num_hidden_layers; li++) {
             layer_forward(m, li, state, &s, n_seq, T);
         }
+        // The last layer's output joins the stream: the final norm then reads hidden alone.
+        m->ops->rmsnorm(ex, s.normed, s.hidden, s.out, m->norm_f, n_seq * T, H, eps);
         if (logits == NULL) {
             continue;
         }
         if (all_logits) {
-            m->ops->rmsnorm(s.normed, s.hidden, m->norm_f, n_seq * T, H, (float)c->layer_norm_epsilon);
             for (int64_t b = 0; b < n_seq; b++) {
-                m->ops->matmul(logits + (b * n_tok + t0) * V, s.normed + b * T * H, H, m->lm_head.data,
-                               m->lm_head.dtype, NULL, T, V, H);
+                m->ops->matmul(ex, logits + (b * n_tok + t0) * V, s.normed + b * T * H, H, &m->lm_head, NULL, T, V,
+                               H);
             }
         } else if (t0 + T == n_tok) { // only the last position of each sequence
             for (int64_t b = 0; b < n_seq; b++) {
-                m->ops->rmsnorm(s.normed + b * H, s.hidden + (b * T + T - 1) * H, m->norm_f, 1, H,
-                                (float)c->layer_norm_epsilon);
+                memmove(s.normed + b * H, s.normed + (b * T + T - 1) * H, (size_t)H * sizeof(float));
             }
-            m->ops->matmul(logits, s.normed, H, m->lm_head.data, m->lm_head.dtype, NULL, n_seq, V, H);
+            m->ops->matmul(ex, logits, s.normed, H, &m->lm_head, NULL, n_seq, V, H);
         }
     }
     free(chunk_ids);

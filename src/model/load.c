@@ -252,6 +252,7 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
         return mc_fail(err, MC_ERR_NOMEM, "model: out of memory");
     }
     m->ops = &mc_ops_ref;
+    m->exec.n_threads = 1;
     mc_status st = mc_model_resolve_dir(path, opts != NULL ? opts->revision : NULL, &m->dir, err);
     char *cfg_path = NULL;
     if (st == MC_OK) {
@@ -310,6 +311,8 @@ const char *mc_dtype_name(mc_dtype dtype) {
             return "f16";
         case MC_DTYPE_BF16:
             return "bf16";
+        case MC_DTYPE_I8:
+            return "int8";
     }
     return "?";
 }

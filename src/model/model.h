@@ -6,13 +6,6 @@
 #include "kernels/ops.h"
 #include "mambac.h"
 
-// A weight matrix [rows, cols] as stored (f32 views point into the mapping; f16/bf16 too unless misaligned).
-typedef struct mc_weight {
-    const void *data;
-    int dtype; // mc_dtype
-    int64_t rows, cols;
-} mc_weight;
-
 typedef struct mc_layer {
     const float *norm;     // [H]
     mc_weight in_proj;     // [2E, H]
@@ -40,6 +33,7 @@ struct mc_model {
     int64_t n_owned, cap_owned;
     mc_model_info info;
     const mc_ops *ops;
+    mc_exec exec;
 };
 
 struct mc_state {

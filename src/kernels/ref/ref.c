@@ -5,31 +5,39 @@
 
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
+#include "kernels/ref/ref.h"
 
-static void mc_ref_matmul(float *y, const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
-                          int64_t M, int64_t N, int64_t K) {
+void mc_ref_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                          const float *bias, int64_t M, int64_t N, int64_t K) {
     for (int64_t m = 0; m < M; m++) {
         const float *xm = x + m * ldx;
         for (int64_t n = 0; n < N; n++) {
             float acc = 0.0f;
             for (int64_t k = 0; k < K; k++) {
-                acc += mc_load_f32(w, wdtype, n * K + k) * xm[k];
+                acc += mc_weight_at(w, n, k) * xm[k];
             }
             y[m * N + n] = acc + (bias != NULL ? bias[n] : 0.0f);
         }
     }
 }
 
-static void mc_ref_embed(float *out, const void *w, int wdtype, const int32_t *ids, int64_t n, int64_t H) {
+void mc_ref_embed(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n,
+                         int64_t H) {
     for (int64_t i = 0; i < n; i++) {
         for (int64_t h = 0; h < H; h++) {
-            out[i * H + h] = mc_load_f32(w, wdtype, (int64_t)ids[i] * H + h);
+            out[i * H + h] = mc_weight_at(w, ids[i], h);
         }
     }
 }
 
-static void mc_ref_rmsnorm(float *y, const float *x, const float *w, int64_t M, int64_t H, float eps) {
+void mc_ref_rmsnorm(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                           int64_t H, float eps) {
     for (int64_t m = 0; m < M; m++) {
+        if (add != NULL) {
+            for (int64_t h = 0; h < H; h++) {
+                x[m * H + h] += add[m * H + h];
+            }
+        }
         float ms = 0.0f;
         for (int64_t h = 0; h < H; h++) {
             ms += x[m * H + h] * x[m * H + h];
@@ -46,7 +54,7 @@ static float silu(float v) {
 }
 
 // Window position s < 0 reads the state's column K + s (the state holds inputs −K..−1).
-static void mc_ref_conv1d(float *u, float *state, const float *x, int64_t ldx, const float *w, const float *b,
+void mc_ref_conv1d(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w, const float *b,
                           int64_t L, int64_t E, int64_t K) {
     for (int64_t e = 0; e < E; e++) {
         for (int64_t t = 0; t < L; t++) {
@@ -66,7 +74,7 @@ static void mc_ref_conv1d(float *u, float *state, const float *x, int64_t ldx, c
     }
 }
 
-static void mc_ref_selective_scan(float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+void mc_ref_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
                                   const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                   const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
     for (int64_t e = 0; e < E; e++) {

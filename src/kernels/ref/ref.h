@@ -1,0 +1,15 @@
+// The reference twins, callable one by one (fast backends fall back to them for entries they lack).
+#pragma once
+
+#include "kernels/ops.h"
+
+void mc_ref_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                   int64_t M, int64_t N, int64_t K);
+void mc_ref_embed(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H);
+void mc_ref_rmsnorm(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
+                    float eps);
+void mc_ref_conv1d(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                   const float *b, int64_t L, int64_t E, int64_t K);
+void mc_ref_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                           const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N);
