@@ -133,6 +133,7 @@ static mc_status ctx_alloc_seqs(gen_ctx *c, const int32_t *const *prompts, const
         }
         memcpy(s->ids, prompts[i], (size_t)prompt_len[i] * sizeof(int32_t));
         s->n_ids = s->n_prompt = prompt_len[i];
+        s->done = c->opts->max_new_tokens == 0;
         c->stats.n_prompt_tokens += prompt_len[i];
     }
     return MC_OK;
@@ -227,8 +228,11 @@ static mc_status accept_token(gen_ctx *c, int64_t i, float *row, mc_error *err) 
 // Each prompt alone in the 1-sequence state (so its state is what a solo run builds), then into its batch slot.
 static mc_status prefill_all(gen_ctx *c, mc_error *err) {
     double t0 = now_seconds();
-    for (int64_t i = 0; i < c->n_seq && c->opts->max_new_tokens > 0; i++) {
+    for (int64_t i = 0; i < c->n_seq; i++) {
         gen_seq *s = &c->seqs[i];
+        if (s->done) {
+            continue; // max_new_tokens 0: nothing to prefill for
+        }
         float *row = c->logits + i * c->n_vocab;
         mc_state_reset(c->one);
         mc_status st = mc_model_forward(c->model, c->one, s->ids, 1, s->n_prompt, false, row, err);
