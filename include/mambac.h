@@ -69,6 +69,7 @@ typedef struct mc_config {
     double time_step_scale, time_step_min, time_step_max, time_step_floor;
     bool rescale_prenorm_residual;
     bool original_format; // read from mamba_ssm names (d_model, n_layer, ssm_cfg)
+    int64_t int8_group;   // > 0 when the file holds int8 matrices (quantization_config.group_size)
 } mc_config;
 
 // Parses a config.json (HF or mamba_ssm layout) into cfg with every default applied and checked.
@@ -79,9 +80,33 @@ MC_API mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err)
 
 typedef struct mc_model mc_model; // opaque; immutable after load, shareable between threads
 
+typedef enum mc_backend {
+    MC_BACKEND_AUTO = 0, // the fastest built backend (cpu)
+    MC_BACKEND_REF,      // the plain reference kernels (the oracle in tests)
+    MC_BACKEND_CPU,      // SIMD + threads, chosen for this CPU at run time
+} mc_backend;
+
+typedef enum mc_weight_dtype {
+    MC_WEIGHTS_AS_STORED = 0,
+    MC_WEIGHTS_F32,
+    MC_WEIGHTS_F16,
+    MC_WEIGHTS_BF16,
+    MC_WEIGHTS_INT8, // per-group int8 (group of MC_INT8_GROUP along each row) with f32 scales
+} mc_weight_dtype;
+
+#define MC_INT8_GROUP 64
+
 typedef struct mc_load_opts {
-    const char *revision; // hub cache revision for ORG/NAME (NULL = "main")
+    const char *revision;          // hub cache revision for ORG/NAME (NULL = "main")
+    mc_backend backend;            // MC_BACKEND_AUTO by default
+    int n_threads;                 // <= 0: the number of physical cores
+    mc_weight_dtype weight_dtype;  // the matrices (projections, embedding, head) are converted to this on load
 } mc_load_opts;
+
+MC_API void mc_load_opts_init(mc_load_opts *opts); // revision main, auto backend, all cores, weights as stored
+MC_API const char *mc_backend_name(mc_backend backend);
+// Physical cores of this machine (>= 1).
+MC_API int mc_cpu_physical_cores(void);
 
 // Loads MODEL: a folder with config.json + model.safetensors (or an index and shards), a hub-cache snapshot
 // folder, a hub-cache repo folder (models--ORG--NAME), or "ORG/NAME" found in $HF_HUB_CACHE, $HF_HOME/hub or
@@ -102,6 +127,9 @@ typedef struct mc_model_info {
     int64_t weight_bytes;   // bytes of weights as stored
     int64_t resident_bytes; // bytes mambac holds besides the mapping (converted copies)
     int64_t state_bytes;    // recurrent state per sequence
+    int64_t read_bytes_per_token; // weight bytes one decode step reads (all matrices, the head, one embedding row)
+    int n_threads;          // threads the kernels use
+    mc_backend backend;     // the backend in use (never AUTO)
 } mc_model_info;
 
 MC_API void mc_model_get_info(const mc_model *model, mc_model_info *info);

@@ -66,3 +66,44 @@ static inline float mc_weight_at(const mc_weight *w, int64_t r, int64_t c) {
     }
     return mc_load_f32(w->data, w->dtype, r * w->cols + c);
 }
+
+// Round-to-nearest-even f32 → bf16 (NaN kept quiet), as torch's .to(bfloat16).
+static inline uint16_t mc_f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof(bits));
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((bits >> 16) | 0x40);
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+// Round-to-nearest-even f32 → IEEE half (overflow to inf, subnormals kept), as torch's .to(float16).
+static inline uint16_t mc_f32_to_f16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof(bits));
+    uint32_t sign = (bits >> 16) & 0x8000u;
+    uint32_t absb = bits & 0x7fffffffu;
+    if (absb > 0x7f800000u) {
+        return (uint16_t)(sign | 0x7e00u);
+    }
+    if (absb >= 0x477ff000u) { // rounds to >= 65520: inf
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    if (absb < 0x38800000u) { // below the smallest normal half: subnormal or zero
+        float a;
+        memcpy(&a, &absb, sizeof(a));
+        // a * 2^24 lies in [0, 1024); rint rounds half to even in the default mode.
+        float m = a * 16777216.0f;
+        uint32_t q = (uint32_t)__builtin_rintf(m);
+        return (uint16_t)(sign | q);
+    }
+    uint32_t mant = absb & 0x7fffffu;
+    uint32_t exp = (absb >> 23) - 127 + 15;
+    uint32_t half = (exp << 10) | (mant >> 13);
+    uint32_t rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) {
+        half++;
+    }
+    return (uint16_t)(sign | half);
+}

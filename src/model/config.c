@@ -140,6 +140,15 @@ static mc_status parse_hf(const cJSON *j, const char *path, mc_config *c, mc_err
     if (st == MC_OK) st = get_token_id(j, "bos_token_id", 0, path, &c->bos_token_id, err);
     if (st == MC_OK) st = get_token_id(j, "eos_token_id", 0, path, &c->eos_token_id, err);
     if (st == MC_OK) st = get_token_id(j, "pad_token_id", 0, path, &c->pad_token_id, err);
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
+    if (st == MC_OK && q != NULL) {
+        const cJSON *method = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
+        if (!cJSON_IsString(method) || strcmp(method->valuestring, "mambac_int8") != 0) {
+            return mc_fail(err, MC_ERR_UNSUPPORTED, "%s: quantization_config.quant_method must be \"mambac_int8\"",
+                           path);
+        }
+        st = get_int(q, "group_size", 0, 1, MC_DIM_MAX, path, &c->int8_group, err);
+    }
     return st;
 }
 

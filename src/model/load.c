@@ -7,13 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cpu.h"
 #include "base/error.h"
 #include "base/file.h"
 #include "io/hub.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dtype.h"
 #include "model/model.h"
 
-static void *own(mc_model *m, size_t bytes) {
+void *mc_model_own(mc_model *m, size_t bytes) {
     if (m->n_owned == m->cap_owned) {
         int64_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
         void **p = realloc(m->owned, (size_t)cap * sizeof(*p));
@@ -115,7 +117,7 @@ static mc_status bind_f32(mc_model *m, const char *name, int ndim, const int64_t
         return st;
     }
     count(m, t);
-    float *f = own(m, (size_t)t->numel * sizeof(float));
+    float *f = mc_model_own(m, (size_t)t->numel * sizeof(float));
     if (f == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory for %s", m->dir, name);
     }
@@ -129,21 +131,56 @@ static mc_status bind_f32(mc_model *m, const char *name, int ndim, const int64_t
     return MC_OK;
 }
 
+// An int8 matrix written by `mambac quantize`: the I8 tensor plus "<name>_scale" [rows, ceil(cols / group)] in F32.
+static mc_status bind_int8(mc_model *m, const char *name, const mc_st_tensor *t, mc_weight *w, mc_error *err) {
+    const int64_t group = m->cfg.int8_group;
+    if (group <= 0) {
+        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is int8 but config.json has no quantization_config.group_size",
+                       mc_st_file_path(m->st, t->file_index), name);
+    }
+    char sname[160];
+    snprintf(sname, sizeof(sname), "%s_scale", name);
+    const mc_st_tensor *s = mc_st_find(m->st, sname);
+    const int64_t n_groups = (w->cols + group - 1) / group;
+    if (s == NULL || s->dtype != MC_DTYPE_F32 || s->numel != w->rows * n_groups) {
+        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s (int8) needs %s as F32 [%lld, %lld]",
+                       mc_st_file_path(m->st, t->file_index), name, sname, (long long)w->rows, (long long)n_groups);
+    }
+    float *scales = mc_model_own(m, (size_t)s->nbytes);
+    if (scales == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory for %s", m->dir, sname);
+    }
+    memcpy(scales, s->data, (size_t)s->nbytes); // also realigns
+    w->dtype = MC_DTYPE_I8;
+    w->data = t->data;
+    w->scales = scales;
+    w->group = group;
+    m->info.n_params += t->numel;
+    m->info.n_by_dtype[MC_DTYPE_I8] += t->numel;
+    m->info.weight_bytes += t->nbytes + s->nbytes;
+    m->info.n_tensors += 2;
+    return MC_OK;
+}
+
 // A matrix kept in its stored dtype; copied only when the mapping is misaligned for the element type.
 static mc_status bind_matrix(mc_model *m, const char *name, int64_t rows, int64_t cols, mc_weight *w, mc_error *err) {
-    const mc_st_tensor *t = NULL;
+    const mc_st_tensor *t = find(m, name);
     int64_t dims[2] = { rows, cols };
+    memset(w, 0, sizeof(*w));
+    w->rows = rows;
+    w->cols = cols;
+    if (t != NULL && strcmp(t->dtype_name, "I8") == 0 && t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) {
+        return bind_int8(m, name, t, w, err);
+    }
     mc_status st = bind(m, name, 2, dims, false, &t, err);
     if (st != MC_OK) {
         return st;
     }
     count(m, t);
     w->dtype = t->dtype;
-    w->rows = rows;
-    w->cols = cols;
     w->data = t->data;
     if ((uintptr_t)t->data % (uintptr_t)mc_dtype_size(t->dtype) != 0) {
-        void *copy = own(m, (size_t)t->nbytes);
+        void *copy = mc_model_own(m, (size_t)t->nbytes);
         if (copy == NULL) {
             return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory for %s", m->dir, name);
         }
@@ -237,6 +274,66 @@ static mc_status open_weights(mc_model *m, mc_error *err) {
     return mc_fail(err, MC_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", m->dir);
 }
 
+static mc_status choose_backend(mc_model *m, const mc_load_opts *opts, mc_error *err) {
+    if (opts->n_threads > 4096) {
+        return mc_fail(err, MC_ERR_INVALID, "threads: %d is more than 4096", opts->n_threads);
+    }
+    m->exec.n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_count_physical();
+    switch (opts->backend) {
+        case MC_BACKEND_REF:
+            m->ops_table = mc_ops_ref;
+            break;
+        case MC_BACKEND_AUTO:
+        case MC_BACKEND_CPU:
+            mc_ops_cpu_init(&m->ops_table);
+            break;
+        default:
+            return mc_fail(err, MC_ERR_INVALID, "backend: unknown backend %d", (int)opts->backend);
+    }
+    m->backend = opts->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU;
+    m->ops = &m->ops_table;
+    return MC_OK;
+}
+
+static int64_t matrix_bytes(const mc_weight *w) {
+    int64_t b = w->rows * w->cols * mc_dtype_size(w->dtype);
+    if (w->dtype == MC_DTYPE_I8) {
+        b += w->rows * ((w->cols + w->group - 1) / w->group) * (int64_t)sizeof(float);
+    }
+    return b;
+}
+
+// Bytes one decode step reads: every layer's matrices and vectors, the head, one embedding row.
+static int64_t read_bytes_per_token(const mc_model *m) {
+    const mc_config *c = &m->cfg;
+    const int64_t E = c->intermediate_size, H = c->hidden_size, N = c->state_size, K = c->conv_kernel;
+    int64_t total = matrix_bytes(&m->lm_head) + matrix_bytes(&m->embed) / c->vocab_size + H * 4;
+    for (int64_t i = 0; i < c->num_hidden_layers; i++) {
+        const mc_layer *l = &m->layers[i];
+        total += matrix_bytes(&l->in_proj) + matrix_bytes(&l->x_proj) + matrix_bytes(&l->dt_proj) +
+                 matrix_bytes(&l->out_proj);
+        total += 4 * (H + E * K + 3 * E + E * N) + (l->conv_b ? 4 * E : 0) + (l->in_bias ? 8 * E : 0) +
+                 (l->out_bias ? 4 * H : 0);
+    }
+    return total;
+}
+
+void mc_load_opts_init(mc_load_opts *opts) {
+    memset(opts, 0, sizeof(*opts));
+}
+
+const char *mc_backend_name(mc_backend backend) {
+    switch (backend) {
+        case MC_BACKEND_AUTO:
+            return "auto";
+        case MC_BACKEND_REF:
+            return "ref";
+        case MC_BACKEND_CPU:
+            return "cpu";
+    }
+    return "?";
+}
+
 mc_status mc_model_resolve_dir(const char *path, const char *revision, char **dir, mc_error *err) {
     *dir = NULL;
     if (path == NULL || path[0] == '\0') {
@@ -251,9 +348,15 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
     if (m == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "model: out of memory");
     }
-    m->ops = &mc_ops_ref;
-    m->exec.n_threads = 1;
-    mc_status st = mc_model_resolve_dir(path, opts != NULL ? opts->revision : NULL, &m->dir, err);
+    mc_load_opts defaults;
+    if (opts == NULL) {
+        mc_load_opts_init(&defaults);
+        opts = &defaults;
+    }
+    mc_status st = choose_backend(m, opts, err);
+    if (st == MC_OK) {
+        st = mc_model_resolve_dir(path, opts->revision, &m->dir, err);
+    }
     char *cfg_path = NULL;
     if (st == MC_OK) {
         cfg_path = mc_path_join(m->dir, "config.json");
@@ -267,11 +370,15 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
         m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof(mc_layer));
         st = m->layers != NULL ? bind_all(m, err) : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", m->dir);
     }
+    if (st == MC_OK) {
+        st = mc_model_convert_weights(m, opts->weight_dtype, err);
+    }
     if (st != MC_OK) {
         mc_model_free(m);
         return st;
     }
     const mc_config *c = &m->cfg;
+    m->info.read_bytes_per_token = read_bytes_per_token(m);
     m->info.state_bytes = c->num_hidden_layers * c->intermediate_size * (c->conv_kernel + c->state_size) * 4;
     *out = m;
     return MC_OK;
@@ -301,6 +408,8 @@ const char *mc_model_dir(const mc_model *m) {
 
 void mc_model_get_info(const mc_model *m, mc_model_info *info) {
     *info = m->info;
+    info->n_threads = m->exec.n_threads;
+    info->backend = m->backend;
 }
 
 const char *mc_dtype_name(mc_dtype dtype) {

@@ -32,8 +32,10 @@ struct mc_model {
     void **owned;     // converted copies (f32 vectors, realigned matrices), freed with the model
     int64_t n_owned, cap_owned;
     mc_model_info info;
-    const mc_ops *ops;
+    const mc_ops *ops; // points at ops_table
+    mc_ops ops_table;
     mc_exec exec;
+    mc_backend backend;
 };
 
 struct mc_state {
@@ -41,5 +43,11 @@ struct mc_state {
     float *conv; // [NL, n_seq, E, K]
     float *ssm;  // [NL, n_seq, E, N]
 };
+
+// Allocates bytes owned by the model (freed with it), counted as resident memory; NULL when out of memory.
+void *mc_model_own(mc_model *m, size_t bytes);
+
+// Converts every projection matrix, the embedding and the head to target (no-op for MC_WEIGHTS_AS_STORED).
+mc_status mc_model_convert_weights(mc_model *m, mc_weight_dtype target, mc_error *err);
 
 mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc_config *cfg, mc_error *err);
