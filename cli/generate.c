@@ -279,6 +279,9 @@ static bool ensure_cap(char **buf, size_t *cap, size_t need) {
 }
 
 static void stream_bytes(gen_run *r, const char *bytes, size_t len) {
+    if (len == 0) { // ids without a string (vocabulary padding) print nothing, as decode skips them
+        return;
+    }
     if (!ensure_cap(&r->out, &r->out_cap, len * 3 + 16)) {
         r->oom = true;
         return;
@@ -291,6 +294,9 @@ static void stream_bytes(gen_run *r, const char *bytes, size_t len) {
 // newest token: one that ended earlier was seen at its own token), then keeps only the last max_stop - 1 bytes.
 static bool tail_push(gen_run *r, stop_tail *t, const char *bytes, size_t len, bool check) {
     size_t before = t->n;
+    if (len == 0) {
+        return false; // no new bytes cannot complete a stop string
+    }
     if (!ensure_cap(&t->bytes, &t->cap, t->n + len + 1)) {
         r->oom = true;
         return true;

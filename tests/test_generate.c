@@ -345,6 +345,46 @@ static void test_callback_order_and_stop(void **unused) {
     free(out2);
 }
 
+// Sequence i of 6 ends after i + 1 tokens (callback) except the last, which runs to max_new_tokens: the batch
+// shrinks step by step (and is compacted into smaller states), yet every row equals its single-prompt run.
+static bool stop_by_index(void *user, int64_t seq, int32_t token) {
+    int64_t *count = user;
+    count[seq]++;
+    return seq == 5 || count[seq] < seq + 1;
+}
+
+static void test_ragged_stops_match_single(void **unused) {
+    for (int f = 0; f < g_n_fix; f++) {
+        const fixture *fx = &g_fix[f];
+        int32_t base[6][4] = { { 1, 2 }, { 3 }, { 4, 5, 6 }, { 7, 8, 9, 10 }, { 11 }, { 12, 13 } };
+        int64_t lens[6] = { 2, 1, 3, 4, 1, 2 }, out_len[6] = { 0 }, count[6] = { 0 };
+        int32_t *pp[6], *out[6] = { NULL };
+        for (int i = 0; i < 6; i++) {
+            pp[i] = base[i];
+        }
+        mc_generate_opts o;
+        greedy_opts(&o, fx, 9);
+        o.stop_at_eos = false;
+        o.on_token = stop_by_index;
+        o.user = count;
+        run_generate(fx->model, pp, lens, 6, &o, out, out_len);
+        for (int i = 0; i < 6; i++) {
+            int64_t want_len = i == 5 ? 9 : i + 1, solo_len = 0;
+            assert_int_equal(out_len[i], want_len);
+            int32_t *solo = NULL;
+            mc_generate_opts one;
+            greedy_opts(&one, fx, want_len);
+            one.stop_at_eos = false;
+            run_generate(fx->model, &pp[i], &lens[i], 1, &one, &solo, &solo_len);
+            if (memcmp(solo, out[i], (size_t)want_len * sizeof(int32_t)) != 0) {
+                fail_msg("%s: row %d of the shrinking batch differs from the prompt alone", fx->name, i);
+            }
+            free(solo);
+        }
+        free_outs(out, 6);
+    }
+}
+
 static void test_eos_and_zero_tokens(void **unused) {
     const fixture *fx = &g_fix[0];
     int32_t prompt[2] = { 4, 5 };
@@ -451,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_all_greedy_prompts_in_one_batch),
         cmocka_unit_test(test_text_greedy),
         cmocka_unit_test(test_callback_order_and_stop),
+        cmocka_unit_test(test_ragged_stops_match_single),
         cmocka_unit_test(test_eos_and_zero_tokens),
         cmocka_unit_test(test_sampled_batch_matches_single),
         cmocka_unit_test(test_bad_arguments),
