@@ -227,10 +227,51 @@ double cli_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int cli_open_model(const char *cmd, const char *path, mc_model **model, double *seconds) {
+// Index of value in names [n], or -1.
+static int pick_name(const char *value, const char *const *names, int n) {
+    for (int i = 0; i < n; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
+    static const char *const backends[] = { "auto", "ref", "cpu" };
+    static const mc_backend backend_ids[] = { MC_BACKEND_AUTO, MC_BACKEND_REF, MC_BACKEND_CPU };
+    static const char *const weights[] = { "stored", "f32", "f16", "bf16", "int8" };
+    static const mc_weight_dtype weight_ids[] = { MC_WEIGHTS_AS_STORED, MC_WEIGHTS_F32, MC_WEIGHTS_F16, MC_WEIGHTS_BF16,
+                                                  MC_WEIGHTS_INT8 };
+    const char *v = NULL;
+    int rc = CLI_OK;
+    *matched = true;
+    if (cli_flag_is(f, NULL, "--revision")) {
+        rc = cli_flag_value(f, &opts->revision);
+    } else if (cli_flag_is(f, NULL, "--threads")) {
+        int64_t n = 0;
+        rc = cli_flag_i64(f, 1, 4096, &n);
+        opts->n_threads = (int)n;
+    } else if (cli_flag_is(f, NULL, "--backend")) {
+        rc = cli_flag_value(f, &v);
+        int k = rc == CLI_OK ? pick_name(v, backends, 3) : 0;
+        rc = k < 0 ? cli_flag_bad(f, "'%s' is not a backend (auto, ref or cpu)", v) : rc;
+        opts->backend = k >= 0 ? backend_ids[k] : opts->backend;
+    } else if (cli_flag_is(f, NULL, "--weights")) {
+        rc = cli_flag_value(f, &v);
+        int k = rc == CLI_OK ? pick_name(v, weights, 5) : 0;
+        rc = k < 0 ? cli_flag_bad(f, "'%s' is not a weight dtype (stored, f32, f16, bf16 or int8)", v) : rc;
+        opts->weight_dtype = k >= 0 ? weight_ids[k] : opts->weight_dtype;
+    } else {
+        *matched = false;
+    }
+    return rc;
+}
+
+int cli_open_model(const char *cmd, const char *path, const mc_load_opts *opts, mc_model **model, double *seconds) {
     mc_error err = { 0 };
     double t0 = cli_now();
-    if (mc_model_load(path, NULL, model, &err) != MC_OK) {
+    if (mc_model_load(path, opts, model, &err) != MC_OK) {
         return cli_fail_err(cmd, &err);
     }
     if (seconds != NULL) {
@@ -239,14 +280,15 @@ int cli_open_model(const char *cmd, const char *path, mc_model **model, double *
     return CLI_OK;
 }
 
-int cli_open_tokenizer(const char *cmd, const char *tok_path, const char *model_path, mc_tokenizer **tok) {
+int cli_open_tokenizer(const char *cmd, const char *tok_path, const char *model_path, const char *revision,
+                       mc_tokenizer **tok) {
     mc_error err = { 0 };
     *tok = NULL;
     if (tok_path != NULL) {
         return mc_tokenizer_load(tok_path, tok, &err) == MC_OK ? CLI_OK : cli_fail_err(cmd, &err);
     }
     char *dir = NULL;
-    if (mc_model_resolve_dir(model_path, NULL, &dir, &err) != MC_OK) {
+    if (mc_model_resolve_dir(model_path, revision, &dir, &err) != MC_OK) {
         return cli_fail_err(cmd, &err);
     }
     size_t n = strlen(dir) + sizeof("/tokenizer.json");

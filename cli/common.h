@@ -63,10 +63,22 @@ int cli_fail_err(const char *cmd, const mc_error *err);
 // Seconds on a monotonic clock.
 double cli_now(void);
 
-// Loads MODEL, reporting failures as runtime errors. *seconds gets the load time (may be NULL).
-int cli_open_model(const char *cmd, const char *path, mc_model **model, double *seconds);
+// The load flags every model command takes: --revision, --backend, --threads, --weights. Sets *matched when the
+// current flag is one of them; bad values print a message and return CLI_USAGE.
+int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched);
+#define CLI_LOAD_USAGE "[--backend auto|ref|cpu] [--threads N] [--weights stored|f32|f16|bf16|int8] [--revision REV]"
+#define CLI_LOAD_HELP                                                                                                  \
+    "      --backend NAME       kernels: auto (default: the fastest built), ref (plain reference), cpu\n"              \
+    "      --threads N          kernel threads, 1..4096 (default: the physical cores)\n"                               \
+    "      --weights DTYPE      convert the matrices on load: stored (default), f32, f16, bf16, int8\n"                \
+    "      --revision REV       hub-cache revision for ORG/NAME (default main)\n"
+
+// Loads MODEL with opts (NULL = defaults), reporting failures as runtime errors. *seconds gets the load time
+// (may be NULL).
+int cli_open_model(const char *cmd, const char *path, const mc_load_opts *opts, mc_model **model, double *seconds);
 // Loads tok_path, or MODEL's folder's tokenizer.json when tok_path is NULL; errors say which file was missing.
-int cli_open_tokenizer(const char *cmd, const char *tok_path, const char *model_path, mc_tokenizer **tok);
+int cli_open_tokenizer(const char *cmd, const char *tok_path, const char *model_path, const char *revision,
+                       mc_tokenizer **tok);
 // Checks ids [n] against [0, n_vocab); the message names what (e.g. "--ids 2") and the position.
 int cli_check_ids(const char *cmd, const char *what, const int32_t *ids, int64_t n, int64_t n_vocab);
 

@@ -85,7 +85,7 @@ int cli_detokenize(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     mc_tokenizer *tok = NULL;
     if (rc == CLI_OK) {
-        rc = cli_open_tokenizer("detokenize", a.tok_path, a.model, &tok);
+        rc = cli_open_tokenizer("detokenize", a.tok_path, a.model, NULL, &tok);
     }
     if (rc == CLI_OK) {
         rc = cli_check_ids("detokenize", "--ids", a.ids, a.n_ids, mc_tokenizer_n_vocab(tok));

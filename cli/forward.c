@@ -7,7 +7,8 @@
 #include "common.h"
 #include "io/npy.h"
 
-static const char usage[] = "usage: mambac forward -m MODEL --ids 1,2,3 [--ids 4,5,6]... --out FILE.npy [--quiet]";
+static const char usage[] =
+    "usage: mambac forward -m MODEL --ids 1,2,3 [--ids 4,5,6]... --out FILE.npy [--quiet] " CLI_LOAD_USAGE;
 
 static const char help[] =
     "Runs each --ids list as one sequence of a batch (all lists must have the same length) from an empty state\n"
@@ -18,8 +19,7 @@ static const char help[] =
     "  -m, --model MODEL   model folder, hub-cache snapshot, or ORG/NAME in the local hub cache (required)\n"
     "      --ids 1,2,3     token ids of one sequence; repeat for a batch (required)\n"
     "  -o, --out FILE      the .npy file to write (required)\n"
-    "  -q, --quiet         no summary on stderr\n"
-    "  -h, --help          this text\n"
+    "  -q, --quiet         no summary on stderr\n" CLI_LOAD_HELP "  -h, --help          this text\n"
     "\n"
     "example:\n"
     "  mambac forward -m tests/fixtures/models/tiny-neox --ids 8262,849,403 --ids 368,2509,32 --out logits.npy\n";
@@ -29,6 +29,7 @@ typedef struct fwd_args {
     int32_t **ids; // [n_seq] owned lists
     int64_t *n_ids;
     int64_t n_seq;
+    mc_load_opts load;
     bool quiet;
 } fwd_args;
 
@@ -38,10 +39,18 @@ static int parse_args(int argc, char **argv, fwd_args *a) {
     if (a->ids == NULL || a->n_ids == NULL) {
         return cli_fail("forward", "out of memory");
     }
+    mc_load_opts_init(&a->load);
     cli_flags f;
     cli_flags_init(&f, "forward", usage, argc, argv);
     while (cli_flags_next(&f)) {
-        int rc = CLI_OK;
+        bool matched = false;
+        int rc = cli_load_flag(&f, &a->load, &matched);
+        if (matched) {
+            if (rc != CLI_OK) {
+                return rc;
+            }
+            continue;
+        }
         if (cli_flag_is(&f, "-h", "--help")) {
             return cli_print_help(usage, help);
         } else if (cli_flag_is(&f, "-m", "--model")) {
@@ -131,7 +140,7 @@ int cli_forward(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     mc_model *model = NULL;
     if (rc == CLI_OK) {
-        rc = cli_open_model("forward", a.model, &model, NULL);
+        rc = cli_open_model("forward", a.model, &a.load, &model, NULL);
     }
     if (rc == CLI_OK) {
         rc = run_forward(&a, model);

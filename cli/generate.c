@@ -13,7 +13,7 @@
 static const char usage[] =
     "usage: mambac generate -m MODEL (-p TEXT | --ids 1,2,3)... [-n N] [--greedy | --temperature T --top-k K "
     "--top-p P --min-p P --seed S] [--repetition-penalty R] [--stop STR]... [--no-eos] [--eos ID]... [--print-ids] "
-    "[--tokenizer FILE] [--quiet]";
+    "[--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
 static const char help[] =
     "Continues each prompt and prints the prompt text followed by its continuation, as transformers'\n"
@@ -45,8 +45,7 @@ static const char help[] =
     "      --print-ids          print each whole sequence (prompt + new) as comma-separated ids, one line each,\n"
     "                           instead of text; with --ids only, no tokenizer is needed\n"
     "      --tokenizer FILE     tokenizer.json (default: MODEL's folder's tokenizer.json)\n"
-    "  -q, --quiet              no statistics on stderr\n"
-    "  -h, --help               this text\n"
+    "  -q, --quiet              no statistics on stderr\n" CLI_LOAD_HELP "  -h, --help               this text\n"
     "\n"
     "examples:\n"
     "  mambac generate -m state-spaces/mamba-130m-hf -p \"Hey how are you doing?\" -n 10\n"
@@ -68,6 +67,7 @@ typedef struct gen_args {
     const char **stops; // [n_stops] borrowed from argv
     int64_t n_stops;
     mc_generate_opts opts;
+    mc_load_opts load;
     bool greedy, sample, seed_given, top_k_given, no_eos, print_ids, quiet;
 } gen_args;
 
@@ -143,6 +143,7 @@ static int parse_list_flag(cli_flags *f, gen_args *a, bool *matched) {
 
 static int parse_args(int argc, char **argv, gen_args *a) {
     mc_generate_opts_init(&a->opts, NULL);
+    mc_load_opts_init(&a->load);
     a->prompts = calloc((size_t)argc, sizeof(*a->prompts));
     a->eos = calloc((size_t)argc, sizeof(*a->eos));
     a->stops = calloc((size_t)argc, sizeof(*a->stops));
@@ -156,6 +157,9 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         int rc = parse_number_flag(&f, a, &matched);
         if (!matched) {
             rc = parse_list_flag(&f, a, &matched);
+        }
+        if (!matched) {
+            rc = cli_load_flag(&f, &a->load, &matched);
         }
         if (matched) {
             if (rc != CLI_OK) {
@@ -488,14 +492,14 @@ int cli_generate(int argc, char **argv) {
     double load_s = 0;
     if (rc == CLI_OK) {
         settle_sampling(&a);
-        rc = cli_open_model("generate", a.model, &model, &load_s);
+        rc = cli_open_model("generate", a.model, &a.load, &model, &load_s);
     }
     bool need_tok = !a.print_ids || a.n_stops > 0;
     for (int64_t i = 0; i < a.n_prompts; i++) {
         need_tok = need_tok || a.prompts[i].text != NULL;
     }
     if (rc == CLI_OK && need_tok) {
-        rc = cli_open_tokenizer("generate", a.tokenizer, a.model, &tok);
+        rc = cli_open_tokenizer("generate", a.tokenizer, a.model, a.load.revision, &tok);
     }
     if (rc == CLI_OK) {
         if (!a.quiet) {

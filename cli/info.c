@@ -3,17 +3,17 @@
 
 #include "common.h"
 
-static const char usage[] = "usage: mambac info -m MODEL";
+static const char usage[] = "usage: mambac info -m MODEL " CLI_LOAD_USAGE;
 
 static const char help[] =
     "Loads MODEL and prints, one 'key: value' per line: the folder, every config field (after defaults and\n"
     "vocabulary padding), the parameter count (a tied lm_head counted once), parameters per stored dtype, weight\n"
     "bytes as stored, bytes mambac holds besides the file mapping (converted copies), and the recurrent state\n"
-    "bytes per sequence.\n"
+    "bytes per sequence; then the backend, its threads and the weight bytes one decode step reads.\n"
     "\n"
     "flags:\n"
-    "  -m, --model MODEL   model folder, hub-cache snapshot, or ORG/NAME in the local hub cache (required)\n"
-    "  -h, --help          this text\n"
+    "  -m, --model MODEL   model folder, hub-cache snapshot, or ORG/NAME in the local hub cache "
+    "(required)\n" CLI_LOAD_HELP "  -h, --help          this text\n"
     "\n"
     "example:\n"
     "  mambac info -m tests/fixtures/models/tiny-neox\n";
@@ -51,10 +51,9 @@ static void print_config(const mc_config *c) {
 static void print_info(const mc_model_info *info) {
     printf("parameters: %lld\n", (long long)info->n_params);
     printf("tensors: %lld\n", (long long)info->n_tensors);
-    const mc_dtype dtypes[] = { MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16 };
-    for (int i = 0; i < 3; i++) {
-        if (info->n_by_dtype[dtypes[i]] > 0) {
-            printf("parameters_%s: %lld\n", mc_dtype_name(dtypes[i]), (long long)info->n_by_dtype[dtypes[i]]);
+    for (int d = 0; d < (int)(sizeof(info->n_by_dtype) / sizeof(info->n_by_dtype[0])); d++) {
+        if (info->n_by_dtype[d] > 0) {
+            printf("parameters_%s: %lld\n", mc_dtype_name((mc_dtype)d), (long long)info->n_by_dtype[d]);
         }
     }
     printf("weight_bytes: %lld (%.2f MiB)\n", (long long)info->weight_bytes,
@@ -63,14 +62,26 @@ static void print_info(const mc_model_info *info) {
            (double)info->resident_bytes / (1024.0 * 1024.0));
     printf("state_bytes_per_sequence: %lld (%.2f KiB)\n", (long long)info->state_bytes,
            (double)info->state_bytes / 1024.0);
+    printf("read_bytes_per_token: %lld\n", (long long)info->read_bytes_per_token);
+    printf("backend: %s\n", mc_backend_name(info->backend));
+    printf("threads: %d\n", info->n_threads);
 }
 
 int cli_info(int argc, char **argv) {
     const char *path = NULL;
+    mc_load_opts load;
+    mc_load_opts_init(&load);
     cli_flags f;
     cli_flags_init(&f, "info", usage, argc, argv);
     while (cli_flags_next(&f)) {
-        int rc = CLI_OK;
+        bool matched = false;
+        int rc = cli_load_flag(&f, &load, &matched);
+        if (matched) {
+            if (rc != CLI_OK) {
+                return rc;
+            }
+            continue;
+        }
         if (cli_flag_is(&f, "-h", "--help")) {
             cli_print_help(usage, help);
             return CLI_OK;
@@ -88,7 +99,7 @@ int cli_info(int argc, char **argv) {
     }
     mc_model *model = NULL;
     double secs = 0;
-    int rc = cli_open_model("info", path, &model, &secs);
+    int rc = cli_open_model("info", path, &load, &model, &secs);
     if (rc != CLI_OK) {
         return rc;
     }

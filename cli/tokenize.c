@@ -53,7 +53,7 @@ int cli_tokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     if (rc == CLI_OK) {
-        rc = cli_open_tokenizer("tokenize", tok_path, model, &tok);
+        rc = cli_open_tokenizer("tokenize", tok_path, model, NULL, &tok);
     }
     if (rc == CLI_OK) {
         rc = cli_read_stdin("tokenize", &text, &len);

@@ -17,6 +17,12 @@ done
 [ "$n" -gt 0 ] || skip "no model fixtures with n_params"
 run 0 info -m "$MODELS/tiny-neox"
 out_has "parameters_bf16: "
+run 0 info -m "$MODELS/tiny-neox" --backend ref --threads 1
+out_has "backend: ref"
+out_has "threads: 1"
+expect_usage info "not a backend" -m "$MODELS/tiny-neox" --backend gpu
+expect_usage info "out of range" -m "$MODELS/tiny-neox" --threads 0
+expect_usage info "not a weight dtype" -m "$MODELS/tiny-neox" --weights int4
 expect_error info "/nonexistent-model" -m /nonexistent-model
 expect_usage info "-m MODEL is required"
 expect_usage info "usage:" -m "$MODELS/tiny-neox" --bogus
