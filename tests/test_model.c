@@ -3,6 +3,7 @@
 // and the parameter count matches. Also bad input to the forward pass.
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +15,9 @@
 #include <cmocka.h>
 
 #include "check.h"
+#include "kernels/dtype.h"
 #include "mambac.h"
+#include "model/model.h"
 
 // Logits vs the transformers f32 fixture: the reference sums in a different order (BLAS, whole-sequence scan), so
 // agreement is to f32 rounding accumulated over layers, far inside the 1e-4 of the largest logit.
@@ -23,6 +26,7 @@
 typedef struct fixture {
     char *name;
     cJSON *doc;
+    bool owns_doc;
     mc_model *model;
 } fixture;
 
@@ -62,16 +66,30 @@ static int setup(void **unused) {
             continue;
         }
         char *mpath = mc_test_fixture(model->valuestring);
-        mc_error err = { 0 };
-        fixture fx = { .name = strndup(ent->d_name, len - 5), .doc = doc };
-        if (mc_model_load(mpath, NULL, &fx.model, &err) != MC_OK) {
-            fprintf(stderr, "%s: %s\n", mpath, err.msg);
-            free(mpath);
-            return -1;
+        // Every fixture runs on each backend: the reference kernels and the fast CPU ones (2 threads, so the
+        // threaded split is exercised even on one core).
+        const mc_backend backends[] = { MC_BACKEND_REF, MC_BACKEND_CPU };
+        for (int b = 0; b < 2; b++) {
+            mc_error err = { 0 };
+            mc_load_opts opts;
+            mc_load_opts_init(&opts);
+            opts.backend = backends[b];
+            opts.n_threads = 2;
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s[%s]", (int)(len - 5), ent->d_name, mc_backend_name(backends[b]));
+            fixture fx = { .name = strdup(name), .doc = b == 0 ? doc : NULL };
+            if (mc_model_load(mpath, &opts, &fx.model, &err) != MC_OK) {
+                fprintf(stderr, "%s: %s\n", mpath, err.msg);
+                free(mpath);
+                return -1;
+            }
+            g_fix = realloc(g_fix, (size_t)(g_n_fix + 1) * sizeof(*g_fix));
+            g_fix[g_n_fix] = fx;
+            g_fix[g_n_fix].doc = doc;
+            g_fix[g_n_fix].owns_doc = b == 0;
+            g_n_fix++;
         }
         free(mpath);
-        g_fix = realloc(g_fix, (size_t)(g_n_fix + 1) * sizeof(*g_fix));
-        g_fix[g_n_fix++] = fx;
     }
     closedir(d);
     free(dir);
@@ -84,7 +102,9 @@ static int setup(void **unused) {
 static int teardown(void **unused) {
     for (int i = 0; i < g_n_fix; i++) {
         mc_model_free(g_fix[i].model);
-        cJSON_Delete(g_fix[i].doc);
+        if (g_fix[i].owns_doc) {
+            cJSON_Delete(g_fix[i].doc);
+        }
         free(g_fix[i].name);
     }
     free(g_fix);
@@ -129,6 +149,20 @@ static bool load_entry(const fixture *fx, const cJSON *e, entry *out) {
     return true;
 }
 
+// The forward entry with the most positions (batch 1 first on ties: the fixture lists those first).
+static const cJSON *longest_forward(const fixture *fx) {
+    const cJSON *e, *best = NULL;
+    int64_t best_len = -1;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(fx->doc, "forward")) {
+        int64_t len = cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(e, "ids"), 0));
+        if (len > best_len) {
+            best = e;
+            best_len = len;
+        }
+    }
+    return best;
+}
+
 static void free_entry(entry *e) {
     free(e->ids);
     free(e->want);
@@ -165,16 +199,8 @@ static void test_step_and_chunks_reproduce_sequence(void **unused) {
     for (int i = 0; i < g_n_fix; i++) {
         const mc_model *m = g_fix[i].model;
         const int64_t K = mc_model_config(m)->conv_kernel;
-        const cJSON *e, *longest = NULL;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItem(g_fix[i].doc, "forward")) {
-            const cJSON *row0 = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "ids"), 0);
-            if (longest == NULL ||
-                cJSON_GetArraySize(row0) > cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(longest, "ids"), 0))) {
-                longest = e;
-            }
-        }
         entry en;
-        load_entry(&g_fix[i], longest, &en);
+        load_entry(&g_fix[i], longest_forward(&g_fix[i]), &en);
         const int64_t prefills[] = { 0, 1, K - 1, K, 17 };
         for (size_t pi = 0; pi < sizeof(prefills) / sizeof(prefills[0]); pi++) {
             for (int mode = 0; mode < 2; mode++) { // 0: prefill then single steps; 1: prefill then chunks of 5
@@ -265,6 +291,80 @@ static void test_bad_ids(void **unused) {
     free(logits);
 }
 
+// Every element of a converted matrix is within the rounding of its format of the stored value: bf16 and f16 round
+// to nearest (half an ulp: at most 2^-8 and 2^-11 relative, f16 subnormals absolute 2^-25), int8 within half a step of its
+// group's scale.
+static void check_matrix(const mc_weight *got, const mc_weight *want, const char *label) {
+    for (int64_t r = 0; r < want->rows; r++) {
+        for (int64_t c = 0; c < want->cols; c++) {
+            double w = mc_weight_at(want, r, c), g = mc_weight_at(got, r, c), bound;
+            switch (got->dtype) {
+                case MC_DTYPE_BF16:
+                    bound = fabs(w) * 0x1p-8;
+                    break;
+                case MC_DTYPE_F16:
+                    bound = fmax(fabs(w) * 0x1p-11, 0x1p-25);
+                    break;
+                case MC_DTYPE_I8:
+                    bound = 0.5001 * got->scales[r * ((got->cols + got->group - 1) / got->group) + c / got->group];
+                    break;
+                default:
+                    bound = 0;
+            }
+            if (!(fabs(g - w) <= bound)) {
+                print_error("%s [%lld, %lld]: %.9g converted to %.9g (bound %.3g)\n", label, (long long)r,
+                            (long long)c, w, g, bound);
+                fail();
+            }
+        }
+    }
+}
+
+// Weights converted on load (--dtype): elementwise within the format's rounding; the resulting logit error against
+// the f32 fixture is printed (these random models are deliberately sensitive, so it is reported, not bounded).
+static void test_converted_weights(void **unused) {
+    const mc_weight_dtype dtypes[] = { MC_WEIGHTS_F32, MC_WEIGHTS_BF16, MC_WEIGHTS_F16, MC_WEIGHTS_INT8 };
+    const char *names[] = { "f32", "bf16", "f16", "int8" };
+    for (int i = 0; i < g_n_fix; i += 2) { // one backend suffices: the conversion happens at load
+        const mc_model *base = g_fix[i].model;
+        entry en;
+        load_entry(&g_fix[i], longest_forward(&g_fix[i]), &en);
+        for (size_t d = 0; d < sizeof(dtypes) / sizeof(dtypes[0]); d++) {
+            mc_load_opts opts;
+            mc_load_opts_init(&opts);
+            opts.weight_dtype = dtypes[d];
+            opts.n_threads = 2;
+            mc_model *m = NULL;
+            mc_state *st = NULL;
+            mc_error err = { 0 };
+            assert_int_equal(mc_model_load(mc_model_dir(base), &opts, &m, &err), MC_OK);
+            char label[160];
+            snprintf(label, sizeof(label), "%s as %s", g_fix[i].name, names[d]);
+            for (int64_t l = 0; l < mc_model_config(m)->num_hidden_layers; l++) {
+                check_matrix(&m->layers[l].in_proj, &base->layers[l].in_proj, label);
+                check_matrix(&m->layers[l].x_proj, &base->layers[l].x_proj, label);
+                check_matrix(&m->layers[l].dt_proj, &base->layers[l].dt_proj, label);
+                check_matrix(&m->layers[l].out_proj, &base->layers[l].out_proj, label);
+            }
+            check_matrix(&m->embed, &base->embed, label);
+            check_matrix(&m->lm_head, &base->lm_head, label);
+            assert_true((m->lm_head.data == m->embed.data) == mc_model_config(m)->tie_word_embeddings);
+            assert_int_equal(mc_state_new(m, en.B, &st, &err), MC_OK);
+            float *got = malloc((size_t)(en.B * en.L * en.V) * sizeof(float));
+            assert_int_equal(mc_model_forward(m, st, en.ids, en.B, en.L, true, got, &err), MC_OK);
+            printf("%s: L=%lld max err / max|logit| = %.3g\n", label, (long long)en.L,
+                   mc_rel_err(got, en.want, en.B * en.L * en.V));
+            if (dtypes[d] == MC_WEIGHTS_F32) {
+                assert_true(mc_check_close(got, en.want, en.B * en.L * en.V, LOGIT_TOL, label));
+            }
+            free(got);
+            mc_state_free(st);
+            mc_model_free(m);
+        }
+        free_entry(&en);
+    }
+}
+
 static void test_missing_model(void **unused) {
     mc_model *m = NULL;
     mc_error err = { 0 };
@@ -280,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_long_sequence_chunking),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_bad_ids),
+        cmocka_unit_test(test_converted_weights),
         cmocka_unit_test(test_missing_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
