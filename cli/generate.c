@@ -11,7 +11,7 @@
 #define MAX_NEW_LIMIT 1000000
 
 static const char usage[] =
-    "usage: mambac generate -m MODEL (-p TEXT | --ids 1,2,3)... [-n N] [--greedy | --temperature T --top-k K "
+    "usage: mambac generate -m MODEL (-p TEXT | --ids 1,2,3)... [-n N] [--greedy | --sample --temperature T --top-k K "
     "--top-p P --min-p P --seed S] [--repetition-penalty R] [--stop STR]... [--no-eos] [--eos ID]... [--print-ids] "
     "[--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
