@@ -126,3 +126,80 @@ bool mc_path_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
+
+struct mc_file_out {
+    FILE *fp;
+    char *path;
+    char *tmp;
+};
+
+mc_status mc_file_out_open(const char *path, mc_file_out **out, mc_error *err) {
+    *out = NULL;
+    if (path == NULL || path[0] == '\0') {
+        return mc_fail(err, MC_ERR_INVALID, "output path is empty");
+    }
+    mc_file_out *f = calloc(1, sizeof(*f));
+    size_t plen = strlen(path);
+    if (f == NULL || (f->path = strdup(path)) == NULL || (f->tmp = malloc(plen + 16)) == NULL) {
+        mc_file_out_abort(f);
+        return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(f->tmp, path, plen);
+    memcpy(f->tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(f->tmp); // beside the target, so rename stays on one filesystem and is atomic
+    if (fd < 0) {
+        mc_status st = mc_fail(err, MC_ERR_IO, "%s: cannot create a temp file beside it: %s", path, strerror(errno));
+        free(f->tmp);
+        f->tmp = NULL;
+        mc_file_out_abort(f);
+        return st;
+    }
+    (void)fchmod(fd, 0644); // mkstemp makes 0600; outputs are meant to be read by others
+    f->fp = fdopen(fd, "wb");
+    if (f->fp == NULL) {
+        mc_status st = mc_fail(err, MC_ERR_IO, "%s: cannot open the temp file: %s", path, strerror(errno));
+        close(fd);
+        mc_file_out_abort(f);
+        return st;
+    }
+    *out = f;
+    return MC_OK;
+}
+
+mc_status mc_file_out_write(mc_file_out *f, const void *data, size_t len, mc_error *err) {
+    if (len > 0 && fwrite(data, 1, len, f->fp) != len) {
+        return mc_fail(err, MC_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
+    }
+    return MC_OK;
+}
+
+mc_status mc_file_out_commit(mc_file_out *f, mc_error *err) {
+    mc_status st = MC_OK;
+    int rc = fclose(f->fp);
+    f->fp = NULL;
+    if (rc != 0) {
+        st = mc_fail(err, MC_ERR_IO, "%s: write failed on close: %s", f->path, strerror(errno));
+    } else if (rename(f->tmp, f->path) != 0) {
+        st = mc_fail(err, MC_ERR_IO, "%s: cannot move the temp file into place: %s", f->path, strerror(errno));
+    } else {
+        free(f->tmp);
+        f->tmp = NULL;
+    }
+    mc_file_out_abort(f);
+    return st;
+}
+
+void mc_file_out_abort(mc_file_out *f) {
+    if (f == NULL) {
+        return;
+    }
+    if (f->fp != NULL) {
+        fclose(f->fp);
+    }
+    if (f->tmp != NULL) {
+        unlink(f->tmp);
+    }
+    free(f->tmp);
+    free(f->path);
+    free(f);
+}

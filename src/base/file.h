@@ -19,3 +19,14 @@ void mc_file_unmap(mc_mapping *map);
 char *mc_path_join(const char *dir, const char *name);
 bool mc_path_is_dir(const char *path);
 bool mc_path_is_file(const char *path);
+
+// A file written through a temp file beside its target and renamed into place on commit, so a failed or
+// interrupted write never leaves a partial file at path. Errors name path.
+typedef struct mc_file_out mc_file_out;
+
+mc_status mc_file_out_open(const char *path, mc_file_out **out, mc_error *err);
+mc_status mc_file_out_write(mc_file_out *f, const void *data, size_t len, mc_error *err);
+// Closes, renames into place and frees f (also on failure, after removing the temp file).
+mc_status mc_file_out_commit(mc_file_out *f, mc_error *err);
+// Removes the temp file and frees f; NULL is a no-op.
+void mc_file_out_abort(mc_file_out *f);

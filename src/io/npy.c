@@ -2,15 +2,13 @@
 // leaves a partial file at the target. Reading .npy is left to numpy (tools/oracle).
 #include "io/npy.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/checked.h"
 #include "base/error.h"
+#include "base/file.h"
 
 #define NPY_MAX_DIMS 32 // keeps the header far below format 1.0's 65535-byte limit
 #define NPY_ALIGN    64
@@ -36,14 +34,7 @@ static size_t npy_header(char *buf, const int64_t *shape, int ndim) {
     return total;
 }
 
-static mc_status npy_write_all(FILE *fp, const void *p, size_t n, const char *path, mc_error *err) {
-    if (n > 0 && fwrite(p, 1, n, fp) != n) {
-        return mc_fail(err, MC_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return MC_OK;
-}
-
-static mc_status npy_write_data(FILE *fp, const float *data, int64_t numel, const char *path, mc_error *err) {
+static mc_status npy_write_data(mc_file_out *fp, const float *data, int64_t numel, const char *path, mc_error *err) {
     unsigned char *bytes = malloc(NPY_CHUNK * 4);
     if (bytes == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "%s: cannot allocate a write buffer", path);
@@ -58,7 +49,7 @@ static mc_status npy_write_data(FILE *fp, const float *data, int64_t numel, cons
                 bytes[k * 4 + b] = (unsigned char)(u >> (8 * b));
             }
         }
-        st = npy_write_all(fp, bytes, (size_t)n * 4, path, err);
+        st = mc_file_out_write(fp, bytes, (size_t)n * 4, err);
     }
     free(bytes);
     return st;
@@ -97,44 +88,19 @@ mc_status mc_npy_write_f32(const char *path, const float *data, const int64_t *s
     if (st != MC_OK) {
         return st;
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (tmp == NULL) {
-        return mc_fail(err, MC_ERR_NOMEM, "%s: cannot allocate a temp file name", path);
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    FILE *fp = NULL;
-    int fd = mkstemp(tmp); // beside the target, so rename stays on one filesystem and is atomic
-    if (fd < 0) {
-        st = mc_fail(err, MC_ERR_IO, "%s: cannot create a temp file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    (void)fchmod(fd,
-                 0644); // mkstemp makes 0600; an output file is meant to be read by others, as numpy.save's would be
-    fp = fdopen(fd, "wb");
-    if (fp == NULL) {
-        st = mc_fail(err, MC_ERR_IO, "%s: cannot open the temp file: %s", path, strerror(errno));
-        close(fd);
-    }
+    mc_file_out *fp = NULL;
+    st = mc_file_out_open(path, &fp, err);
     if (st == MC_OK) {
         char header[NPY_ALIGN * 16];
         size_t hlen = npy_header(header, shape, ndim);
-        st = npy_write_all(fp, header, hlen, path, err);
+        st = mc_file_out_write(fp, header, hlen, err);
     }
     if (st == MC_OK) {
         st = npy_write_data(fp, data, numel, path, err);
     }
-    if (fp != NULL && fclose(fp) != 0 && st == MC_OK) {
-        st = mc_fail(err, MC_ERR_IO, "%s: write failed on close: %s", path, strerror(errno));
+    if (st == MC_OK) {
+        return mc_file_out_commit(fp, err);
     }
-    if (st == MC_OK && rename(tmp, path) != 0) {
-        st = mc_fail(err, MC_ERR_IO, "%s: cannot move the temp file into place: %s", path, strerror(errno));
-    }
-    if (st != MC_OK) {
-        unlink(tmp);
-    }
-    free(tmp);
+    mc_file_out_abort(fp);
     return st;
 }
