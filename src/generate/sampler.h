@@ -2,16 +2,9 @@
 // Knows nothing about models or batching; mc_generate (generate.c) feeds it one row per sequence per step.
 #pragma once
 
+#include "base/rng.h"
 #include "mambac.h"
 
-// xoshiro256** seeded through splitmix64: small, fast, and good enough for sampling. One stream per sequence.
-typedef struct mc_rng {
-    uint64_t s[4];
-} mc_rng;
-
-void mc_rng_seed(mc_rng *rng, uint64_t seed);
-uint64_t mc_rng_next(mc_rng *rng);
-double mc_rng_uniform(mc_rng *rng); // in [0, 1), 53 random bits
 
 // Checks every setting against HF's accepted ranges; MC_ERR_INVALID names the first bad one.
 mc_status mc_sampler_opts_check(const mc_sampler_opts *opts, mc_error *err);

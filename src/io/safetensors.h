@@ -32,3 +32,18 @@ int64_t mc_st_count(const mc_st_set *set);
 const mc_st_tensor *mc_st_at(const mc_st_set *set, int64_t i);          // in name order (strcmp); NULL out of range
 const mc_st_tensor *mc_st_find(const mc_st_set *set, const char *name); // NULL when absent
 const char *mc_st_file_path(const mc_st_set *set, int file_index);
+
+// One tensor to write: name, dtype as safetensors spells it ("F32", "BF16", "I8", ...), shape, and its bytes in
+// little-endian order (nbytes must equal numel × element size).
+typedef struct mc_st_entry {
+    const char *name;
+    const char *dtype;
+    int ndim;
+    int64_t shape[MC_ST_MAX_DIMS];
+    const void *data;
+    int64_t nbytes;
+} mc_st_entry;
+
+// Writes a .safetensors file (header with __metadata__ {"format": "pt"}, data 8-byte aligned, entries in the order
+// given) through a temp file renamed into place. Errors name path.
+mc_status mc_st_write(const char *path, const mc_st_entry *entries, int64_t n, mc_error *err);
