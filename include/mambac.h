@@ -68,12 +68,17 @@ typedef struct mc_config {
     double initializer_range;
     double time_step_scale, time_step_min, time_step_max, time_step_floor;
     bool rescale_prenorm_residual;
+    bool time_step_init_constant; // time_step_init_scheme "constant" (else "random")
     bool original_format; // read from mamba_ssm names (d_model, n_layer, ssm_cfg)
     int64_t int8_group;   // > 0 when the file holds int8 matrices (quantization_config.group_size)
 } mc_config;
 
 // Parses a config.json (HF or mamba_ssm layout) into cfg with every default applied and checked.
 MC_API mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err);
+
+// The configuration of a released state-spaces/mamba-*-hf model by size: "130m", "370m", "790m", "1.4b", "2.8b"
+// (vocab 50280, state 16, conv 4, expand 2, tied, no biases). MC_ERR_INVALID names an unknown preset.
+MC_API mc_status mc_config_preset(const char *name, mc_config *cfg, mc_error *err);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Model
@@ -133,6 +138,17 @@ typedef struct mc_model_info {
 } mc_model_info;
 
 MC_API void mc_model_get_info(const mc_model *model, mc_model_info *info);
+
+// A new model with randomly initialised weights, drawn as transformers 5.17 initialises MambaForCausalLM (spec §5.1:
+// normal embeddings and in/x projections, uniform dt/conv/out projections, the Δ-bias rule, A_log = ln(1..N), D = 1)
+// from a generator seeded with seed. Weights are f32 unless opts asks for another dtype. Owned: mc_model_free.
+MC_API mc_status mc_model_init(const mc_config *cfg, uint64_t seed, const mc_load_opts *opts, mc_model **out,
+                               mc_error *err);
+
+// Writes the model into folder dir (created if missing) as transformers lays it out: config.json and
+// model.safetensors, matrices in their current dtype (int8 as I8 tensors plus "<name>_scale" F32 scales and a
+// quantization_config in config.json, which only mambac reads), vectors in f32, lm_head omitted when tied.
+MC_API mc_status mc_model_save(const mc_model *model, const char *dir, mc_error *err);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Recurrent state of n_seq sequences (spec §4): per layer a conv window [n_seq, E, K] and SSM state [n_seq, E, N],

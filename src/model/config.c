@@ -140,6 +140,8 @@ static mc_status parse_hf(const cJSON *j, const char *path, mc_config *c, mc_err
     if (st == MC_OK) st = get_token_id(j, "bos_token_id", 0, path, &c->bos_token_id, err);
     if (st == MC_OK) st = get_token_id(j, "eos_token_id", 0, path, &c->eos_token_id, err);
     if (st == MC_OK) st = get_token_id(j, "pad_token_id", 0, path, &c->pad_token_id, err);
+    const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(j, "time_step_init_scheme");
+    c->time_step_init_constant = cJSON_IsString(scheme) && strcmp(scheme->valuestring, "constant") == 0;
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
     if (st == MC_OK && q != NULL) {
         const cJSON *method = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
@@ -249,4 +251,24 @@ mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err) {
     }
     free(text);
     return st;
+}
+
+mc_status mc_config_preset(const char *name, mc_config *cfg, mc_error *err) {
+    static const struct {
+        const char *name;
+        int64_t d_model, n_layer;
+    } presets[] = { { "130m", 768, 24 }, { "370m", 1024, 48 }, { "790m", 1536, 48 }, { "1.4b", 2048, 48 },
+                    { "2.8b", 2560, 64 } };
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        if (name != NULL && strcmp(name, presets[i].name) == 0) {
+            char json[256];
+            int n = snprintf(json, sizeof(json),
+                             "{\"model_type\": \"mamba\", \"hidden_size\": %lld, \"num_hidden_layers\": %lld, "
+                             "\"vocab_size\": 50280, \"state_size\": 16, \"conv_kernel\": 4, \"expand\": 2}",
+                             (long long)presets[i].d_model, (long long)presets[i].n_layer);
+            return mc_config_from_json(json, (size_t)n, name, cfg, err);
+        }
+    }
+    return mc_fail(err, MC_ERR_INVALID, "preset \"%.32s\" is unknown (130m, 370m, 790m, 1.4b, 2.8b)",
+                   name != NULL ? name : "");
 }

@@ -197,7 +197,6 @@ static mc_status bind_layer(mc_model *m, int64_t i, mc_error *err) {
     mc_layer *l = &m->layers[i];
     char name[128];
     mc_status st = MC_OK;
-    const float *A_log = NULL;
 #define NAME(s) (snprintf(name, sizeof(name), "backbone.layers.%lld.%s", (long long)i, s), name)
     int64_t dH[1] = { H }, dE[1] = { E }, d2E[1] = { 2 * E }, dEK[3] = { E, 1, K }, dEN[2] = { E, N };
     if (st == MC_OK) st = bind_f32(m, NAME("norm.weight"), 1, dH, false, &l->norm, err);
@@ -208,19 +207,27 @@ static mc_status bind_layer(mc_model *m, int64_t i, mc_error *err) {
     if (st == MC_OK) st = bind_matrix(m, NAME("mixer.x_proj.weight"), R + 2 * N, E, &l->x_proj, err);
     if (st == MC_OK) st = bind_matrix(m, NAME("mixer.dt_proj.weight"), E, R, &l->dt_proj, err);
     if (st == MC_OK) st = bind_f32(m, NAME("mixer.dt_proj.bias"), 1, dE, false, &l->dt_bias, err);
-    if (st == MC_OK) st = bind_f32(m, NAME("mixer.A_log"), 2, dEN, false, &A_log, err);
+    if (st == MC_OK) st = bind_f32(m, NAME("mixer.A_log"), 2, dEN, false, &l->A_log, err);
     if (st == MC_OK) st = bind_f32(m, NAME("mixer.D"), 1, dE, false, &l->D, err);
     if (st == MC_OK) st = bind_matrix(m, NAME("mixer.out_proj.weight"), H, E, &l->out_proj, err);
     if (st == MC_OK) st = bind_f32(m, NAME("mixer.out_proj.bias"), 1, dH, !c->use_bias, &l->out_bias, err);
 #undef NAME
-    if (st == MC_OK) { // A = −exp(A_log), in place in the owned f32 copy (spec §3.4 step 5)
-        float *A = (float *)A_log;
-        for (int64_t j = 0; j < E * N; j++) {
-            A[j] = -expf(A[j]);
-        }
-        l->A = A;
-    }
     return st;
+}
+
+mc_status mc_model_derive_A(mc_model *m, mc_error *err) {
+    const int64_t EN = m->cfg.intermediate_size * m->cfg.state_size;
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
+        float *A = mc_model_own(m, (size_t)EN * sizeof(float));
+        if (A == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", m->dir);
+        }
+        for (int64_t j = 0; j < EN; j++) {
+            A[j] = -expf(m->layers[i].A_log[j]);
+        }
+        m->layers[i].A = A;
+    }
+    return MC_OK;
 }
 
 static mc_status bind_all(mc_model *m, mc_error *err) {
@@ -232,6 +239,9 @@ static mc_status bind_all(mc_model *m, mc_error *err) {
     }
     if (st == MC_OK) {
         st = bind_f32(m, "backbone.norm_f.weight", 1, dH, false, &m->norm_f, err);
+    }
+    if (st == MC_OK) {
+        st = mc_model_derive_A(m, err);
     }
     if (st != MC_OK) {
         return st;
@@ -274,7 +284,7 @@ static mc_status open_weights(mc_model *m, mc_error *err) {
     return mc_fail(err, MC_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", m->dir);
 }
 
-static mc_status choose_backend(mc_model *m, const mc_load_opts *opts, mc_error *err) {
+mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error *err) {
     if (opts->n_threads > 4096) {
         return mc_fail(err, MC_ERR_INVALID, "threads: %d is more than 4096", opts->n_threads);
     }
@@ -353,7 +363,7 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
         mc_load_opts_init(&defaults);
         opts = &defaults;
     }
-    mc_status st = choose_backend(m, opts, err);
+    mc_status st = mc_model_setup_backend(m, opts, err);
     if (st == MC_OK) {
         st = mc_model_resolve_dir(path, opts->revision, &m->dir, err);
     }
@@ -371,16 +381,24 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
         st = m->layers != NULL ? bind_all(m, err) : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", m->dir);
     }
     if (st == MC_OK) {
-        st = mc_model_convert_weights(m, opts->weight_dtype, err);
+        st = mc_model_finish(m, opts, err);
     }
     if (st != MC_OK) {
         mc_model_free(m);
         return st;
     }
+    *out = m;
+    return MC_OK;
+}
+
+mc_status mc_model_finish(mc_model *m, const mc_load_opts *opts, mc_error *err) {
+    mc_status st = mc_model_convert_weights(m, opts->weight_dtype, err);
+    if (st != MC_OK) {
+        return st;
+    }
     const mc_config *c = &m->cfg;
     m->info.read_bytes_per_token = read_bytes_per_token(m);
     m->info.state_bytes = c->num_hidden_layers * c->intermediate_size * (c->conv_kernel + c->state_size) * 4;
-    *out = m;
     return MC_OK;
 }
 

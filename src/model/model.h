@@ -15,6 +15,7 @@ typedef struct mc_layer {
     mc_weight x_proj;      // [R + 2N, E]
     mc_weight dt_proj;     // [E, R]
     const float *dt_bias;  // [E]
+    const float *A_log;    // [E, N] as stored (kept for saving)
     const float *A;        // [E, N], = −exp(A_log), computed once at load
     const float *D;        // [E]
     mc_weight out_proj;    // [H, E]
@@ -46,6 +47,15 @@ struct mc_state {
 
 // Allocates bytes owned by the model (freed with it), counted as resident memory; NULL when out of memory.
 void *mc_model_own(mc_model *m, size_t bytes);
+
+// Sets the op table and thread count from opts (shared by load and init).
+mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error *err);
+
+// Last step of load and init: weight dtype conversion per opts, derived sizes for mc_model_info.
+mc_status mc_model_finish(mc_model *m, const mc_load_opts *opts, mc_error *err);
+
+// Computes A = −exp(A_log) for every layer into model-owned memory (spec §3.4 step 5).
+mc_status mc_model_derive_A(mc_model *m, mc_error *err);
 
 // Converts every projection matrix, the embedding and the head to target (no-op for MC_WEIGHTS_AS_STORED).
 mc_status mc_model_convert_weights(mc_model *m, mc_weight_dtype target, mc_error *err);
