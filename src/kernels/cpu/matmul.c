@@ -1,0 +1,826 @@
+// The CPU matrix multiply y[M, N] = x[M, K]·Wᵀ (+bias) with W read as stored (f32, f16, bf16, int8 + group
+// scales): AVX-512, AVX2+FMA and portable variants behind one selector. The oracle is mc_ref_matmul.
+//
+// Two shapes of work, one entry:
+// - dot (M < GEMM_MIN_M: decode and batched decode): blocks of weight rows are streamed from memory once, converted
+//   in registers, and dotted with every row of x (which sits in L1/L2). Bandwidth-bound at M = 1.
+// - gemm (prefill): x is packed once into panels [K][MR] (zero-padded in M, so the kernel needs no masks), each
+//   block of NR weight rows is converted into a small per-thread f32 tile (f32 weights are used in place), and an
+//   MR×NR register tile accumulates x-panel vectors times broadcast weights over all of K. Compute-bound.
+// Threads split N into contiguous ranges; nothing is shared but the packed x, written before a barrier.
+#include "kernels/cpu/matmul.h"
+
+#include <omp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/dtype.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// Below this M the weights are streamed through the dot kernel: the gemm path's packing and conversion only pay
+// for themselves once each converted weight is reused by many rows of x.
+enum { GEMM_MIN_M = 16 };
+
+static inline int64_t min_i64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+// Rows of int8 scales: ceil(K / group) per weight row; one group spanning K for the float dtypes.
+static inline int64_t group_of(const mc_weight *w, int64_t K) {
+    return w->dtype == MC_DTYPE_I8 && w->group > 0 ? w->group : (K > 0 ? K : 1);
+}
+
+// Threads worth forking: each must get at least one unit of `align` rows, and tiny products stay on one thread
+// (a fork costs a few microseconds, about 2^16 multiply-adds).
+static int pick_threads(const mc_exec *ex, int64_t M, int64_t N, int64_t K, int64_t align) {
+    int64_t nt = ex != NULL && ex->n_threads > 1 ? ex->n_threads : 1;
+    int64_t units = (N + align - 1) / align;
+    if (units < nt) {
+        nt = units;
+    }
+    if (M * N * K < ((int64_t)1 << 16)) {
+        nt = 1;
+    }
+    return nt < 1 ? 1 : (int)nt;
+}
+
+// Thread t's rows [lo, hi) of N, split in whole units of `align` rows.
+static void thread_range(int64_t N, int64_t align, int nt, int t, int64_t *lo, int64_t *hi) {
+    int64_t units = (N + align - 1) / align;
+    *lo = min_i64(N, units * t / nt * align);
+    *hi = min_i64(N, units * (t + 1) / nt * align);
+}
+
+// n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of the alignment), or NULL.
+static float *alloc_f32(int64_t n) {
+    return aligned_alloc(64, (size_t)((n * (int64_t)sizeof(float) + 63) / 64 * 64));
+}
+
+// K == 0: every dot product is empty.
+static void fill_bias(float *y, const float *bias, int64_t M, int64_t N) {
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = 0; n < N; n++) {
+            y[m * N + n] = bias != NULL ? bias[n] : 0.0f;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Portable C: one weight row at a time is converted in chunks into a stack buffer, then dotted with every row of x
+// by a loop the compiler vectorizes (omp simd). Also what non-x86 builds run.
+
+enum { PORT_KC = 256 };
+
+// dst[i] = W[n, k0 + i] as f32 for i < kn (int8: q · scale, as mc_weight_at rounds it).
+static void port_convert(float *dst, const mc_weight *w, int64_t n, int64_t k0, int64_t kn, int64_t K) {
+    const int64_t off = n * K + k0;
+    switch (w->dtype) {
+        case MC_DTYPE_F16: {
+            const uint16_t *p = (const uint16_t *)w->data + off;
+            for (int64_t i = 0; i < kn; i++) {
+                dst[i] = mc_f16_to_f32(p[i]);
+            }
+            break;
+        }
+        case MC_DTYPE_BF16: {
+            const uint16_t *p = (const uint16_t *)w->data + off;
+            for (int64_t i = 0; i < kn; i++) {
+                dst[i] = mc_bf16_to_f32(p[i]);
+            }
+            break;
+        }
+        case MC_DTYPE_I8: {
+            const int8_t *q = (const int8_t *)w->data + off;
+            const int64_t group = group_of(w, K);
+            const float *sc = w->scales + n * ((K + group - 1) / group);
+            for (int64_t i = 0; i < kn;) { // one group segment at a time: no division per element
+                const int64_t g = (k0 + i) / group;
+                const int64_t end = min_i64(kn, (g + 1) * group - k0);
+                const float s = sc[g];
+                for (; i < end; i++) {
+                    dst[i] = (float)q[i] * s;
+                }
+            }
+            break;
+        }
+        default:
+            memcpy(dst, (const float *)w->data + off, (size_t)kn * sizeof(float));
+            break;
+    }
+}
+
+static void port_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias, int64_t M,
+                      int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    float buf[PORT_KC];
+    for (int64_t n = lo; n < hi; n++) {
+        for (int64_t m = 0; m < M; m++) {
+            y[m * N + n] = 0.0f;
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += PORT_KC) {
+            const int64_t kn = min_i64(PORT_KC, K - k0);
+            port_convert(buf, w, n, k0, kn, K);
+            for (int64_t m = 0; m < M; m++) {
+                const float *xm = x + m * ldx + k0;
+                float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t k = 0; k < kn; k++) {
+                    acc += buf[k] * xm[k];
+                }
+                y[m * N + n] += acc;
+            }
+        }
+        if (bias != NULL) {
+            for (int64_t m = 0; m < M; m++) {
+                y[m * N + n] += bias[n];
+            }
+        }
+    }
+}
+
+static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                            const float *bias, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        fill_bias(y, bias, M, N);
+        return;
+    }
+    const int nt = pick_threads(ex, M, N, K, 4);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        thread_range(N, 4, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        port_rows(y, x, ldx, w, bias, M, N, K, lo, hi);
+    }
+}
+
+#if defined(__x86_64__)
+
+#define MC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define MC_AVX2   __attribute__((target("avx2,fma,f16c")))
+#define MC_INLINE static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512: 16 lanes; tails use masked loads, so every K is handled in vector code.
+
+// 16 weights from element `off` of `base` as f32; int8 is multiplied by sc (q · scale, rounded as the reference
+// does). A tail reads only the lanes in mk (masked loads do not touch the rest) and returns 0 in the others.
+MC_AVX512 MC_INLINE __m512 w16_load(const void *base, int dtype, int64_t off, bool tail, __mmask16 mk, __m512 sc) {
+    switch (dtype) {
+        case MC_DTYPE_F16: {
+            const uint16_t *p = (const uint16_t *)base + off;
+            __m256i h = tail ? _mm256_maskz_loadu_epi16(mk, p) : _mm256_loadu_si256((const __m256i *)p);
+            return _mm512_cvtph_ps(h);
+        }
+        case MC_DTYPE_BF16: {
+            const uint16_t *p = (const uint16_t *)base + off;
+            __m256i h = tail ? _mm256_maskz_loadu_epi16(mk, p) : _mm256_loadu_si256((const __m256i *)p);
+            return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+        case MC_DTYPE_I8: {
+            const int8_t *p = (const int8_t *)base + off;
+            __m128i q = tail ? _mm_maskz_loadu_epi8(mk, p) : _mm_loadu_si128((const __m128i *)p);
+            return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), sc);
+        }
+        default: {
+            const float *p = (const float *)base + off;
+            return tail ? _mm512_maskz_loadu_ps(mk, p) : _mm512_loadu_ps(p);
+        }
+    }
+}
+
+enum { D512_R = 4, D512_MB = 4 }; // dot block: 4 weight rows × 4 rows of x = 16 accumulators
+
+// One 16-wide step of a dot block at column k: R weight vectors, each used by MB rows of x.
+MC_AVX512 MC_INLINE void d512_step(__m512 acc[D512_R][D512_MB], const float *const xr[D512_MB], const mc_weight *w,
+                                   int64_t K, int64_t n0, int64_t k, bool tail, __mmask16 mk, const __m512 sc[D512_R],
+                                   int R, int MB, int dtype) {
+    __m512 wv[D512_R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        wv[r] = w16_load(w->data, dtype, (n0 + r) * K + k, tail, mk, sc[r]);
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+        __m512 xv = tail ? _mm512_maskz_loadu_ps(mk, xr[m] + k) : _mm512_loadu_ps(xr[m] + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
+        }
+    }
+}
+
+// y[m0 + m, n0 + r] for r < R, m < MB: whole dot products over K, one int8 scale group at a time.
+MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                    int64_t N, int64_t K, int64_t n0, int64_t m0, int R, int MB, int dtype) {
+    __m512 acc[D512_R][D512_MB];
+    const float *xr[D512_MB];
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+        xr[m] = x + (m0 + m) * ldx;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][m] = _mm512_setzero_ps();
+        }
+    }
+    const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
+    const int64_t n_groups = (K + group - 1) / group;
+    for (int64_t g = 0; g < n_groups; g++) {
+        __m512 sc[D512_R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            sc[r] = dtype == MC_DTYPE_I8 ? _mm512_set1_ps(w->scales[(n0 + r) * n_groups + g]) : _mm512_setzero_ps();
+        }
+        const int64_t k1 = min_i64(K, (g + 1) * group);
+        int64_t k = g * group;
+        for (; k + 16 <= k1; k += 16) {
+            d512_step(acc, xr, w, K, n0, k, false, 0xffff, sc, R, MB, dtype);
+        }
+        if (k < k1) {
+            d512_step(acc, xr, w, K, n0, k, true, (__mmask16)((1u << (k1 - k)) - 1), sc, R, MB, dtype);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            y[(m0 + m) * N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]) + (bias != NULL ? bias[n0 + r] : 0.0f);
+        }
+    }
+}
+
+// All M rows of x against R weight rows from n0: the rows stay in L1 while the x blocks cycle past them.
+MC_AVX512 MC_INLINE void d512_mblocks(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                      int64_t M, int64_t N, int64_t K, int64_t n0, int R, int dtype) {
+    int64_t m = 0;
+    for (; m + D512_MB <= M; m += D512_MB) {
+        d512_block(y, x, ldx, w, bias, N, K, n0, m, R, D512_MB, dtype);
+    }
+    switch (M - m) {
+        case 3:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 3, dtype);
+            break;
+        case 2:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 2, dtype);
+            break;
+        case 1:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 1, dtype);
+            break;
+        default:
+            break;
+    }
+}
+
+MC_AVX512 MC_INLINE void d512_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                   int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
+    int64_t n = lo;
+    for (; n + D512_R <= hi; n += D512_R) {
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, D512_R, dtype);
+    }
+    for (; n < hi; n++) {
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, 1, dtype);
+    }
+}
+
+// One instance per dtype, so the loads above fold to straight-line code.
+MC_AVX512 static void d512_rows_f32(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d512_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_F32);
+}
+
+MC_AVX512 static void d512_rows_f16(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d512_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_F16);
+}
+
+MC_AVX512 static void d512_rows_bf16(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                     int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d512_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_BF16);
+}
+
+MC_AVX512 static void d512_rows_i8(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                   int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d512_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_I8);
+}
+
+MC_AVX512 static void d512_dispatch(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    switch (w->dtype) {
+        case MC_DTYPE_F16:
+            d512_rows_f16(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        case MC_DTYPE_BF16:
+            d512_rows_bf16(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        case MC_DTYPE_I8:
+            d512_rows_i8(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        default:
+            d512_rows_f32(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+    }
+}
+
+enum { G512_MR = 32, G512_NR = 12 }; // gemm register tile: 2 vectors of x rows × 12 weight rows = 24 accumulators
+
+// xp[k][i] = x[m0 + i, k] for i < 32 (zero past M).
+MC_AVX512 static void g512_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0) {
+    const int64_t mn = min_i64(G512_MR, M - m0);
+    for (int64_t i = 0; i < G512_MR; i++) {
+        if (i < mn) {
+            const float *xm = x + (m0 + i) * ldx;
+            for (int64_t k = 0; k < K; k++) {
+                xp[k * G512_MR + i] = xm[k];
+            }
+        } else {
+            for (int64_t k = 0; k < K; k++) {
+                xp[k * G512_MR + i] = 0.0f;
+            }
+        }
+    }
+}
+
+// dst[j, k] = W[n0 + j, k] as f32 for j < nr, zero rows up to G512_NR (so the tile kernel runs full width).
+MC_AVX512 MC_INLINE void g512_convert(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K, int dtype) {
+    const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
+    const int64_t n_groups = (K + group - 1) / group;
+    for (int64_t j = 0; j < nr; j++) {
+        float *d = dst + j * K;
+        for (int64_t g = 0; g < n_groups; g++) {
+            const __m512 sc =
+                dtype == MC_DTYPE_I8 ? _mm512_set1_ps(w->scales[(n0 + j) * n_groups + g]) : _mm512_setzero_ps();
+            const int64_t k1 = min_i64(K, (g + 1) * group);
+            int64_t k = g * group;
+            for (; k + 16 <= k1; k += 16) {
+                _mm512_storeu_ps(d + k, w16_load(w->data, dtype, (n0 + j) * K + k, false, 0xffff, sc));
+            }
+            if (k < k1) {
+                const __mmask16 mk = (__mmask16)((1u << (k1 - k)) - 1);
+                _mm512_mask_storeu_ps(d + k, mk, w16_load(w->data, dtype, (n0 + j) * K + k, true, mk, sc));
+            }
+        }
+    }
+    memset(dst + nr * K, 0, (size_t)((G512_NR - nr) * K) * sizeof(float));
+}
+
+MC_AVX512 static void g512_convert_any(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K) {
+    switch (w->dtype) {
+        case MC_DTYPE_F16:
+            g512_convert(dst, w, n0, nr, K, MC_DTYPE_F16);
+            break;
+        case MC_DTYPE_BF16:
+            g512_convert(dst, w, n0, nr, K, MC_DTYPE_BF16);
+            break;
+        case MC_DTYPE_I8:
+            g512_convert(dst, w, n0, nr, K, MC_DTYPE_I8);
+            break;
+        default:
+            g512_convert(dst, w, n0, nr, K, MC_DTYPE_F32);
+            break;
+    }
+}
+
+// y[m0 + i, n0 + j] (i < 32 and < M - m0, j < nr) = Σ_k xp[k][i] · wr[j, k] + bias: the x vectors are loaded
+// once per k and each weight is a broadcast operand of two FMAs.
+MC_AVX512 static void g512_tile(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
+                                int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr) {
+    __m512 c0[G512_NR], c1[G512_NR];
+#pragma GCC unroll 12
+    for (int j = 0; j < G512_NR; j++) {
+        c0[j] = _mm512_setzero_ps();
+        c1[j] = _mm512_setzero_ps();
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const __m512 a0 = _mm512_load_ps(xp + k * G512_MR);
+        const __m512 a1 = _mm512_load_ps(xp + k * G512_MR + 16);
+#pragma GCC unroll 12
+        for (int j = 0; j < G512_NR; j++) {
+            const __m512 b = _mm512_set1_ps(wr[j * ldw + k]);
+            c0[j] = _mm512_fmadd_ps(a0, b, c0[j]);
+            c1[j] = _mm512_fmadd_ps(a1, b, c1[j]);
+        }
+    }
+    _Alignas(64) float t[G512_NR][G512_MR];
+#pragma GCC unroll 12
+    for (int j = 0; j < G512_NR; j++) {
+        _mm512_store_ps(t[j], c0[j]);
+        _mm512_store_ps(t[j] + 16, c1[j]);
+    }
+    const int64_t mn = min_i64(G512_MR, M - m0);
+    for (int64_t i = 0; i < mn; i++) {
+        float *yr = y + (m0 + i) * N + n0;
+        for (int64_t j = 0; j < nr; j++) {
+            yr[j] = t[j][i] + (bias != NULL ? bias[n0 + j] : 0.0f);
+        }
+    }
+}
+
+// Rows [lo, hi) of y for all M: per block of 12 weight rows, one conversion (skipped for f32 unless it is a
+// short last block), then every x panel.
+MC_AVX512 static void g512_rows(float *y, const float *xp, const mc_weight *w, const float *bias, int64_t M, int64_t N,
+                                int64_t K, int64_t lo, int64_t hi, float *wbuf) {
+    for (int64_t n0 = lo; n0 < hi; n0 += G512_NR) {
+        const int64_t nr = min_i64(G512_NR, hi - n0);
+        const float *wr = wbuf;
+        if (w->dtype == MC_DTYPE_F32 && nr == G512_NR) {
+            wr = (const float *)w->data + n0 * K;
+        } else {
+            g512_convert_any(wbuf, w, n0, nr, K);
+        }
+        for (int64_t m0 = 0; m0 < M; m0 += G512_MR) {
+            g512_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr);
+        }
+    }
+}
+
+static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                          const float *bias, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        fill_bias(y, bias, M, N);
+        return;
+    }
+    float *xp = NULL, *wbuf = NULL;
+    const int64_t n_panels = (M + G512_MR - 1) / G512_MR;
+    if (M >= GEMM_MIN_M) {
+        const int nt = pick_threads(ex, M, N, K, G512_NR);
+        xp = alloc_f32(n_panels * G512_MR * K);
+        wbuf = alloc_f32(nt * G512_NR * K);
+        if (xp != NULL && wbuf != NULL) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+            {
+#pragma omp for schedule(static)
+                for (int64_t p = 0; p < n_panels; p++) {
+                    g512_pack_x(xp + p * G512_MR * K, x, ldx, M, K, p * G512_MR);
+                }
+                int64_t lo, hi;
+                const int t = omp_get_thread_num();
+                thread_range(N, G512_NR, omp_get_num_threads(), t, &lo, &hi);
+                g512_rows(y, xp, w, bias, M, N, K, lo, hi, wbuf + t * G512_NR * K);
+            }
+            free(xp);
+            free(wbuf);
+            return;
+        }
+        free(xp); // out of memory for the tiles: the dot kernel needs none
+        free(wbuf);
+    }
+    const int nt = pick_threads(ex, M, N, K, D512_R);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        thread_range(N, D512_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        d512_dispatch(y, x, ldx, w, bias, M, N, K, lo, hi);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX2 + FMA + F16C: 8 lanes and 16 registers; K tails (< 8 columns of a group) run in scalar code.
+
+// 8 weights from element `off` of `base` as f32 (int8 times sc).
+MC_AVX2 MC_INLINE __m256 w8_load(const void *base, int dtype, int64_t off, __m256 sc) {
+    switch (dtype) {
+        case MC_DTYPE_F16:
+            return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + off)));
+        case MC_DTYPE_BF16: {
+            __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + off));
+            return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        }
+        case MC_DTYPE_I8: {
+            __m128i q = _mm_loadl_epi64((const __m128i *)((const int8_t *)base + off));
+            return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), sc);
+        }
+        default:
+            return _mm256_loadu_ps((const float *)base + off);
+    }
+}
+
+// Element `off` of the weights as f32 (int8 times s): the scalar tail of w8_load.
+MC_INLINE float w1_load(const void *base, int dtype, int64_t off, float s) {
+    return dtype == MC_DTYPE_I8 ? (float)((const int8_t *)base)[off] * s : mc_load_f32(base, dtype, off);
+}
+
+MC_AVX2 MC_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+enum { D256_R = 4, D256_MB = 2 }; // 8 accumulators + 4 weight vectors + 1 x vector fit the 16 registers
+
+MC_AVX2 MC_INLINE void d256_block(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                  int64_t N, int64_t K, int64_t n0, int64_t m0, int R, int MB, int dtype) {
+    __m256 acc[D256_R][D256_MB];
+    float tail[D256_R][D256_MB];
+    const float *xr[D256_MB];
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+        xr[m] = x + (m0 + m) * ldx;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][m] = _mm256_setzero_ps();
+            tail[r][m] = 0.0f;
+        }
+    }
+    const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
+    const int64_t n_groups = (K + group - 1) / group;
+    for (int64_t g = 0; g < n_groups; g++) {
+        float s[D256_R];
+        __m256 sc[D256_R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            s[r] = dtype == MC_DTYPE_I8 ? w->scales[(n0 + r) * n_groups + g] : 1.0f;
+            sc[r] = _mm256_set1_ps(s[r]);
+        }
+        const int64_t k1 = min_i64(K, (g + 1) * group);
+        int64_t k = g * group;
+        for (; k + 8 <= k1; k += 8) {
+            __m256 wv[D256_R];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                wv[r] = w8_load(w->data, dtype, (n0 + r) * K + k, sc[r]);
+            }
+#pragma GCC unroll 4
+            for (int m = 0; m < MB; m++) {
+                const __m256 xv = _mm256_loadu_ps(xr[m] + k);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    acc[r][m] = _mm256_fmadd_ps(wv[r], xv, acc[r][m]);
+                }
+            }
+        }
+        for (; k < k1; k++) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const float wk = w1_load(w->data, dtype, (n0 + r) * K + k, s[r]);
+#pragma GCC unroll 4
+                for (int m = 0; m < MB; m++) {
+                    tail[r][m] += wk * xr[m][k];
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; m++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            y[(m0 + m) * N + n0 + r] = hsum256(acc[r][m]) + tail[r][m] + (bias != NULL ? bias[n0 + r] : 0.0f);
+        }
+    }
+}
+
+MC_AVX2 MC_INLINE void d256_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                 int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
+    int64_t n = lo;
+    for (; n + D256_R <= hi; n += D256_R) {
+        int64_t m = 0;
+        for (; m + D256_MB <= M; m += D256_MB) {
+            d256_block(y, x, ldx, w, bias, N, K, n, m, D256_R, D256_MB, dtype);
+        }
+        if (m < M) {
+            d256_block(y, x, ldx, w, bias, N, K, n, m, D256_R, 1, dtype);
+        }
+    }
+    for (; n < hi; n++) {
+        int64_t m = 0;
+        for (; m + D256_MB <= M; m += D256_MB) {
+            d256_block(y, x, ldx, w, bias, N, K, n, m, 1, D256_MB, dtype);
+        }
+        if (m < M) {
+            d256_block(y, x, ldx, w, bias, N, K, n, m, 1, 1, dtype);
+        }
+    }
+}
+
+MC_AVX2 static void d256_rows_f32(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                  int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d256_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_F32);
+}
+
+MC_AVX2 static void d256_rows_f16(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                  int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d256_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_F16);
+}
+
+MC_AVX2 static void d256_rows_bf16(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                   int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d256_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_BF16);
+}
+
+MC_AVX2 static void d256_rows_i8(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                 int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    d256_rows(y, x, ldx, w, bias, M, N, K, lo, hi, MC_DTYPE_I8);
+}
+
+MC_AVX2 static void d256_dispatch(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                                  int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi) {
+    switch (w->dtype) {
+        case MC_DTYPE_F16:
+            d256_rows_f16(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        case MC_DTYPE_BF16:
+            d256_rows_bf16(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        case MC_DTYPE_I8:
+            d256_rows_i8(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+        default:
+            d256_rows_f32(y, x, ldx, w, bias, M, N, K, lo, hi);
+            break;
+    }
+}
+
+enum { G256_MR = 16, G256_NR = 6 }; // 2 vectors of x rows × 6 weight rows = 12 accumulators
+
+MC_AVX2 static void g256_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0) {
+    const int64_t mn = min_i64(G256_MR, M - m0);
+    for (int64_t i = 0; i < G256_MR; i++) {
+        const float *xm = x + (m0 + i) * ldx;
+        for (int64_t k = 0; k < K; k++) {
+            xp[k * G256_MR + i] = i < mn ? xm[k] : 0.0f;
+        }
+    }
+}
+
+MC_AVX2 MC_INLINE void g256_convert(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K, int dtype) {
+    const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
+    const int64_t n_groups = (K + group - 1) / group;
+    for (int64_t j = 0; j < nr; j++) {
+        float *d = dst + j * K;
+        for (int64_t g = 0; g < n_groups; g++) {
+            const float s = dtype == MC_DTYPE_I8 ? w->scales[(n0 + j) * n_groups + g] : 1.0f;
+            const __m256 sc = _mm256_set1_ps(s);
+            const int64_t k1 = min_i64(K, (g + 1) * group);
+            int64_t k = g * group;
+            for (; k + 8 <= k1; k += 8) {
+                _mm256_storeu_ps(d + k, w8_load(w->data, dtype, (n0 + j) * K + k, sc));
+            }
+            for (; k < k1; k++) {
+                d[k] = w1_load(w->data, dtype, (n0 + j) * K + k, s);
+            }
+        }
+    }
+    memset(dst + nr * K, 0, (size_t)((G256_NR - nr) * K) * sizeof(float));
+}
+
+MC_AVX2 static void g256_convert_any(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K) {
+    switch (w->dtype) {
+        case MC_DTYPE_F16:
+            g256_convert(dst, w, n0, nr, K, MC_DTYPE_F16);
+            break;
+        case MC_DTYPE_BF16:
+            g256_convert(dst, w, n0, nr, K, MC_DTYPE_BF16);
+            break;
+        case MC_DTYPE_I8:
+            g256_convert(dst, w, n0, nr, K, MC_DTYPE_I8);
+            break;
+        default:
+            g256_convert(dst, w, n0, nr, K, MC_DTYPE_F32);
+            break;
+    }
+}
+
+MC_AVX2 static void g256_tile(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
+                              int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr) {
+    __m256 c0[G256_NR], c1[G256_NR];
+#pragma GCC unroll 6
+    for (int j = 0; j < G256_NR; j++) {
+        c0[j] = _mm256_setzero_ps();
+        c1[j] = _mm256_setzero_ps();
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 a0 = _mm256_load_ps(xp + k * G256_MR);
+        const __m256 a1 = _mm256_load_ps(xp + k * G256_MR + 8);
+#pragma GCC unroll 6
+        for (int j = 0; j < G256_NR; j++) {
+            const __m256 b = _mm256_broadcast_ss(wr + j * ldw + k);
+            c0[j] = _mm256_fmadd_ps(a0, b, c0[j]);
+            c1[j] = _mm256_fmadd_ps(a1, b, c1[j]);
+        }
+    }
+    _Alignas(32) float t[G256_NR][G256_MR];
+#pragma GCC unroll 6
+    for (int j = 0; j < G256_NR; j++) {
+        _mm256_store_ps(t[j], c0[j]);
+        _mm256_store_ps(t[j] + 8, c1[j]);
+    }
+    const int64_t mn = min_i64(G256_MR, M - m0);
+    for (int64_t i = 0; i < mn; i++) {
+        float *yr = y + (m0 + i) * N + n0;
+        for (int64_t j = 0; j < nr; j++) {
+            yr[j] = t[j][i] + (bias != NULL ? bias[n0 + j] : 0.0f);
+        }
+    }
+}
+
+MC_AVX2 static void g256_rows(float *y, const float *xp, const mc_weight *w, const float *bias, int64_t M, int64_t N,
+                              int64_t K, int64_t lo, int64_t hi, float *wbuf) {
+    for (int64_t n0 = lo; n0 < hi; n0 += G256_NR) {
+        const int64_t nr = min_i64(G256_NR, hi - n0);
+        const float *wr = wbuf;
+        if (w->dtype == MC_DTYPE_F32 && nr == G256_NR) {
+            wr = (const float *)w->data + n0 * K;
+        } else {
+            g256_convert_any(wbuf, w, n0, nr, K);
+        }
+        for (int64_t m0 = 0; m0 < M; m0 += G256_MR) {
+            g256_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr);
+        }
+    }
+}
+
+static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                        int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        fill_bias(y, bias, M, N);
+        return;
+    }
+    float *xp = NULL, *wbuf = NULL;
+    const int64_t n_panels = (M + G256_MR - 1) / G256_MR;
+    if (M >= GEMM_MIN_M) {
+        const int nt = pick_threads(ex, M, N, K, G256_NR);
+        xp = alloc_f32(n_panels * G256_MR * K);
+        wbuf = alloc_f32(nt * G256_NR * K);
+        if (xp != NULL && wbuf != NULL) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+            {
+#pragma omp for schedule(static)
+                for (int64_t p = 0; p < n_panels; p++) {
+                    g256_pack_x(xp + p * G256_MR * K, x, ldx, M, K, p * G256_MR);
+                }
+                int64_t lo, hi;
+                const int t = omp_get_thread_num();
+                thread_range(N, G256_NR, omp_get_num_threads(), t, &lo, &hi);
+                g256_rows(y, xp, w, bias, M, N, K, lo, hi, wbuf + t * G256_NR * K);
+            }
+            free(xp);
+            free(wbuf);
+            return;
+        }
+        free(xp);
+        free(wbuf);
+    }
+    const int nt = pick_threads(ex, M, N, K, D256_R);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        thread_range(N, D256_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        d256_dispatch(y, x, ldx, w, bias, M, N, K, lo, hi);
+    }
+}
+
+#endif // __x86_64__
+
+// ---------------------------------------------------------------------------------------------------------------
+// Selection.
+
+mc_cpu_matmul_fn mc_cpu_matmul_variant_get(int variant) {
+    switch (variant) {
+        case MC_CPU_MATMUL_PORTABLE:
+            return matmul_portable;
+#if defined(__x86_64__)
+        case MC_CPU_MATMUL_AVX2:
+            __builtin_cpu_init();
+            if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+                return matmul_avx2;
+            }
+            return NULL;
+        case MC_CPU_MATMUL_AVX512:
+            __builtin_cpu_init();
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
+                return matmul_avx512;
+            }
+            return NULL;
+#endif
+        default:
+            return NULL;
+    }
+}
+
+const char *mc_cpu_matmul_variant_name(int variant) {
+    static const char *const names[MC_CPU_MATMUL_COUNT] = { "portable", "avx2", "avx512" };
+    return variant >= 0 && variant < MC_CPU_MATMUL_COUNT ? names[variant] : "?";
+}
+
+mc_cpu_matmul_fn mc_cpu_matmul_select(void) {
+    for (int v = MC_CPU_MATMUL_COUNT - 1; v > 0; v--) {
+        mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(v);
+        if (fn != NULL) {
+            return fn;
+        }
+    }
+    return matmul_portable;
+}
