@@ -1,0 +1,241 @@
+// Selective scan for the cpu backend (spec §3.4 steps 4–9): discretize, recur, read out, D skip and SiLU(z) gate in
+// one pass over the sequence. Vector lanes hold consecutive channels e (u, dt, z, y rows are contiguous in e), so
+// softplus is vectorized too and the readout needs no horizontal sum; each lane keeps its N states in registers
+// for the whole sequence. Threads split the channels. The oracle is mc_ref_selective_scan.
+#include <math.h>
+#include <stdbool.h>
+
+#include "kernels/cpu/simd.h"
+#include "kernels/cpu/ssm.h"
+
+// Below this many L·E·N state updates a second thread costs more than it saves (bench_ssm: L=1, E=1536, N=16 is
+// 24576 updates and gains from 2 threads).
+#define SCAN_MIN_PARALLEL 8192
+
+typedef struct scan_args {
+    float *y;                     // [L, E]
+    float *h;                     // [E, N]
+    const float *u;               // [L, E]
+    const float *dt;              // [L, E]
+    const float *dt_bias, *A, *D; // [E], [E, N], [E]
+    const float *B, *C;           // [L, N], rows ldbc apart
+    const float *z;               // [L, E], rows ldz apart
+    int64_t ldbc, ldz, L, E, N;
+} scan_args;
+
+// ---- portable C ----------------------------------------------------------------------------------------------
+
+static float silu_c(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+static void scan_channel_c(const scan_args *a, int64_t e) {
+    const int64_t N = a->N, E = a->E;
+    float *he = a->h + e * N;
+    const float *Ae = a->A + e * N;
+    for (int64_t t = 0; t < a->L; t++) {
+        const float *bt = a->B + t * a->ldbc, *ct = a->C + t * a->ldbc;
+        float v = a->dt[t * E + e] + a->dt_bias[e];
+        float delta = v > 20.0f ? v : log1pf(expf(v)); // torch softplus, threshold 20 (spec §3.7)
+        float ut = a->u[t * E + e];
+        float du = delta * ut;
+        float acc = 0.0f;
+        for (int64_t n = 0; n < N; n++) {
+            he[n] = expf(delta * Ae[n]) * he[n] + du * bt[n];
+            acc += ct[n] * he[n];
+        }
+        a->y[t * E + e] = (acc + a->D[e] * ut) * silu_c(a->z[t * a->ldz + e]);
+    }
+}
+
+static void scan_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                   const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                   int64_t ldz, int64_t L, int64_t E, int64_t N) {
+    const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
+    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t e = 0; e < E; e++) {
+        scan_channel_c(&a, e);
+    }
+}
+
+#if defined(__x86_64__)
+
+// ---- AVX-512: 16 channels per vector, up to 16 states per pass ----------------------------------------------
+
+// States n0 .. n0+nb of channels e0 .. e0+15 (lanes beyond m are off) over all L steps. With N > 16 the states run
+// in passes of 16 and y collects the partial readouts: the first pass stores, the last adds the skip and the gate.
+// Called with nb = 16 as a constant, the state and A stay in registers (the loops unroll).
+MC_AVX512 static MC_INLINE void scan512_pass(const scan_args *a, int64_t e0, __mmask16 m, int64_t n0, int nb,
+                                             bool first, bool last) {
+    const int64_t N = a->N, E = a->E;
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)N));
+    __m512 hv[16], av[16];
+    for (int i = 0; i < nb; i++) { // [E, N] → one vector per state n: strided gathers, once per call
+        av[i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, a->A + e0 * N + n0 + i, 4);
+        hv[i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, a->h + e0 * N + n0 + i, 4);
+    }
+    const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0);
+    const __m512 dskip = _mm512_maskz_loadu_ps(m, a->D + e0);
+    for (int64_t t = 0; t < a->L; t++) {
+        const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
+        __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
+        __m512 delta = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
+        __m512 du = _mm512_mul_ps(delta, ut);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(); // two chains halve the readout latency
+        for (int i = 0; i < nb; i++) {
+            __m512 da = mc_exp512(_mm512_mul_ps(delta, av[i]));
+            hv[i] = _mm512_fmadd_ps(da, hv[i], _mm512_mul_ps(du, _mm512_set1_ps(bt[i])));
+            if (i % 2 == 0) {
+                acc0 = _mm512_fmadd_ps(_mm512_set1_ps(ct[i]), hv[i], acc0);
+            } else {
+                acc1 = _mm512_fmadd_ps(_mm512_set1_ps(ct[i]), hv[i], acc1);
+            }
+        }
+        __m512 acc = _mm512_add_ps(acc0, acc1);
+        if (!first) {
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, a->y + t * E + e0));
+        }
+        if (last) {
+            __m512 zt = _mm512_maskz_loadu_ps(m, a->z + t * a->ldz + e0);
+            acc = _mm512_mul_ps(_mm512_fmadd_ps(dskip, ut, acc), mc_silu512(zt));
+        }
+        _mm512_mask_storeu_ps(a->y + t * E + e0, m, acc);
+    }
+    for (int i = 0; i < nb; i++) {
+        _mm512_mask_i32scatter_ps(a->h + e0 * N + n0 + i, m, idx, hv[i], 4);
+    }
+}
+
+MC_AVX512 static void scan512_block(const scan_args *a, int64_t e0) {
+    const __mmask16 m = mc_mask512(a->E - e0);
+    for (int64_t n0 = 0; n0 < a->N; n0 += 16) {
+        const bool first = n0 == 0, last = n0 + 16 >= a->N;
+        if (a->N - n0 >= 16) {
+            scan512_pass(a, e0, m, n0, 16, first, last);
+        } else {
+            scan512_pass(a, e0, m, n0, (int)(a->N - n0), first, last);
+        }
+    }
+}
+
+MC_AVX512 static void scan_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                  const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                                  const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
+    const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
+    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
+    const int64_t n_blocks = (E + 15) / 16;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        scan512_block(&a, blk * 16);
+    }
+}
+
+// ---- AVX2: 8 channels per vector, up to 8 states per pass (16 ymm registers hold only 8 states + temporaries) --
+
+// Loads 8 floats, the first n of them when the block is partial.
+MC_AVX2 static MC_INLINE __m256 load8(const float *p, __m256i m, bool full) {
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+
+MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64_t ne, int64_t n0, int nb, bool first,
+                                           bool last, bool full) {
+    const int64_t N = a->N, E = a->E;
+    const __m256i m = mc_mask256(ne);
+    const __m256 mf = _mm256_castsi256_ps(m);
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)N));
+    __m256 hv[8], av[8];
+    for (int i = 0; i < nb; i++) {
+        av[i] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), a->A + e0 * N + n0 + i, idx, mf, 4);
+        hv[i] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), a->h + e0 * N + n0 + i, idx, mf, 4);
+    }
+    const __m256 bias = load8(a->dt_bias + e0, m, full);
+    const __m256 dskip = load8(a->D + e0, m, full);
+    for (int64_t t = 0; t < a->L; t++) {
+        const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
+        __m256 ut = load8(a->u + t * E + e0, m, full);
+        __m256 delta = mc_softplus256(_mm256_add_ps(load8(a->dt + t * E + e0, m, full), bias));
+        __m256 du = _mm256_mul_ps(delta, ut);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int i = 0; i < nb; i++) {
+            __m256 da = mc_exp256(_mm256_mul_ps(delta, av[i]));
+            hv[i] = _mm256_fmadd_ps(da, hv[i], _mm256_mul_ps(du, _mm256_broadcast_ss(bt + i)));
+            if (i % 2 == 0) {
+                acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ct + i), hv[i], acc0);
+            } else {
+                acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(ct + i), hv[i], acc1);
+            }
+        }
+        __m256 acc = _mm256_add_ps(acc0, acc1);
+        if (!first) {
+            acc = _mm256_add_ps(acc, load8(a->y + t * E + e0, m, full));
+        }
+        if (last) {
+            __m256 zt = load8(a->z + t * a->ldz + e0, m, full);
+            acc = _mm256_mul_ps(_mm256_fmadd_ps(dskip, ut, acc), mc_silu256(zt));
+        }
+        if (full) {
+            _mm256_storeu_ps(a->y + t * E + e0, acc);
+        } else {
+            _mm256_maskstore_ps(a->y + t * E + e0, m, acc);
+        }
+    }
+    for (int i = 0; i < nb; i++) { // no scatter in AVX2
+        float tmp[8];
+        _mm256_storeu_ps(tmp, hv[i]);
+        for (int64_t j = 0; j < ne; j++) {
+            a->h[(e0 + j) * N + n0 + i] = tmp[j];
+        }
+    }
+}
+
+MC_AVX2 static void scan256_block(const scan_args *a, int64_t e0) {
+    const int64_t ne = a->E - e0 < 8 ? a->E - e0 : 8;
+    for (int64_t n0 = 0; n0 < a->N; n0 += 8) {
+        const bool first = n0 == 0, last = n0 + 8 >= a->N;
+        if (a->N - n0 >= 8 && ne == 8) {
+            scan256_pass(a, e0, ne, n0, 8, first, last, true);
+        } else {
+            scan256_pass(a, e0, ne, n0, (int)(a->N - n0 < 8 ? a->N - n0 : 8), first, last, false);
+        }
+    }
+}
+
+MC_AVX2 static void scan_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                              const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
+    const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
+    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
+    const int64_t n_blocks = (E + 7) / 8;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        scan256_block(&a, blk * 8);
+    }
+}
+#endif
+
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_variant(int isa) {
+    switch (isa) {
+        case MC_SSM_ISA_C:
+            return scan_c;
+#if defined(__x86_64__)
+        case MC_SSM_ISA_AVX2:
+            return mc_simd_has_avx2() ? scan_avx2 : NULL;
+        case MC_SSM_ISA_AVX512:
+            return mc_simd_has_avx512() ? scan_avx512 : NULL;
+#endif
+        default:
+            return NULL;
+    }
+}
+
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_select(void) {
+    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
+        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_variant(isa);
+        if (f != NULL) {
+            return f;
+        }
+    }
+    return scan_c;
+}
