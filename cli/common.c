@@ -248,7 +248,7 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
     *matched = true;
     if (cli_flag_is(f, NULL, "--revision")) {
         rc = cli_flag_value(f, &opts->revision);
-    } else if (cli_flag_is(f, NULL, "--threads")) {
+    } else if (cli_flag_is(f, "-t", "--threads")) {
         int64_t n = 0;
         rc = cli_flag_i64(f, 1, 4096, &n);
         opts->n_threads = (int)n;
@@ -257,7 +257,7 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
         int k = rc == CLI_OK ? pick_name(v, backends, 3) : 0;
         rc = k < 0 ? cli_flag_bad(f, "'%s' is not a backend (auto, ref or cpu)", v) : rc;
         opts->backend = k >= 0 ? backend_ids[k] : opts->backend;
-    } else if (cli_flag_is(f, NULL, "--weights")) {
+    } else if (cli_flag_is(f, NULL, "--dtype")) {
         rc = cli_flag_value(f, &v);
         int k = rc == CLI_OK ? pick_name(v, weights, 5) : 0;
         rc = k < 0 ? cli_flag_bad(f, "'%s' is not a weight dtype (stored, f32, f16, bf16 or int8)", v) : rc;
@@ -319,7 +319,8 @@ int cli_check_ids(const char *cmd, const char *what, const int32_t *ids, int64_t
     return CLI_OK;
 }
 
-int cli_read_stdin(const char *cmd, char **data, size_t *len) {
+// Reads all of fp (named name in messages) into a NUL-terminated buffer.
+static int read_stream(const char *cmd, FILE *fp, const char *name, char **data, size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf != NULL) {
@@ -331,12 +332,12 @@ int cli_read_stdin(const char *cmd, char **data, size_t *len) {
             buf = bigger;
             cap *= 2;
         }
-        size_t got = fread(buf + n, 1, cap - n - 1, stdin);
+        size_t got = fread(buf + n, 1, cap - n - 1, fp);
         n += got;
         if (got == 0) {
-            if (ferror(stdin)) {
+            if (ferror(fp)) {
                 free(buf);
-                return cli_fail(cmd, "stdin: read error");
+                return cli_fail(cmd, "%s: read error", name);
             }
             buf[n] = '\0';
             *data = buf;
@@ -345,7 +346,21 @@ int cli_read_stdin(const char *cmd, char **data, size_t *len) {
         }
     }
     free(buf);
-    return cli_fail(cmd, "stdin: out of memory after %zu bytes", n);
+    return cli_fail(cmd, "%s: out of memory after %zu bytes", name, n);
+}
+
+int cli_read_stdin(const char *cmd, char **data, size_t *len) {
+    return read_stream(cmd, stdin, "stdin", data, len);
+}
+
+int cli_read_file(const char *cmd, const char *path, char **data, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        return cli_fail(cmd, "%s: cannot open: %s", path, strerror(errno));
+    }
+    int rc = read_stream(cmd, fp, path, data, len);
+    fclose(fp);
+    return rc;
 }
 
 void cli_print_ids(const int32_t *ids, int64_t n) {

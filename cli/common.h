@@ -19,6 +19,10 @@ int cli_forward(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_perplexity(int argc, char **argv);
+int cli_init(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 // Walks argv[1..] of a command. Accepts "-x VALUE", "--name VALUE" and "--name=VALUE"; anything else that is
 // not a known flag is an error with the usage line.
@@ -63,14 +67,15 @@ int cli_fail_err(const char *cmd, const mc_error *err);
 // Seconds on a monotonic clock.
 double cli_now(void);
 
-// The load flags every model command takes: --revision, --backend, --threads, --weights. Sets *matched when the
+// The load flags every model command takes: --revision, --backend, -t/--threads, --dtype. Sets *matched when the
 // current flag is one of them; bad values print a message and return CLI_USAGE.
 int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched);
-#define CLI_LOAD_USAGE "[--backend auto|ref|cpu] [--threads N] [--weights stored|f32|f16|bf16|int8] [--revision REV]"
+#define CLI_LOAD_USAGE "[--backend auto|ref|cpu] [-t N] [--dtype stored|f32|f16|bf16|int8] [--revision REV]"
 #define CLI_LOAD_HELP                                                                                                  \
     "      --backend NAME       kernels: auto (default: the fastest built), ref (plain reference), cpu\n"              \
-    "      --threads N          kernel threads, 1..4096 (default: the physical cores)\n"                               \
-    "      --weights DTYPE      convert the matrices on load: stored (default), f32, f16, bf16, int8\n"                \
+    "  -t, --threads N          kernel threads, 1..4096 (default: the physical cores)\n"                               \
+    "      --dtype DTYPE        weights of the matrices: stored (default, as in the files), f32, f16, bf16,\n"    \
+    "                           int8 (per-group quantized on load)\n"                \
     "      --revision REV       hub-cache revision for ORG/NAME (default main)\n"
 
 // Loads MODEL with opts (NULL = defaults), reporting failures as runtime errors. *seconds gets the load time
@@ -84,6 +89,8 @@ int cli_check_ids(const char *cmd, const char *what, const int32_t *ids, int64_t
 
 // Reads all of stdin byte for byte into *data (owned, free(); NUL-terminated, *len excludes it).
 int cli_read_stdin(const char *cmd, char **data, size_t *len);
+// Reads all of the file at path (owned, NUL-terminated); errors name the path.
+int cli_read_file(const char *cmd, const char *path, char **data, size_t *len);
 // Writes ids as "1,2,3\n" to stdout.
 void cli_print_ids(const int32_t *ids, int64_t n);
 // Writes len bytes to stdout as they are.

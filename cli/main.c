@@ -16,6 +16,10 @@ static const cli_command commands[] = {
     { "tokenize", cli_tokenize, "print the token ids of stdin's text" },
     { "detokenize", cli_detokenize, "print the text of token ids" },
     { "info", cli_info, "print a model's config, parameter count and memory" },
+    { "perplexity", cli_perplexity, "score a text file: perplexity and bits per byte" },
+    { "bench", cli_bench, "measure prefill and decode speed, memory and bandwidth" },
+    { "init", cli_init, "write a randomly initialised model (presets 130m .. 2.8b)" },
+    { "quantize", cli_quantize, "convert a model's weights to int8/bf16/f16 and save it" },
 };
 
 static void print_help(FILE *out) {

@@ -112,6 +112,9 @@ MC_API void mc_load_opts_init(mc_load_opts *opts); // revision main, auto backen
 MC_API const char *mc_backend_name(mc_backend backend);
 // Physical cores of this machine (>= 1).
 MC_API int mc_cpu_physical_cores(void);
+// The machine's memory read bandwidth in GB/s: the best of three passes of a vectorized n_threads-thread read loop
+// over a 1 GiB buffer (0 when the buffer cannot be allocated). Takes about a second.
+MC_API double mc_cpu_read_bandwidth(int n_threads);
 
 // Loads MODEL: a folder with config.json + model.safetensors (or an index and shards), a hub-cache snapshot
 // folder, a hub-cache repo folder (models--ORG--NAME), or "ORG/NAME" found in $HF_HUB_CACHE, $HF_HOME/hub or
@@ -124,6 +127,7 @@ MC_API void mc_model_free(mc_model *model); // NULL is a no-op
 MC_API mc_status mc_model_resolve_dir(const char *path, const char *revision, char **dir, mc_error *err);
 MC_API const mc_config *mc_model_config(const mc_model *model);
 MC_API const char *mc_model_dir(const mc_model *model); // the resolved folder the files came from
+MC_API mc_dtype mc_model_weight_dtype(const mc_model *model); // the dtype the projection matrices are held in
 
 typedef struct mc_model_info {
     int64_t n_params;       // distinct parameters (tied head counted once)
@@ -173,6 +177,15 @@ MC_API mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_stat
 // outside [0, V) are rejected with MC_ERR_INVALID.
 MC_API mc_status mc_model_forward(const mc_model *model, mc_state *state, const int32_t *ids, int64_t n_seq,
                                   int64_t n_tok, bool all_logits, float *logits, mc_error *err);
+
+// Called with the tokens processed so far; return false to cancel (the call then fails with MC_ERR_INVALID).
+typedef bool (*mc_progress_cb)(void *user, int64_t done, int64_t total);
+
+// Scores a token stream: *nll = Σ_t −log p(ids[t+1] | ids[0..t]) over the n_ids − 1 predicted positions (spec §6,
+// summed in double), *n_scored = n_ids − 1. Runs in chunks that carry the state, so memory stays fixed (one chunk
+// of logits) whatever n_ids is. progress may be NULL.
+MC_API mc_status mc_model_score(const mc_model *model, const int32_t *ids, int64_t n_ids, mc_progress_cb progress,
+                                void *user, double *nll, int64_t *n_scored, mc_error *err);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tokenizer (tokenizer.json byte-level BPE, spec §10).

@@ -116,7 +116,10 @@ static void test_init_distributions(void **unused) {
     cfg.num_hidden_layers = 2; // the distributions are per layer and per row; a smaller model keeps the test fast
     cfg.vocab_size = 4096;
     mc_model *m = NULL;
-    assert_int_equal(mc_model_init(&cfg, 7, NULL, &m, &err), MC_OK);
+    mc_load_opts opts; // the reference kernels, as roundtrip() loads the copy with: logits compare bit for bit
+    mc_load_opts_init(&opts);
+    opts.backend = MC_BACKEND_REF;
+    assert_int_equal(mc_model_init(&cfg, 7, &opts, &m, &err), MC_OK);
     const int64_t H = cfg.hidden_size, E = cfg.intermediate_size, N = cfg.state_size, K = cfg.conv_kernel,
                   R = cfg.time_step_rank;
     double sd, mean = mean_of(m->embed.data, cfg.vocab_size * H, &sd);

@@ -420,6 +420,10 @@ const mc_config *mc_model_config(const mc_model *m) {
     return &m->cfg;
 }
 
+mc_dtype mc_model_weight_dtype(const mc_model *m) {
+    return (mc_dtype)m->layers[0].in_proj.dtype;
+}
+
 const char *mc_model_dir(const mc_model *m) {
     return m->dir;
 }

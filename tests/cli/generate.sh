@@ -46,8 +46,8 @@ run 0 generate -m "$NEOX" --ids 5,6 -n 8 --print-ids -q --greedy --seed 11 --tem
 # The load flags change nothing in the ids (the fixtures' margins are far above kernel rounding).
 run 0 generate -m "$NEOX" --ids 5,6 -n 8 --print-ids -q --backend ref --threads 1
 [ "$(cat "$OUT")" = "$greedy" ] || fail "--backend ref gave other ids"
-run 0 generate -m "$NEOX" --ids 5,6 -n 8 --print-ids -q --weights f32 --threads 2
-[ "$(cat "$OUT")" = "$greedy" ] || fail "--weights f32 (bf16 upcast exactly) gave other ids"
+run 0 generate -m "$NEOX" --ids 5,6 -n 8 --print-ids -q --dtype f32 --threads 2
+[ "$(cat "$OUT")" = "$greedy" ] || fail "--dtype f32 (bf16 upcast exactly) gave other ids"
 
 # The demo note appears only when the model folder holds MAMBAC_DEMO.
 err_lacks "demo model"

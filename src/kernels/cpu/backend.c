@@ -1,9 +1,14 @@
 // Builds the CPU backend's op table from the per-op selectors; each picks its variant for the running CPU.
 #include "kernels/cpu/cpu.h"
 
-#include "kernels/ref/ref.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ssm.h"
 
 void mc_ops_cpu_init(mc_ops *ops) {
-    *ops = mc_ops_ref;
     ops->name = "cpu";
+    ops->matmul = mc_cpu_matmul_select();
+    ops->embed = mc_cpu_embed_select();
+    ops->rmsnorm = mc_cpu_rmsnorm_select();
+    ops->conv1d = mc_cpu_conv1d_select();
+    ops->selective_scan = mc_cpu_selective_scan_select();
 }

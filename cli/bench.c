@@ -1,0 +1,293 @@
+// mambac bench: prefill and decode speed in the style of llama-bench, with peak memory and the decode step's
+// achieved weight bandwidth beside the machine's measured read bandwidth.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "common.h"
+
+static const char usage[] = "usage: mambac bench -m MODEL [-p 512] [-n 128] [-b 1] [-t N] [--dtype LIST] [-r 3] "
+                            "[-o md|json] [--backend auto|ref|cpu]";
+
+static const char help[] =
+    "Runs each combination of the listed values and prints one row per test: ppP is a prompt of P random tokens per\n"
+    "sequence processed in one call from an empty state (prefill), tgN is N one-token steps (decode). Batch B runs\n"
+    "B sequences together (tokens/s counts all of them). Each test runs once to warm up, then -r times; the table\n"
+    "shows the mean and standard deviation of tokens/s, the process's peak resident memory so far, and for decode\n"
+    "the weight bytes read per second (bytes one step reads × steps/s) beside the machine's read bandwidth,\n"
+    "measured once at start by a vectorized read loop over 1 GiB with the same thread count.\n"
+    "\n"
+    "flags (LIST = comma-separated values; 0 for -p or -n skips that kind of test):\n"
+    "  -m, --model MODEL    model folder, hub-cache snapshot, or ORG/NAME (required)\n"
+    "  -p, --n-prompt LIST  prefill lengths (default 512)\n"
+    "  -n, --n-gen LIST     decode steps (default 128)\n"
+    "  -b, --batch LIST     sequences per step (default 1)\n"
+    "  -t, --threads LIST   threads (default: the physical cores)\n"
+    "      --dtype LIST     weights: stored, f32, f16, bf16, int8 (default stored)\n"
+    "  -r, --repetitions N  timed runs per test (default 3)\n"
+    "  -o, --output FMT     md (default) or json: an array of objects with test, batch, threads, dtype, device,\n"
+    "                       tokens_per_s, stddev, peak_rss_mb, bandwidth_gbs, machine_bandwidth_gbs\n"
+    "      --backend NAME   auto (default), ref or cpu\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "example:\n"
+    "  mambac init --preset 130m -o /tmp/m130 && mambac bench -m /tmp/m130 -p 512 -n 128 -b 1,8,32 -t 2 "
+    "--dtype f32,bf16,int8\n";
+
+#define MAX_LIST 16
+
+typedef struct int_list {
+    int64_t v[MAX_LIST];
+    int n;
+} int_list;
+
+typedef struct bench_opts {
+    const char *model;
+    int_list prompt, gen, batch, threads, dtypes;
+    int64_t reps;
+    bool json;
+    mc_backend backend;
+} bench_opts;
+
+static const char *const dtype_names[] = { "stored", "f32", "f16", "bf16", "int8" };
+
+static int parse_list(cli_flags *f, int64_t lo, int64_t hi, bool names, int_list *out) {
+    const char *v = NULL;
+    int rc = cli_flag_value(f, &v);
+    out->n = 0;
+    while (rc == CLI_OK && *v != '\0') {
+        size_t len = strcspn(v, ",");
+        int64_t x = -1;
+        if (names) {
+            for (int i = 0; i < 5; i++) {
+                x = strlen(dtype_names[i]) == len && strncmp(v, dtype_names[i], len) == 0 ? i : x;
+            }
+        } else {
+            char *end = NULL;
+            x = strtoll(v, &end, 10);
+            x = end == v + len ? x : lo - 1;
+        }
+        if (x < lo || x > hi || out->n == MAX_LIST) {
+            return cli_flag_bad(f, "'%.*s' is not valid here (%s)", (int)len, v,
+                                names ? "stored, f32, f16, bf16 or int8" : "a number in range, at most 16 values");
+        }
+        out->v[out->n++] = x;
+        v += len + (v[len] == ',');
+    }
+    return rc == CLI_OK && out->n == 0 ? cli_flag_bad(f, "empty list") : rc;
+}
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+typedef struct result {
+    double mean, sd;
+} result;
+
+// Times one test: prefill (n_prompt > 0) or decode (n_gen > 0) for a batch.
+static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n_prompt, int64_t n_gen, int64_t reps,
+                    result *out) {
+    const int64_t V = mc_model_config(m)->vocab_size, L = n_prompt > 0 ? n_prompt : 1;
+    int32_t *ids = malloc((size_t)(batch * L) * sizeof(int32_t));
+    float *logits = malloc((size_t)(batch * V) * sizeof(float));
+    double *tps = calloc((size_t)reps + 1, sizeof(double));
+    mc_state *st = NULL;
+    mc_error err = { 0 };
+    int rc = CLI_OK;
+    if (ids == NULL || logits == NULL || tps == NULL || mc_state_new(m, batch, &st, &err) != MC_OK) {
+        rc = ids && logits && tps ? cli_fail_err(cmd, &err) : cli_fail(cmd, "out of memory");
+    }
+    uint64_t x = 12345;
+    for (int64_t i = 0; rc == CLI_OK && i < batch * L; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((x >> 33) % (uint64_t)V);
+    }
+    for (int64_t r = 0; rc == CLI_OK && r <= reps; r++) { // run 0 warms up
+        mc_state_reset(st);
+        double t0 = cli_now();
+        mc_status s = MC_OK;
+        if (n_prompt > 0) {
+            s = mc_model_forward(m, st, ids, batch, n_prompt, false, logits, &err);
+        } else {
+            for (int64_t step = 0; s == MC_OK && step < n_gen; step++) {
+                s = mc_model_forward(m, st, ids, batch, 1, false, logits, &err);
+            }
+        }
+        if (s != MC_OK) {
+            rc = cli_fail_err(cmd, &err);
+        }
+        tps[r] = (double)(batch * (n_prompt > 0 ? n_prompt : n_gen)) / (cli_now() - t0);
+    }
+    double sum = 0, sum2 = 0;
+    for (int64_t r = 1; r <= reps; r++) {
+        sum += tps[r];
+        sum2 += tps[r] * tps[r];
+    }
+    out->mean = sum / (double)reps;
+    out->sd = reps > 1 ? sqrt(fmax(0, (sum2 - sum * sum / (double)reps) / (double)(reps - 1))) : 0;
+    mc_state_free(st);
+    free(tps);
+    free(logits);
+    free(ids);
+    return rc;
+}
+
+static const char *device_name(void) {
+    static char name[128]; // read once per process for the report; not state the library depends on
+    if (name[0] == '\0') {
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        char line[256];
+        snprintf(name, sizeof(name), "cpu");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            if (strncmp(line, "model name", 10) == 0 && strchr(line, ':') != NULL) {
+                snprintf(name, sizeof(name), "%s", strchr(line, ':') + 2);
+                name[strcspn(name, "\n")] = '\0';
+                break;
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    return name;
+}
+
+static void print_row(const bench_opts *o, const char *model, const char *dtype, int threads, int64_t batch,
+                      const char *test, const result *r, double gbs, double machine_gbs, bool *first) {
+    double rss = peak_rss_mb();
+    if (o->json) {
+        printf("%s\n  {\"model\": \"%s\", \"backend\": \"%s\", \"test\": \"%s\", \"batch\": %lld, \"threads\": %d, "
+               "\"dtype\": \"%s\", \"device\": \"%s\", \"tokens_per_s\": %.3f, \"stddev\": %.3f, "
+               "\"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, \"machine_bandwidth_gbs\": %.3f}",
+               *first ? "[" : ",", model, mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU),
+               test, (long long)batch, threads, dtype, device_name(), r->mean, r->sd, rss, gbs, machine_gbs);
+    } else {
+        if (*first) {
+            printf("| model | dtype | backend | threads | batch | test | tokens/s | weight GB/s (machine) | peak RSS MB |\n"
+                   "|---|---|---|---:|---:|---|---:|---:|---:|\n");
+        }
+        char bw[64] = "";
+        if (gbs > 0) {
+            snprintf(bw, sizeof(bw), "%.2f (%.2f)", gbs, machine_gbs);
+        }
+        printf("| %s | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", model, dtype,
+               mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), threads,
+               (long long)batch, test, r->mean, r->sd, bw, rss);
+    }
+    fflush(stdout);
+    *first = false;
+}
+
+static int bench_config(const bench_opts *o, int dtype, int threads, bool *first) {
+    mc_load_opts load;
+    mc_load_opts_init(&load);
+    load.backend = o->backend;
+    load.n_threads = threads;
+    load.weight_dtype = (mc_weight_dtype)dtype;
+    mc_model *m = NULL;
+    int rc = cli_open_model("bench", o->model, &load, &m, NULL);
+    if (rc != CLI_OK) {
+        return rc;
+    }
+    mc_model_info info;
+    mc_model_get_info(m, &info);
+    const char *model = strrchr(mc_model_dir(m), '/') != NULL ? strrchr(mc_model_dir(m), '/') + 1 : mc_model_dir(m);
+    const char *dname = dtype == 0 ? mc_dtype_name((mc_dtype)mc_model_weight_dtype(m)) : dtype_names[dtype];
+    double machine_gbs = 0;
+    for (int b = 0; rc == CLI_OK && b < o->batch.n; b++) {
+        for (int p = 0; rc == CLI_OK && p < o->prompt.n; p++) {
+            if (o->prompt.v[p] > 0) {
+                result r;
+                char test[32];
+                snprintf(test, sizeof(test), "pp%lld", (long long)o->prompt.v[p]);
+                rc = run_test("bench", m, o->batch.v[b], o->prompt.v[p], 0, o->reps, &r);
+                if (rc == CLI_OK) {
+                    print_row(o, model, dname, threads, o->batch.v[b], test, &r, 0, 0, first);
+                }
+            }
+        }
+        for (int g = 0; rc == CLI_OK && g < o->gen.n; g++) {
+            if (o->gen.v[g] > 0) {
+                if (machine_gbs == 0) {
+                    machine_gbs = mc_cpu_read_bandwidth(threads);
+                }
+                result r;
+                char test[32];
+                snprintf(test, sizeof(test), "tg%lld", (long long)o->gen.v[g]);
+                rc = run_test("bench", m, o->batch.v[b], 0, o->gen.v[g], o->reps, &r);
+                double steps_per_s = r.mean / (double)o->batch.v[b];
+                if (rc == CLI_OK) {
+                    print_row(o, model, dname, threads, o->batch.v[b], test, &r,
+                              steps_per_s * (double)info.read_bytes_per_token / 1e9, machine_gbs, first);
+                }
+            }
+        }
+    }
+    mc_model_free(m);
+    return rc;
+}
+
+int cli_bench(int argc, char **argv) {
+    bench_opts o = { .prompt = { { 512 }, 1 }, .gen = { { 128 }, 1 }, .batch = { { 1 }, 1 },
+                     .threads = { { mc_cpu_physical_cores() }, 1 }, .dtypes = { { 0 }, 1 }, .reps = 3 };
+    cli_flags f;
+    cli_flags_init(&f, "bench", usage, argc, argv);
+    while (cli_flags_next(&f)) {
+        int rc = CLI_OK;
+        const char *v = NULL;
+        if (cli_flag_is(&f, "-h", "--help")) {
+            cli_print_help(usage, help);
+            return CLI_OK;
+        } else if (cli_flag_is(&f, "-m", "--model")) {
+            rc = cli_flag_value(&f, &o.model);
+        } else if (cli_flag_is(&f, "-p", "--n-prompt")) {
+            rc = parse_list(&f, 0, 1 << 24, false, &o.prompt);
+        } else if (cli_flag_is(&f, "-n", "--n-gen")) {
+            rc = parse_list(&f, 0, 1 << 24, false, &o.gen);
+        } else if (cli_flag_is(&f, "-b", "--batch")) {
+            rc = parse_list(&f, 1, 4096, false, &o.batch);
+        } else if (cli_flag_is(&f, "-t", "--threads")) {
+            rc = parse_list(&f, 1, 4096, false, &o.threads);
+        } else if (cli_flag_is(&f, NULL, "--dtype")) {
+            rc = parse_list(&f, 0, 4, true, &o.dtypes);
+        } else if (cli_flag_is(&f, "-r", "--repetitions")) {
+            rc = cli_flag_i64(&f, 1, 1000, &o.reps);
+        } else if (cli_flag_is(&f, "-o", "--output")) {
+            rc = cli_flag_value(&f, &v);
+            if (rc == CLI_OK && strcmp(v, "json") != 0 && strcmp(v, "md") != 0) {
+                rc = cli_flag_bad(&f, "'%s' is not md or json", v);
+            }
+            o.json = rc == CLI_OK && strcmp(v, "json") == 0;
+        } else if (cli_flag_is(&f, NULL, "--backend")) {
+            mc_load_opts tmp;
+            mc_load_opts_init(&tmp);
+            bool matched = false;
+            rc = cli_load_flag(&f, &tmp, &matched);
+            o.backend = tmp.backend;
+        } else {
+            return cli_flag_unknown(&f);
+        }
+        if (rc != CLI_OK) {
+            return rc;
+        }
+    }
+    if (o.model == NULL) {
+        return cli_missing("bench", usage, "-m MODEL is required");
+    }
+    bool first = true;
+    int rc = CLI_OK;
+    for (int d = 0; rc == CLI_OK && d < o.dtypes.n; d++) {
+        for (int t = 0; rc == CLI_OK && t < o.threads.n; t++) {
+            rc = bench_config(&o, (int)o.dtypes.v[d], (int)o.threads.v[t], &first);
+        }
+    }
+    if (o.json) {
+        printf(first ? "[]\n" : "\n]\n");
+    }
+    return rc;
+}

@@ -1,0 +1,97 @@
+// mambac quantize: converts a model's matrices to another dtype once and saves the result as a model folder.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const char usage[] = "usage: mambac quantize -m MODEL --dtype int8|bf16|f16|f32 -o DIR [--revision REV]";
+
+static const char help[] =
+    "Loads MODEL, converts every projection matrix, the embedding and the head to DTYPE (int8: symmetric, one f32\n"
+    "scale per group of 64 weights of a row), and writes DIR/config.json and DIR/model.safetensors, which mambac\n"
+    "loads again as stored (int8 folders are mambac's own format: transformers cannot read them). The model's\n"
+    "tokenizer.json is copied beside them when it exists.\n"
+    "\n"
+    "flags:\n"
+    "  -m, --model MODEL   the model to convert (required)\n"
+    "      --dtype DTYPE   int8, bf16, f16 or f32 (required)\n"
+    "  -o, --output DIR    where to write (required; created if missing)\n"
+    "      --revision REV  hub-cache revision for ORG/NAME (default main)\n"
+    "  -h, --help          this text\n"
+    "\n"
+    "example:\n"
+    "  mambac quantize -m state-spaces/mamba-130m-hf --dtype int8 -o mamba-130m-int8\n";
+
+static int copy_tokenizer(const char *from_dir, const char *to_dir) {
+    char src[4096], dst[4096];
+    snprintf(src, sizeof(src), "%s/tokenizer.json", from_dir);
+    snprintf(dst, sizeof(dst), "%s/tokenizer.json", to_dir);
+    char *data = NULL;
+    size_t len = 0;
+    FILE *probe = fopen(src, "rb");
+    if (probe == NULL) {
+        return CLI_OK; // nothing to copy
+    }
+    fclose(probe);
+    int rc = cli_read_file("quantize", src, &data, &len);
+    FILE *out = rc == CLI_OK ? fopen(dst, "wb") : NULL;
+    if (rc == CLI_OK && (out == NULL || fwrite(data, 1, len, out) != len)) {
+        rc = cli_fail("quantize", "%s: cannot write", dst);
+    }
+    if (out != NULL && fclose(out) != 0 && rc == CLI_OK) {
+        rc = cli_fail("quantize", "%s: cannot write", dst);
+    }
+    free(data);
+    return rc;
+}
+
+int cli_quantize(int argc, char **argv) {
+    const char *path = NULL, *out = NULL;
+    mc_load_opts load;
+    mc_load_opts_init(&load);
+    cli_flags f;
+    cli_flags_init(&f, "quantize", usage, argc, argv);
+    while (cli_flags_next(&f)) {
+        bool matched = false;
+        int rc = CLI_OK;
+        if (cli_flag_is(&f, NULL, "--dtype") || cli_flag_is(&f, NULL, "--revision")) {
+            rc = cli_load_flag(&f, &load, &matched);
+        } else if (cli_flag_is(&f, "-h", "--help")) {
+            cli_print_help(usage, help);
+            return CLI_OK;
+        } else if (cli_flag_is(&f, "-m", "--model")) {
+            rc = cli_flag_value(&f, &path);
+        } else if (cli_flag_is(&f, "-o", "--output")) {
+            rc = cli_flag_value(&f, &out);
+        } else {
+            return cli_flag_unknown(&f);
+        }
+        if (rc != CLI_OK) {
+            return rc;
+        }
+    }
+    if (path == NULL || out == NULL || load.weight_dtype == MC_WEIGHTS_AS_STORED) {
+        return cli_missing("quantize", usage, "-m MODEL, --dtype (int8, bf16, f16 or f32) and -o DIR are required");
+    }
+    load.n_threads = 1;
+    mc_model *model = NULL;
+    int rc = cli_open_model("quantize", path, &load, &model, NULL);
+    if (rc != CLI_OK) {
+        return rc;
+    }
+    mc_error err = { 0 };
+    if (mc_model_save(model, out, &err) != MC_OK) {
+        rc = cli_fail_err("quantize", &err);
+    } else {
+        rc = copy_tokenizer(mc_model_dir(model), out);
+    }
+    if (rc == CLI_OK) {
+        mc_model_info info;
+        mc_model_get_info(model, &info);
+        fprintf(stderr, "quantize: %s -> %s (%lld bytes read per decode step)\n", mc_model_dir(model), out,
+                (long long)info.read_bytes_per_token);
+    }
+    mc_model_free(model);
+    return rc;
+}
