@@ -12,6 +12,9 @@
 // 24576 updates and gains from 2 threads).
 #define SCAN_MIN_PARALLEL 8192
 
+// Up to this many steps the state-in-lanes decode form wins over channels-in-lanes (bench_ssm).
+#define SCAN_DECODE_MAX_L 4
+
 typedef struct scan_args {
     float *y;                     // [L, E]
     float *h;                     // [E, N]
@@ -22,6 +25,26 @@ typedef struct scan_args {
     const float *z;               // [L, E], rows ldz apart
     int64_t ldbc, ldz, L, E, N;
 } scan_args;
+
+// Rows this far ahead are prefetched: a block walks a column strip of u, dt, z and y whose stride (E or 2E floats,
+// a page or more) the hardware prefetchers follow poorly once a sequence outgrows L2 (bench_ssm, L = 128, Bt = 8:
+// 2x without).
+#define SCAN_PREFETCH_ROWS 8
+
+// Prefetches row t + SCAN_PREFETCH_ROWS of the strip [e0, e0 + width) of the step inputs and the output.
+static inline void scan_prefetch(const scan_args *a, int64_t t, int64_t e0, int64_t width) {
+    int64_t tp = t + SCAN_PREFETCH_ROWS;
+    if (tp >= a->L) {
+        return;
+    }
+    const float *rows[3] = { a->u + tp * a->E + e0, a->dt + tp * a->E + e0, a->z + tp * a->ldz + e0 };
+    for (int i = 0; i < 3; i++) {
+        __builtin_prefetch(rows[i]);
+        __builtin_prefetch(rows[i] + width - 1);
+    }
+    __builtin_prefetch(a->y + tp * a->E + e0, 1);
+    __builtin_prefetch(a->y + tp * a->E + e0 + width - 1, 1);
+}
 
 // ---- portable C ----------------------------------------------------------------------------------------------
 
@@ -79,6 +102,7 @@ MC_AVX512 static MC_INLINE void scan512_pass(const scan_args *a, int64_t e0, __m
     const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0);
     const __m512 dskip = _mm512_maskz_loadu_ps(m, a->D + e0);
     for (int64_t t = 0; t < a->L; t++) {
+        scan_prefetch(a, t, e0, 16);
         const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
         __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
         __m512 delta = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
@@ -108,6 +132,61 @@ MC_AVX512 static MC_INLINE void scan512_pass(const scan_args *a, int64_t e0, __m
     }
 }
 
+// Row sums of 16 vectors: lane j of the result is the sum of p[j]'s lanes (a 4-level fold, 15 adds, one permute).
+MC_AVX512 static MC_INLINE __m512 hsum16x16_512(const __m512 *p) {
+    __m512 s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) {
+        s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x44),
+                              _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xee));
+    }
+    for (int i = 0; i < 4; i++) {
+        s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    for (int i = 0; i < 2; i++) {
+        s2[i] = _mm512_add_ps(_mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    // The folds leave channel 4·(k mod 4) + k / 4 in lane k: a 4×4 transpose, its own inverse.
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
+// Decode form for N = 16 (few steps): lanes hold the 16 states of one channel, so h [E, 16] and A [E, 16] are read
+// and written as they lie, with no transposing gathers and scatters, which cost more than a single step's work.
+// Δ and the gate are still computed 16 channels at a time; the readouts of 16 channels are folded together.
+MC_AVX512 static void scan512_block_n16(const scan_args *a, int64_t e0) {
+    const int64_t E = a->E;
+    const int ne = (int)(E - e0 < 16 ? E - e0 : 16);
+    const __mmask16 m = mc_mask512(ne);
+    const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0);
+    const __m512 dskip = _mm512_maskz_loadu_ps(m, a->D + e0);
+    for (int64_t t = 0; t < a->L; t++) {
+        const __m512 bt = _mm512_loadu_ps(a->B + t * a->ldbc), ct = _mm512_loadu_ps(a->C + t * a->ldbc);
+        __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
+        __m512 delta = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
+        __m512 du = _mm512_mul_ps(delta, ut);
+        __m512 p[16];
+        for (int j = 0; j < 16; j++) {
+            if (j >= ne) {
+                p[j] = _mm512_setzero_ps();
+                continue;
+            }
+            const __m512i lane = _mm512_set1_epi32(j);
+            float *hj = a->h + (e0 + j) * 16;
+            __m512 da =
+                mc_exp512(_mm512_mul_ps(_mm512_permutexvar_ps(lane, delta), _mm512_loadu_ps(a->A + (e0 + j) * 16)));
+            __m512 hv = _mm512_fmadd_ps(da, _mm512_loadu_ps(hj), _mm512_mul_ps(_mm512_permutexvar_ps(lane, du), bt));
+            _mm512_storeu_ps(hj, hv);
+            p[j] = _mm512_mul_ps(ct, hv);
+        }
+        __m512 acc = hsum16x16_512(p);
+        __m512 zt = _mm512_maskz_loadu_ps(m, a->z + t * a->ldz + e0);
+        _mm512_mask_storeu_ps(a->y + t * E + e0, m, _mm512_mul_ps(_mm512_fmadd_ps(dskip, ut, acc), mc_silu512(zt)));
+    }
+}
+
 MC_AVX512 static void scan512_block(const scan_args *a, int64_t e0) {
     const __mmask16 m = mc_mask512(a->E - e0);
     for (int64_t n0 = 0; n0 < a->N; n0 += 16) {
@@ -126,9 +205,14 @@ MC_AVX512 static void scan_avx512(const mc_exec *ex, float *y, float *h, const f
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
     const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
     const int64_t n_blocks = (E + 15) / 16;
+    const bool decode = N == 16 && L <= SCAN_DECODE_MAX_L;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
-        scan512_block(&a, blk * 16);
+        if (decode) {
+            scan512_block_n16(&a, blk * 16);
+        } else {
+            scan512_block(&a, blk * 16);
+        }
     }
 }
 
@@ -153,6 +237,7 @@ MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64
     const __m256 bias = load8(a->dt_bias + e0, m, full);
     const __m256 dskip = load8(a->D + e0, m, full);
     for (int64_t t = 0; t < a->L; t++) {
+        scan_prefetch(a, t, e0, 8);
         const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
         __m256 ut = load8(a->u + t * E + e0, m, full);
         __m256 delta = mc_softplus256(_mm256_add_ps(load8(a->dt + t * E + e0, m, full), bias));
