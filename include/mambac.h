@@ -188,38 +188,54 @@ MC_API mc_status mc_model_score(const mc_model *model, const int32_t *ids, int64
                                 void *user, double *nll, int64_t *n_scored, mc_error *err);
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tokenizer (tokenizer.json byte-level BPE, spec §10).
+// Tokenizer (tokenizer.json byte-level BPE, spec §10), exact to Hugging Face tokenizers 0.23.2: ids equal
+// tok.encode(text, add_special_tokens=False).ids, text equals tok.decode(ids, skip_special_tokens=...).
 
-typedef struct mc_tokenizer mc_tokenizer;
+typedef struct mc_tokenizer mc_tokenizer; // immutable after load: threads may share it
 
+// Loads a tokenizer.json with a BPE model (vocab; merges as "a b" strings or ["a", "b"] pairs), added_tokens
+// (normalized, special, lstrip, rstrip, single_word), an NFC or null normalizer, a ByteLevel pre-tokenizer
+// (add_prefix_space, use_regex) and a ByteLevel decoder; post_processor, truncation and padding are ignored.
+// Errors: MC_ERR_IO (unreadable), MC_ERR_FORMAT (bad JSON, missing or mistyped fields, a merge naming an unknown
+// token, a duplicate token or id, an added token id that tokenizers would assign differently), MC_ERR_UNSUPPORTED
+// (other model / normalizer / pre-tokenizer / decoder types, dropout > 0, byte_fallback, subword prefix or
+// suffix). Messages name the file. Owned: mc_tokenizer_free.
 MC_API mc_status mc_tokenizer_load(const char *path, mc_tokenizer **out, mc_error *err);
-MC_API void mc_tokenizer_free(mc_tokenizer *tok);
-MC_API int64_t mc_tokenizer_n_vocab(const mc_tokenizer *tok); // model vocab + added tokens (50277 for NeoX)
+MC_API void mc_tokenizer_free(mc_tokenizer *tok);             // NULL is a no-op
+MC_API int64_t mc_tokenizer_n_vocab(const mc_tokenizer *tok); // max id + 1 over vocab and added tokens (50277)
 
-// Encodes len bytes of UTF-8 text (need not be NUL-terminated; may contain NUL). Invalid UTF-8 is rejected with
-// MC_ERR_INVALID naming the byte offset. *ids is owned by the caller (free()).
+// Encodes len bytes of UTF-8 text (need not be NUL-terminated; may contain NUL, which is U+0000). No special
+// tokens are added. Invalid UTF-8 is rejected with MC_ERR_INVALID "text: invalid UTF-8 at byte N". On success
+// *ids (owned by the caller, free(); non-NULL even when *n_ids is 0) holds *n_ids ids; on failure NULL and 0.
 MC_API mc_status mc_tokenizer_encode(const mc_tokenizer *tok, const char *text, size_t len, int32_t **ids,
                                      int64_t *n_ids, mc_error *err);
 
 // The raw bytes a token stands for after byte-level decoding (may be a partial UTF-8 sequence); NULL with *len 0
-// for ids that have no string. Borrowed: valid while tok lives.
+// for ids that have no string (>= n_vocab, gaps in the vocab, negative). Borrowed: valid while tok lives.
 MC_API const char *mc_tokenizer_token_bytes(const mc_tokenizer *tok, int32_t id, size_t *len);
+// True for added tokens marked special (those decode drops with skip_special).
 MC_API bool mc_tokenizer_is_special(const mc_tokenizer *tok, int32_t id);
 
-// Decodes ids to text as tokenizers' decode does (invalid UTF-8 replaced by U+FFFD per maximal invalid
-// subsequence). *text is NUL-terminated and owned by the caller (free()).
+// Decodes ids to text as tokenizers' decode does: ids without a string are skipped, special tokens too when
+// skip_special, the bytes of the rest are concatenated and invalid UTF-8 becomes U+FFFD per maximal invalid
+// subsequence (Rust from_utf8_lossy). Negative ids: MC_ERR_INVALID naming the id. *text is NUL-terminated
+// (the text itself may contain NUL; *len, which may be NULL, gives its length) and owned by the caller (free()).
 MC_API mc_status mc_tokenizer_decode(const mc_tokenizer *tok, const int32_t *ids, int64_t n_ids, bool skip_special,
                                      char **text, size_t *len, mc_error *err);
 
 // Streaming UTF-8: feed token bytes, get back the longest prefix that is complete text (incomplete trailing
-// sequences are held until the next feed or flush). Invalid sequences become U+FFFD as in decode.
+// sequences are held until the next feed or flush). Invalid sequences become U+FFFD as in decode, so feeding
+// the token bytes of ids (in any chunks) then flushing gives exactly mc_tokenizer_decode's text.
+// Start from a zeroed struct: mc_utf8_stream s = { 0 };
 typedef struct mc_utf8_stream {
     unsigned char pending[4];
     int n_pending;
 } mc_utf8_stream;
 
-// Appends the text ready after adding bytes[0..len) to out (capacity out_cap >= len*3 + 16); returns bytes written.
+// Appends the text ready after adding bytes[0..len) to out and returns the bytes written. out_cap must be at
+// least len * 3 + 16; with less, nothing is consumed or written and 0 is returned.
 MC_API size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t len, char *out, size_t out_cap);
+// Ends the stream: writes U+FFFD (3 bytes, out_cap >= 3) for a held incomplete sequence, resets s.
 MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap);
 
 // ---------------------------------------------------------------------------------------------------------------

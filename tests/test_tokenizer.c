@@ -224,36 +224,40 @@ static void test_neox_encode(void **unused) {
     cJSON_Delete(n.doc);
 }
 
-// decode(encode(text)) == NFC(text): utf8proc's NFC agrees with the one inside tokenizers on the corpus.
+// decode(encode(text)) == NFC(text) as tokenizers computes it (its decode of the same text), and == utf8proc's NFC
+// except where tokenizers' Unicode 9.0 normalization tables differ from utf8proc's newer ones (see normalize.c).
 static void test_neox_round_trip(void **unused) {
     neox n = load_neox();
     const cJSON *entries = cJSON_GetObjectItemCaseSensitive(n.doc, "encode");
-    int64_t failed = 0;
+    int64_t failed = 0, same_as_utf8proc = 0;
     for (const cJSON *e = entries->child; e != NULL; e = e->next) {
-        size_t len = 0, out_len = 0;
+        size_t len = 0, out_len = 0, want_len = 0;
         char *text = fixture_bytes(e, "text", &len);
+        char *want = fixture_bytes(e, "decoded", &want_len);
+        if (want == NULL) {
+            want = fixture_bytes(e, "text", &want_len);
+        }
         int32_t *ids = NULL;
         int64_t n_ids = 0;
         char *out = NULL;
         mc_error err = { 0 };
         assert_int_equal(mc_tokenizer_encode(n.tok, text, len, &ids, &n_ids, &err), MC_OK);
         assert_int_equal(mc_tokenizer_decode(n.tok, ids, n_ids, false, &out, &out_len, &err), MC_OK);
+        failed += !same_bytes("round trip", out, out_len, want, want_len);
         utf8proc_uint8_t *nfc = NULL;
         utf8proc_ssize_t nfc_len = len == 0 ? 0
                                             : utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &nfc,
                                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        assert_true(nfc_len >= 0);
-        // NFC runs per gap between special tokens; a gap edge can only differ from whole-text NFC at "<|...|>".
-        if (strstr(text, "<|") == NULL) {
-            failed +=
-                !same_bytes("round trip vs NFC", out, out_len, nfc != NULL ? (const char *)nfc : "", (size_t)nfc_len);
-        }
+        same_as_utf8proc += nfc_len == (utf8proc_ssize_t)out_len && (out_len == 0 || memcmp(nfc, out, out_len) == 0);
         free(nfc);
         free(out);
         free(ids);
+        free(want);
         free(text);
     }
     assert_int_equal(failed, 0);
+    // Only the handful of post-Unicode-9.0 cases of the corpus may differ from plain utf8proc NFC.
+    assert_true(same_as_utf8proc >= cJSON_GetArraySize(entries) - 10);
     mc_tokenizer_free(n.tok);
     cJSON_Delete(n.doc);
 }

@@ -2,7 +2,6 @@
 // tokens, the ByteLevel regex split, then BPE per piece (bpe.c). No special tokens are added around the result.
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "base/error.h"
 #include "tokenizer/tokenizer.h"
@@ -187,13 +186,13 @@ static bool is_ascii(const unsigned char *s, int64_t len) {
 // One gap between raw-text added tokens: normalize, then split out the normalized added tokens.
 static bool encode_gap(encoder *enc, const unsigned char *s, int64_t len) {
     const mc_tokenizer *tok = enc->tok;
-    utf8proc_uint8_t *nfc = NULL;
+    char *nfc = NULL;
     if (tok->nfc && !is_ascii(s, len)) { // ASCII is its own NFC
-        utf8proc_ssize_t n = utf8proc_map(s, (utf8proc_ssize_t)len, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (n < 0) {
+        int64_t n = 0;
+        if (!mc_tokenizer_nfc(s, len, &nfc, &n)) {
             return false;
         }
-        s = nfc;
+        s = (const unsigned char *)nfc;
         len = n;
     }
     spans parts = { 0 };

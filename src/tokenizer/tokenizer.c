@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "base/error.h"
 #include "base/file.h"
@@ -326,11 +325,8 @@ static mc_status load_pipeline(loader *ld, const cJSON *root, mc_error *err) {
 // NFC of s when nfc, else a copy (owned, free()); NULL when out of memory.
 static char *normalize_copy(bool nfc, const char *s, size_t len, int64_t *out_len) {
     if (nfc) {
-        utf8proc_uint8_t *normed = NULL;
-        utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &normed,
-                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        *out_len = n;
-        return n < 0 ? NULL : (char *)normed;
+        char *normed = NULL;
+        return mc_tokenizer_nfc((const unsigned char *)s, (int64_t)len, &normed, out_len) ? normed : NULL;
     }
     char *copy = malloc(len + 1);
     if (copy != NULL) {

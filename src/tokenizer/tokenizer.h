@@ -93,6 +93,10 @@ int32_t mc_utf8_next(const unsigned char *s, int64_t *pos);
 // Writes cp as UTF-8 to out (room for 4); returns the byte count.
 int mc_utf8_put(int32_t cp, char *out);
 
+// NFC of valid UTF-8 s as tokenizers computes it (normalize.c): *out owned (free()), NUL-terminated. False: out
+// of memory.
+bool mc_tokenizer_nfc(const unsigned char *s, int64_t len, char **out, int64_t *out_len);
+
 // Pre-tokenizer (pretokenize.c): end of the piece of s[0..len) that starts at pos, following the GPT-2 regex of
 // spec §10.2 4a. s must be valid UTF-8 and pos < len.
 int64_t mc_pretok_next(const unsigned char *s, int64_t len, int64_t pos);
