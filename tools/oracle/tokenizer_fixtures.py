@@ -83,6 +83,12 @@ def random_texts(rng, count):
     return out
 
 
+# Marks assigned after Unicode 9.0: tokenizers' NFC tables are 9.0, so it neither reorders nor composes them
+# (Python's unicodedata, 14.0, does); U+11A7 is not a trailing jamo, so LV + U+11A7 stays two characters.
+POST9 = ["\u0309\u0d3c", "a\u0314\u089e\u0329 x", "o\u0308\u1df9\u0301", "\U00011935\U00011930", "\u1ac6\u0348",
+         "\u1100\u116f\u11a7\u11cc", "\uac00\u11a7", "\u09fe\u0301e\u0301"]
+
+
 def fixed_texts():
     prose = (
         "The quick brown fox jumps over the lazy dog. It wasn't the first time; the dog didn't mind, "
@@ -125,6 +131,7 @@ def fixed_texts():
         unicodedata.normalize("NFD", "Cr\u00e8me br\u00fbl\u00e9e, na\u00efve caf\u00e9, \u00c5ngstr\u00f6m, \u1ec7"),
         "a\u0300\u0301\u0302\u0303 o\u0308\u0304 \u212b \u2126 \u0344 \u0958", "\u0301\u0301 leading marks",
         "Z\u0351\u036b\u0343\u036a\u0302\u036b\u033d\u034f\u0334\u0319\u0324\u031e\u0349\u035a\u032f\u031e\u0320\u034dA\u0334\u0335\u031c\u0330\u0354L",
+    ] + POST9 + [
         # Lm / Mn / Nl / No
         "\u02b0\u02b2\u02e0 \u3005 \u0640 \u16ee\u2160\u3021 \u00b9\u00bc\u2070\u2474 \u0300\u0903",
         # controls, NUL, unusual whitespace
@@ -243,9 +250,10 @@ def main():
 
     texts = fixed_texts() + random_texts(rng, args.random)
     encode = [encode_entry(tok, t) for t in texts]
-    for t in texts:  # the C test relies on this: decode(encode(text)) == NFC(text) for this tokenizer
-        assert tok.decode(tok.encode(t, add_special_tokens=False).ids, skip_special_tokens=False) == \
-            unicodedata.normalize("NFC", t) or "<|" in t, repr(t)
+    for t in texts:  # decode(encode(text)) == NFC(text) for this tokenizer, Unicode 9.0 aside
+        if "<|" not in t and t not in POST9:
+            dec = tok.decode(tok.encode(t, add_special_tokens=False).ids, skip_special_tokens=False)
+            assert dec == unicodedata.normalize("NFC", t), ascii(t)
 
     mini_tok, mini_cases = build_mini()
     mini = {
