@@ -1,6 +1,7 @@
 // Benchmark of the CPU matmul (src/kernels/cpu/matmul.c) on mamba-130m's shapes, beside the two numbers it is judged
 // against: the machine's read bandwidth (a vectorized multi-threaded read loop over 1 GiB) and its fp32 FMA peak.
 // Not a test. Usage: bench_matmul [-t THREADS] [-v portable|avx2|avx512] [-g INT8_GROUP] [-T SECONDS]
+//   [-s SHAPE] [-d DTYPE] [-m M] (the last three run one slice and skip the probes and the per-step summary)
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
@@ -96,9 +97,9 @@ static double probe_bandwidth(int n_threads) {
 
 #if defined(__x86_64__)
 static double measure_ghz(void) {
-    const int64_t iters = 100000000;
+    const int64_t iters = 10000000;
     double best = 0.0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 20; rep++) {
         int64_t n = iters, a = 0;
         double t0 = now_s();
         __asm__ volatile("1:\n\t"
@@ -156,10 +157,10 @@ __attribute__((target("avx2,fma"))) static float fma_loop256(int64_t iters) {
 
 // fp32 GFLOP/s of the FMA loop on n_threads threads with `lanes`-wide vectors.
 static double measure_fma(int n_threads, int lanes) {
-    const int64_t iters = 20000000;
+    const int64_t iters = 2000000;
     double best = 0.0;
     volatile float sink = 0.0f;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 20; rep++) {
         double t0 = now_s();
         float total = 0.0f;
 #pragma omp parallel num_threads(n_threads) reduction(+ : total)
@@ -290,23 +291,36 @@ static void weight_set_free(weight_set *ws) {
     free(ws->scales);
 }
 
-// Mean seconds per call, cycling through the copies for at least min_s (after one warm-up pass).
+// Seconds per call: the best of repeated batches, each cycling through the copies for >= 20 ms. Best-of, because
+// other work on a shared machine only ever adds time.
 static double time_matmul(mc_cpu_matmul_fn fn, const mc_exec *ex, const weight_set *ws, float *y, const float *x,
                           const shape *s, int64_t M, double min_s) {
-    for (int c = 0; c < ws->n_copies; c++) {
+    for (int c = 0; c < ws->n_copies; c++) { // warm-up: page faults, thread pool
         fn(ex, y, x, s->ldx, &ws->w[c], NULL, M, s->N, s->K);
     }
-    int64_t calls = 0;
-    double t0 = now_s(), dt = 0.0;
-    while (dt < min_s || calls < 3) {
-        fn(ex, y, x, s->ldx, &ws->w[calls % ws->n_copies], NULL, M, s->N, s->K);
-        calls++;
-        dt = now_s() - t0;
+    double best = INFINITY, total = 0.0;
+    int64_t next = 0;
+    for (int batch = 0; batch < 3 || total < min_s; batch++) {
+        int64_t calls = 0;
+        const double t0 = now_s();
+        double dt = 0.0;
+        while (dt < 0.02 || calls < 2) {
+            fn(ex, y, x, s->ldx, &ws->w[next++ % ws->n_copies], NULL, M, s->N, s->K);
+            calls++;
+            dt = now_s() - t0;
+        }
+        total += dt;
+        best = dt / (double)calls < best ? dt / (double)calls : best;
     }
-    return dt / (double)calls;
+    return best;
 }
 
-static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64_t *group, double *min_s) {
+typedef struct filters {
+    const char *shape, *dtype;
+    int64_t M; // 0: all
+} filters;
+
+static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64_t *group, double *min_s, filters *f) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -317,6 +331,12 @@ static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64
             *n_threads = atoi(v);
         } else if (strcmp(a, "-g") == 0) {
             *group = atoll(v);
+        } else if (strcmp(a, "-s") == 0) {
+            f->shape = v;
+        } else if (strcmp(a, "-d") == 0) {
+            f->dtype = v;
+        } else if (strcmp(a, "-m") == 0) {
+            f->M = atoll(v);
         } else if (strcmp(a, "-T") == 0) {
             *min_s = atof(v);
         } else if (strcmp(a, "-v") == 0) {
@@ -341,8 +361,10 @@ int main(int argc, char **argv) {
     for (int v = MC_CPU_MATMUL_COUNT - 1; v >= 0 && variant == MC_CPU_MATMUL_COUNT; v--) {
         variant = mc_cpu_matmul_variant_get(v) == mc_cpu_matmul_select() ? v : variant;
     }
-    if (parse_args(argc, argv, &n_threads, &variant, &group, &min_s) != 0) {
-        fprintf(stderr, "usage: bench_matmul [-t THREADS] [-v portable|avx2|avx512] [-g INT8_GROUP] [-T SECONDS]\n");
+    filters f = { NULL, NULL, 0 };
+    if (parse_args(argc, argv, &n_threads, &variant, &group, &min_s, &f) != 0) {
+        fprintf(stderr, "usage: bench_matmul [-t THREADS] [-v portable|avx2|avx512] [-g INT8_GROUP] [-T SECONDS] "
+                        "[-s SHAPE] [-d DTYPE] [-m M]\n");
         return 2;
     }
     mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(variant);
@@ -353,9 +375,12 @@ int main(int argc, char **argv) {
     const mc_exec ex = { .n_threads = n_threads };
     printf("bench_matmul: variant %s, %d threads, int8 group %lld\n", mc_cpu_matmul_variant_name(variant), n_threads,
            (long long)group);
-    const double bw = probe_bandwidth(n_threads);
-    printf("read bandwidth probe (1 GiB, %d threads, vector loads): %.1f GB/s\n", n_threads, bw);
-    const double peak = report_peak(n_threads);
+    const bool all = f.shape == NULL && f.dtype == NULL && f.M == 0;
+    const double bw = all ? probe_bandwidth(n_threads) : 0.0;
+    if (all) {
+        printf("read bandwidth probe (1 GiB, %d threads, vector loads): %.1f GB/s\n", n_threads, bw);
+    }
+    const double peak = all ? report_peak(n_threads) : 0.0;
 
     float *x = malloc((size_t)(128 * 1536) * sizeof(float));
     float *y = malloc((size_t)(128 * 50280) * sizeof(float));
@@ -374,6 +399,10 @@ int main(int argc, char **argv) {
     for (int di = 0; di < N_DTYPES; di++) {
         for (int si = 0; si < N_SHAPES; si++) {
             const shape *s = &shapes[si];
+            if ((f.shape != NULL && strcmp(f.shape, s->name) != 0) ||
+                (f.dtype != NULL && strcmp(f.dtype, mc_dtype_name((mc_dtype)dtypes[di])) != 0)) {
+                continue;
+            }
             weight_set ws;
             if (!weight_set_init(&ws, dtypes[di], s->N, s->K, group)) {
                 fprintf(stderr, "bench_matmul: out of memory for %s\n", s->name);
@@ -382,6 +411,9 @@ int main(int argc, char **argv) {
             wbytes[di][si] = ws.bytes;
             for (int mi = 0; mi < N_MS; mi++) {
                 const int64_t M = Ms[mi];
+                if (f.M != 0 && f.M != M) {
+                    continue;
+                }
                 const double t = time_matmul(fn, &ex, &ws, y, x, s, M, min_s);
                 secs[di][si][mi] = t;
                 const double gflops = 2.0 * (double)(M * s->N * s->K) / t * 1e-9;
@@ -392,6 +424,11 @@ int main(int argc, char **argv) {
             }
             weight_set_free(&ws);
         }
+    }
+    if (!all) {
+        free(x);
+        free(y);
+        return 0;
     }
     // Per token of mamba-130m (24 layers of the four projections, plus lm_head for decode).
     printf("\nmamba-130m matmuls per step (24 layers + lm_head), vs probe %.1f GB/s and peak %.1f GFLOP/s:\n", bw,
