@@ -21,6 +21,20 @@ typedef struct conv_args {
     int64_t ldx, L, E, K;
 } conv_args;
 
+// Rows this far ahead are prefetched: a block walks a column strip of x and u whose stride (2E and E floats) the
+// hardware prefetchers follow poorly once a sequence outgrows L2 (as in scan.c).
+#define CONV_PREFETCH_ROWS 8
+
+static inline void conv_prefetch(const conv_args *a, int64_t t, int64_t e0, int64_t width) {
+    int64_t tp = t + CONV_PREFETCH_ROWS;
+    if (tp < a->L) {
+        __builtin_prefetch(a->x + tp * a->ldx + e0);
+        __builtin_prefetch(a->x + tp * a->ldx + e0 + width - 1);
+        __builtin_prefetch(a->u + tp * a->E + e0, 1);
+        __builtin_prefetch(a->u + tp * a->E + e0 + width - 1, 1);
+    }
+}
+
 // ---- portable C ----------------------------------------------------------------------------------------------
 
 static float silu_c(float v) {
@@ -58,16 +72,17 @@ static void conv_channels_c(const conv_args *a, int64_t e0, int64_t e1) {
 // Channel blocks of 64: the t-outer loop then walks contiguous rows of x and u.
 #define CONV_C_BLOCK 64
 
+static void conv_block_c(const void *ctx, int64_t blk) {
+    const conv_args *a = ctx;
+    int64_t e0 = blk * CONV_C_BLOCK, e1 = e0 + CONV_C_BLOCK < a->E ? e0 + CONV_C_BLOCK : a->E;
+    conv_channels_c(a, e0, e1);
+}
+
 static void conv_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                    const float *b, int64_t L, int64_t E, int64_t K) {
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
-    const int nt = mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL);
-    const int64_t n_blocks = (E + CONV_C_BLOCK - 1) / CONV_C_BLOCK;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t blk = 0; blk < n_blocks; blk++) {
-        int64_t e0 = blk * CONV_C_BLOCK, e1 = e0 + CONV_C_BLOCK < E ? e0 + CONV_C_BLOCK : E;
-        conv_channels_c(&a, e0, e1);
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL), (E + CONV_C_BLOCK - 1) / CONV_C_BLOCK,
+                         conv_block_c, &a);
 }
 
 #if defined(__x86_64__)
@@ -97,6 +112,7 @@ MC_AVX512 static MC_INLINE void conv512_block_k(const conv_args *a, int64_t e0, 
         _mm512_mask_storeu_ps(a->u + t * E + e0, m, mc_silu512(acc));
     }
     for (int64_t t = head; t < a->L; t++) {
+        conv_prefetch(a, t, e0, 16);
         const float *xt = a->x + (t - (K - 1)) * ldx + e0;
         __m512 acc = bias;
         for (int64_t k = 0; k < K; k++) {
@@ -112,8 +128,44 @@ MC_AVX512 static MC_INLINE void conv512_block_k(const conv_args *a, int64_t e0, 
     }
 }
 
-MC_AVX512 static void conv512_block(const conv_args *a, int64_t e0) {
+// Decode step (L = 1) for K = 4, the kernel width of every released model, 16 channels: their state rows are 4
+// contiguous vectors (4 channels × 4 taps), shifted by one tap with the new inputs appended in registers and stored
+// back as they lie, where the general form spends most of a step in gathers and scatters. The tap products of the
+// 16 channels are then summed per channel by two in-lane folds.
+MC_AVX512 static void conv512_step_k4(const conv_args *a, int64_t e0) {
+    float *st = a->state + e0 * 4;
+    const __m512 xv = _mm512_loadu_ps(a->x + e0);
+    __m512 p[4];
+    for (int i = 0; i < 4; i++) {
+        // lane 4c + k takes tap k + 1 of channel c, and the new input (second operand, index 16 + channel) at k = 3
+        const __m512i shift =
+            _mm512_setr_epi32(1, 2, 3, 16 + 4 * i, 5, 6, 7, 17 + 4 * i, 9, 10, 11, 18 + 4 * i, 13, 14, 15, 19 + 4 * i);
+        __m512 ns = _mm512_permutex2var_ps(_mm512_loadu_ps(st + 16 * i), shift, xv);
+        _mm512_storeu_ps(st + 16 * i, ns);
+        p[i] = _mm512_mul_ps(_mm512_loadu_ps(a->w + e0 * 4 + 16 * i), ns);
+    }
+    __m512 s0 = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 s1 = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s0, s1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(s0, s1, _MM_SHUFFLE(3, 1, 3, 1)));
+    // Lane 4l + j now holds channel 4j + l: a 4×4 transpose, its own inverse.
+    r = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+    if (a->b != NULL) {
+        r = _mm512_add_ps(r, _mm512_loadu_ps(a->b + e0));
+    }
+    _mm512_storeu_ps(a->u + e0, mc_silu512(r));
+}
+
+MC_AVX512 static void conv512_block(const void *ctx, int64_t blk) {
+    const conv_args *a = ctx;
+    const int64_t e0 = blk * 16;
     const __mmask16 m = mc_mask512(a->E - e0);
+    if (a->L == 1 && a->K == 4 && a->E - e0 >= 16) {
+        conv512_step_k4(a, e0);
+        return;
+    }
     switch (a->K) {
         case 4:
             conv512_block_k(a, e0, m, 4);
@@ -137,17 +189,12 @@ MC_AVX512 static void conv_avx512(const mc_exec *ex, float *u, float *state, con
         return;
     }
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
-    const int nt = mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL);
-    const int64_t n_blocks = (E + 15) / 16;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t blk = 0; blk < n_blocks; blk++) {
-        conv512_block(&a, blk * 16);
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL), (E + 15) / 16, conv512_block, &a);
 }
 
 // ---- AVX2: 8 channels per vector ------------------------------------------------------------------------------
 
-MC_AVX2 static MC_INLINE void conv256_block_k(const conv_args *a, int64_t e0, int64_t ne, int64_t K) {
+MC_AVX2 static MC_INLINE void conv256_block_k(const conv_args *a, int64_t e0, int64_t ne, int64_t K, bool full) {
     const int64_t E = a->E, ldx = a->ldx;
     const __m256i m = mc_mask256(ne);
     const __m256 mf = _mm256_castsi256_ps(m);
@@ -157,34 +204,34 @@ MC_AVX2 static MC_INLINE void conv256_block_k(const conv_args *a, int64_t e0, in
     for (int64_t k = 0; k < K; k++) {
         wv[k] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), a->w + e0 * K + k, idx, mf, 4);
     }
-    const __m256 bias = a->b != NULL ? _mm256_maskload_ps(a->b + e0, m) : _mm256_setzero_ps();
+    const __m256 bias = a->b != NULL ? mc_load8(a->b + e0, m, full) : _mm256_setzero_ps();
     for (int64_t t = 0; t < a->L; t++) {
+        conv_prefetch(a, t, e0, 8);
         __m256 acc = bias;
         for (int64_t k = 0; k < K; k++) {
             int64_t s = t - (K - 1) + k;
-            __m256 v = s >= 0 ? _mm256_maskload_ps(a->x + s * ldx + e0, m)
+            __m256 v = s >= 0 ? mc_load8(a->x + s * ldx + e0, m, full)
                               : _mm256_mask_i32gather_ps(_mm256_setzero_ps(), st + K + s, idx, mf, 4);
             acc = _mm256_fmadd_ps(wv[k], v, acc);
         }
-        _mm256_maskstore_ps(a->u + t * E + e0, m, mc_silu256(acc));
+        mc_store8(a->u + t * E + e0, m, mc_silu256(acc), full);
     }
 }
 
-MC_AVX2 static void conv256_block(const conv_args *a, int64_t e0) {
+MC_AVX2 static void conv256_block(const void *ctx, int64_t blk) {
+    const conv_args *a = ctx;
+    const int64_t e0 = blk * 8;
     const int64_t ne = a->E - e0 < 8 ? a->E - e0 : 8;
-    switch (a->K) {
-        case 4:
-            conv256_block_k(a, e0, ne, 4);
-            break;
-        case 3:
-            conv256_block_k(a, e0, ne, 3);
-            break;
-        case 2:
-            conv256_block_k(a, e0, ne, 2);
-            break;
-        default:
-            conv256_block_k(a, e0, ne, a->K);
-            break;
+    if (ne < 8) {
+        conv256_block_k(a, e0, ne, a->K, false);
+    } else if (a->K == 4) {
+        conv256_block_k(a, e0, 8, 4, true);
+    } else if (a->K == 3) {
+        conv256_block_k(a, e0, 8, 3, true);
+    } else if (a->K == 2) {
+        conv256_block_k(a, e0, 8, 2, true);
+    } else {
+        conv256_block_k(a, e0, 8, a->K, true);
     }
     conv_state_update(a, e0, e0 + ne); // no scatter in AVX2; E·K scalar moves
 }
@@ -196,12 +243,7 @@ MC_AVX2 static void conv_avx2(const mc_exec *ex, float *u, float *state, const f
         return;
     }
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
-    const int nt = mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL);
-    const int64_t n_blocks = (E + 7) / 8;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t blk = 0; blk < n_blocks; blk++) {
-        conv256_block(&a, blk * 8);
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL), (E + 7) / 8, conv256_block, &a);
 }
 #endif
 

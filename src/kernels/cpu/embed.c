@@ -10,6 +10,19 @@
 // Below this many elements one thread is faster: the copy is memory-bound and short.
 #define EMBED_MIN_PARALLEL 65536
 
+typedef struct embed_args {
+    float *out; // [n, H]
+    const mc_weight *w;
+    const int32_t *ids; // [n]
+    int64_t H;
+} embed_args;
+
+static void embed_run(const mc_exec *ex, mc_simd_item_fn row_fn, float *out, const mc_weight *w, const int32_t *ids,
+                      int64_t n, int64_t H) {
+    const embed_args a = { out, w, ids, H };
+    mc_simd_parallel_for(mc_simd_threads(ex, n * H, EMBED_MIN_PARALLEL), n, row_fn, &a);
+}
+
 // ---- portable C ----------------------------------------------------------------------------------------------
 
 static void embed_row_c(float *out, const mc_weight *w, int64_t r, int64_t H) {
@@ -43,12 +56,13 @@ static void embed_row_c(float *out, const mc_weight *w, int64_t r, int64_t H) {
     }
 }
 
+static void embed_item_c(const void *ctx, int64_t i) {
+    const embed_args *a = ctx;
+    embed_row_c(a->out + i * a->H, a->w, a->ids[i], a->H);
+}
+
 static void embed_c(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
-    const int nt = mc_simd_threads(ex, n * H, EMBED_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        embed_row_c(out + i * H, w, ids[i], H);
-    }
+    embed_run(ex, embed_item_c, out, w, ids, n, H);
 }
 
 #if defined(__x86_64__)
@@ -99,13 +113,13 @@ MC_AVX512 static void embed_row_512(float *out, const mc_weight *w, int64_t r, i
     }
 }
 
-MC_AVX512 static void embed_avx512(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n,
-                                   int64_t H) {
-    const int nt = mc_simd_threads(ex, n * H, EMBED_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        embed_row_512(out + i * H, w, ids[i], H);
-    }
+MC_AVX512 static void embed_item_512(const void *ctx, int64_t i) {
+    const embed_args *a = ctx;
+    embed_row_512(a->out + i * a->H, a->w, a->ids[i], a->H);
+}
+
+static void embed_avx512(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
+    embed_run(ex, embed_item_512, out, w, ids, n, H);
 }
 
 // ---- AVX2 (+F16C) ---------------------------------------------------------------------------------------------
@@ -164,13 +178,13 @@ MC_AVX2 static void embed_row_256(float *out, const mc_weight *w, int64_t r, int
     }
 }
 
-MC_AVX2 static void embed_avx2(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n,
-                               int64_t H) {
-    const int nt = mc_simd_threads(ex, n * H, EMBED_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        embed_row_256(out + i * H, w, ids[i], H);
-    }
+MC_AVX2 static void embed_item_256(const void *ctx, int64_t i) {
+    const embed_args *a = ctx;
+    embed_row_256(a->out + i * a->H, a->w, a->ids[i], a->H);
+}
+
+static void embed_avx2(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
+    embed_run(ex, embed_item_256, out, w, ids, n, H);
 }
 #endif
 

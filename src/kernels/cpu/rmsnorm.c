@@ -10,6 +10,21 @@
 // Below this many elements one thread is faster (a decode step of one sequence, H=768, is ~100 ns of work).
 #define RMSNORM_MIN_PARALLEL 16384
 
+typedef struct norm_args {
+    float *y, *x;     // [M, H]
+    const float *add; // [M, H] or NULL
+    const float *w;   // [H]
+    int64_t H;
+    float eps;
+} norm_args;
+
+// Row-wise work items of any variant (row_fn takes one row), threaded when the call is big enough.
+static void rmsnorm_run(const mc_exec *ex, mc_simd_item_fn row_fn, float *y, float *x, const float *add, const float *w,
+                        int64_t M, int64_t H, float eps) {
+    const norm_args a = { y, x, add, w, H, eps };
+    mc_simd_parallel_for(mc_simd_threads(ex, M * H, RMSNORM_MIN_PARALLEL), M, row_fn, &a);
+}
+
 // ---- portable C ----------------------------------------------------------------------------------------------
 
 static void rmsnorm_row_c(float *y, float *x, const float *add, const float *w, int64_t H, float eps) {
@@ -37,13 +52,14 @@ static void rmsnorm_row_c(float *y, float *x, const float *add, const float *w, 
     }
 }
 
+static void rmsnorm_item_c(const void *ctx, int64_t m) {
+    const norm_args *a = ctx;
+    rmsnorm_row_c(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
+}
+
 static void rmsnorm_c(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
                       float eps) {
-    const int nt = mc_simd_threads(ex, M * H, RMSNORM_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t m = 0; m < M; m++) {
-        rmsnorm_row_c(y + m * H, x + m * H, add != NULL ? add + m * H : NULL, w, H, eps);
-    }
+    rmsnorm_run(ex, rmsnorm_item_c, y, x, add, w, M, H, eps);
 }
 
 #if defined(__x86_64__)
@@ -82,13 +98,14 @@ MC_AVX512 static void rmsnorm_row_512(float *y, float *x, const float *add, cons
     }
 }
 
-MC_AVX512 static void rmsnorm_avx512(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
-                                     int64_t H, float eps) {
-    const int nt = mc_simd_threads(ex, M * H, RMSNORM_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t m = 0; m < M; m++) {
-        rmsnorm_row_512(y + m * H, x + m * H, add != NULL ? add + m * H : NULL, w, H, eps);
-    }
+MC_AVX512 static void rmsnorm_item_512(const void *ctx, int64_t m) {
+    const norm_args *a = ctx;
+    rmsnorm_row_512(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
+}
+
+static void rmsnorm_avx512(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                           int64_t H, float eps) {
+    rmsnorm_run(ex, rmsnorm_item_512, y, x, add, w, M, H, eps);
 }
 
 // ---- AVX2 -----------------------------------------------------------------------------------------------------
@@ -130,13 +147,14 @@ MC_AVX2 static void rmsnorm_row_256(float *y, float *x, const float *add, const 
     }
 }
 
-MC_AVX2 static void rmsnorm_avx2(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
-                                 int64_t H, float eps) {
-    const int nt = mc_simd_threads(ex, M * H, RMSNORM_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t m = 0; m < M; m++) {
-        rmsnorm_row_256(y + m * H, x + m * H, add != NULL ? add + m * H : NULL, w, H, eps);
-    }
+MC_AVX2 static void rmsnorm_item_256(const void *ctx, int64_t m) {
+    const norm_args *a = ctx;
+    rmsnorm_row_256(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
+}
+
+static void rmsnorm_avx2(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
+                         float eps) {
+    rmsnorm_run(ex, rmsnorm_item_256, y, x, add, w, M, H, eps);
 }
 #endif
 

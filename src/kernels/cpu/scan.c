@@ -52,7 +52,8 @@ static float silu_c(float v) {
     return v / (1.0f + expf(-v));
 }
 
-static void scan_channel_c(const scan_args *a, int64_t e) {
+static void scan_channel_c(const void *ctx, int64_t e) {
+    const scan_args *a = ctx;
     const int64_t N = a->N, E = a->E;
     float *he = a->h + e * N;
     const float *Ae = a->A + e * N;
@@ -75,11 +76,7 @@ static void scan_c(const mc_exec *ex, float *y, float *h, const float *u, const 
                    const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
                    int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
-    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t e = 0; e < E; e++) {
-        scan_channel_c(&a, e);
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL), E, scan_channel_c, &a);
 }
 
 #if defined(__x86_64__)
@@ -156,8 +153,9 @@ MC_AVX512 static MC_INLINE __m512 hsum16x16_512(const __m512 *p) {
 // Decode form for N = 16 (few steps): lanes hold the 16 states of one channel, so h [E, 16] and A [E, 16] are read
 // and written as they lie, with no transposing gathers and scatters, which cost more than a single step's work.
 // Δ and the gate are still computed 16 channels at a time; the readouts of 16 channels are folded together.
-MC_AVX512 static void scan512_block_n16(const scan_args *a, int64_t e0) {
-    const int64_t E = a->E;
+MC_AVX512 static void scan512_block_n16(const void *ctx, int64_t blk) {
+    const scan_args *a = ctx;
+    const int64_t E = a->E, e0 = blk * 16;
     const int ne = (int)(E - e0 < 16 ? E - e0 : 16);
     const __mmask16 m = mc_mask512(ne);
     const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0);
@@ -187,7 +185,9 @@ MC_AVX512 static void scan512_block_n16(const scan_args *a, int64_t e0) {
     }
 }
 
-MC_AVX512 static void scan512_block(const scan_args *a, int64_t e0) {
+MC_AVX512 static void scan512_block(const void *ctx, int64_t blk) {
+    const scan_args *a = ctx;
+    const int64_t e0 = blk * 16;
     const __mmask16 m = mc_mask512(a->E - e0);
     for (int64_t n0 = 0; n0 < a->N; n0 += 16) {
         const bool first = n0 == 0, last = n0 + 16 >= a->N;
@@ -203,25 +203,12 @@ MC_AVX512 static void scan_avx512(const mc_exec *ex, float *y, float *h, const f
                                   const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                                   const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
-    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
-    const int64_t n_blocks = (E + 15) / 16;
     const bool decode = N == 16 && L <= SCAN_DECODE_MAX_L;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t blk = 0; blk < n_blocks; blk++) {
-        if (decode) {
-            scan512_block_n16(&a, blk * 16);
-        } else {
-            scan512_block(&a, blk * 16);
-        }
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL), (E + 15) / 16,
+                         decode ? scan512_block_n16 : scan512_block, &a);
 }
 
 // ---- AVX2: 8 channels per vector, up to 8 states per pass (16 ymm registers hold only 8 states + temporaries) --
-
-// Loads 8 floats, the first n of them when the block is partial.
-MC_AVX2 static MC_INLINE __m256 load8(const float *p, __m256i m, bool full) {
-    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
-}
 
 MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64_t ne, int64_t n0, int nb, bool first,
                                            bool last, bool full) {
@@ -234,13 +221,13 @@ MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64
         av[i] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), a->A + e0 * N + n0 + i, idx, mf, 4);
         hv[i] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), a->h + e0 * N + n0 + i, idx, mf, 4);
     }
-    const __m256 bias = load8(a->dt_bias + e0, m, full);
-    const __m256 dskip = load8(a->D + e0, m, full);
+    const __m256 bias = mc_load8(a->dt_bias + e0, m, full);
+    const __m256 dskip = mc_load8(a->D + e0, m, full);
     for (int64_t t = 0; t < a->L; t++) {
         scan_prefetch(a, t, e0, 8);
         const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
-        __m256 ut = load8(a->u + t * E + e0, m, full);
-        __m256 delta = mc_softplus256(_mm256_add_ps(load8(a->dt + t * E + e0, m, full), bias));
+        __m256 ut = mc_load8(a->u + t * E + e0, m, full);
+        __m256 delta = mc_softplus256(_mm256_add_ps(mc_load8(a->dt + t * E + e0, m, full), bias));
         __m256 du = _mm256_mul_ps(delta, ut);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         for (int i = 0; i < nb; i++) {
@@ -254,17 +241,13 @@ MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64
         }
         __m256 acc = _mm256_add_ps(acc0, acc1);
         if (!first) {
-            acc = _mm256_add_ps(acc, load8(a->y + t * E + e0, m, full));
+            acc = _mm256_add_ps(acc, mc_load8(a->y + t * E + e0, m, full));
         }
         if (last) {
-            __m256 zt = load8(a->z + t * a->ldz + e0, m, full);
+            __m256 zt = mc_load8(a->z + t * a->ldz + e0, m, full);
             acc = _mm256_mul_ps(_mm256_fmadd_ps(dskip, ut, acc), mc_silu256(zt));
         }
-        if (full) {
-            _mm256_storeu_ps(a->y + t * E + e0, acc);
-        } else {
-            _mm256_maskstore_ps(a->y + t * E + e0, m, acc);
-        }
+        mc_store8(a->y + t * E + e0, m, acc, full);
     }
     for (int i = 0; i < nb; i++) { // no scatter in AVX2
         float tmp[8];
@@ -275,7 +258,9 @@ MC_AVX2 static MC_INLINE void scan256_pass(const scan_args *a, int64_t e0, int64
     }
 }
 
-MC_AVX2 static void scan256_block(const scan_args *a, int64_t e0) {
+MC_AVX2 static void scan256_block(const void *ctx, int64_t blk) {
+    const scan_args *a = ctx;
+    const int64_t e0 = blk * 8;
     const int64_t ne = a->E - e0 < 8 ? a->E - e0 : 8;
     for (int64_t n0 = 0; n0 < a->N; n0 += 8) {
         const bool first = n0 == 0, last = n0 + 8 >= a->N;
@@ -291,12 +276,7 @@ MC_AVX2 static void scan_avx2(const mc_exec *ex, float *y, float *h, const float
                               const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                               const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
-    const int nt = mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL);
-    const int64_t n_blocks = (E + 7) / 8;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t blk = 0; blk < n_blocks; blk++) {
-        scan256_block(&a, blk * 8);
-    }
+    mc_simd_parallel_for(mc_simd_threads(ex, L * E * N, SCAN_MIN_PARALLEL), (E + 7) / 8, scan256_block, &a);
 }
 #endif
 
