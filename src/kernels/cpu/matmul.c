@@ -216,8 +216,11 @@ MC_AVX512 MC_INLINE void d512_step(__m512 acc[D512_R][D512_MB], const float *con
 }
 
 // y[m0 + m, n0 + r] for r < R, m < MB: whole dot products over K, one int8 scale group at a time.
+// pf (or NULL): the first of R later weight rows to prefetch meanwhile, so the row streams do not wait on DRAM.
 MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
-                                    int64_t N, int64_t K, int64_t n0, int64_t m0, int R, int MB, int dtype) {
+                                    int64_t N, int64_t K, int64_t n0, int64_t m0, const char *pf, int R, int MB,
+                                    int dtype) {
+    const int64_t esz = mc_dtype_size(dtype);
     __m512 acc[D512_R][D512_MB];
     const float *xr[D512_MB];
 #pragma GCC unroll 4
@@ -239,6 +242,12 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
         const int64_t k1 = min_i64(K, (g + 1) * group);
         int64_t k = g * group;
         for (; k + 16 <= k1; k += 16) {
+            if (pf != NULL) {
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    _mm_prefetch(pf + (r * K + k) * esz, _MM_HINT_T0);
+                }
+            }
             d512_step(acc, xr, w, K, n0, k, false, 0xffff, sc, R, MB, dtype);
         }
         if (k < k1) {
@@ -254,36 +263,43 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
     }
 }
 
-// All M rows of x against R weight rows from n0: the rows stay in L1 while the x blocks cycle past them.
+// All M rows of x against R weight rows from n0: the rows stay in L1 while the x blocks cycle past them. The first
+// block prefetches the rows `pf` points to.
 MC_AVX512 MC_INLINE void d512_mblocks(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
-                                      int64_t M, int64_t N, int64_t K, int64_t n0, int R, int dtype) {
+                                      int64_t M, int64_t N, int64_t K, int64_t n0, const char *pf, int R, int dtype) {
     int64_t m = 0;
     for (; m + D512_MB <= M; m += D512_MB) {
-        d512_block(y, x, ldx, w, bias, N, K, n0, m, R, D512_MB, dtype);
+        d512_block(y, x, ldx, w, bias, N, K, n0, m, m == 0 ? pf : NULL, R, D512_MB, dtype);
     }
+    pf = m == 0 ? pf : NULL;
     switch (M - m) {
         case 3:
-            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 3, dtype);
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 3, dtype);
             break;
         case 2:
-            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 2, dtype);
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 2, dtype);
             break;
         case 1:
-            d512_block(y, x, ldx, w, bias, N, K, n0, m, R, 1, dtype);
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 1, dtype);
             break;
         default:
             break;
     }
 }
 
+enum { D512_PF_BLOCKS = 4 }; // prefetch distance in blocks of D512_R rows
+
 MC_AVX512 MC_INLINE void d512_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
+    const int64_t row_bytes = K * mc_dtype_size(dtype);
     int64_t n = lo;
     for (; n + D512_R <= hi; n += D512_R) {
-        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, D512_R, dtype);
+        const int64_t pn = n + D512_PF_BLOCKS * D512_R;
+        const char *pf = pn + D512_R <= hi ? (const char *)w->data + pn * row_bytes : NULL;
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, pf, D512_R, dtype);
     }
     for (; n < hi; n++) {
-        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, 1, dtype);
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, NULL, 1, dtype);
     }
 }
 
@@ -387,22 +403,34 @@ MC_AVX512 static void g512_convert_any(float *dst, const mc_weight *w, int64_t n
 
 // y[m0 + i, n0 + j] (i < 32 and < M - m0, j < nr) = Σ_k xp[k][i] · wr[j, k] + bias: the x vectors are loaded
 // once per k and each weight is a broadcast operand of two FMAs.
+// pf (or NULL): G512_NR rows of pf_row bytes to prefetch meanwhile (the next block's stored weights).
 MC_AVX512 static void g512_tile(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
-                                int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr) {
+                                int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr, const char *pf,
+                                int64_t pf_row) {
     __m512 c0[G512_NR], c1[G512_NR];
 #pragma GCC unroll 12
     for (int j = 0; j < G512_NR; j++) {
         c0[j] = _mm512_setzero_ps();
         c1[j] = _mm512_setzero_ps();
     }
-    for (int64_t k = 0; k < K; k++) {
-        const __m512 a0 = _mm512_load_ps(xp + k * G512_MR);
-        const __m512 a1 = _mm512_load_ps(xp + k * G512_MR + 16);
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+        if (pf != NULL) { // one line of each row per 16 k: spread over the tile, the whole rows by its end
+            const int64_t off = k0 * pf_row / K / 64 * 64;
 #pragma GCC unroll 12
-        for (int j = 0; j < G512_NR; j++) {
-            const __m512 b = _mm512_set1_ps(wr[j * ldw + k]);
-            c0[j] = _mm512_fmadd_ps(a0, b, c0[j]);
-            c1[j] = _mm512_fmadd_ps(a1, b, c1[j]);
+            for (int j = 0; j < G512_NR; j++) {
+                _mm_prefetch(pf + j * pf_row + off, _MM_HINT_T0);
+            }
+        }
+        const int64_t k1 = min_i64(K, k0 + 16);
+        for (int64_t k = k0; k < k1; k++) {
+            const __m512 a0 = _mm512_load_ps(xp + k * G512_MR);
+            const __m512 a1 = _mm512_load_ps(xp + k * G512_MR + 16);
+#pragma GCC unroll 12
+            for (int j = 0; j < G512_NR; j++) {
+                const __m512 b = _mm512_set1_ps(wr[j * ldw + k]);
+                c0[j] = _mm512_fmadd_ps(a0, b, c0[j]);
+                c1[j] = _mm512_fmadd_ps(a1, b, c1[j]);
+            }
         }
     }
     _Alignas(64) float t[G512_NR][G512_MR];
@@ -432,8 +460,10 @@ MC_AVX512 static void g512_rows(float *y, const float *xp, const mc_weight *w, c
         } else {
             g512_convert_any(wbuf, w, n0, nr, K);
         }
+        const int64_t row_bytes = K * mc_dtype_size(w->dtype);
+        const char *pf = n0 + 2 * G512_NR <= hi ? (const char *)w->data + (n0 + G512_NR) * row_bytes : NULL;
         for (int64_t m0 = 0; m0 < M; m0 += G512_MR) {
-            g512_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr);
+            g512_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr, m0 == 0 ? pf : NULL, row_bytes);
         }
     }
 }
