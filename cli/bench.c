@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -77,6 +79,39 @@ static int parse_list(cli_flags *f, int64_t lo, int64_t hi, bool names, int_list
         v += len + (v[len] == ',');
     }
     return rc == CLI_OK && out->n == 0 ? cli_flag_bad(f, "empty list") : rc;
+}
+
+// The read bandwidth for each thread count, measured in a child process before anything else runs: its 1 GiB
+// buffer then never counts toward this process's peak RSS, and the child starts no OpenMP pool of ours.
+static void measure_bandwidths(const int_list *threads, double *gbs) {
+    int fd[2];
+    for (int i = 0; i < threads->n; i++) {
+        gbs[i] = 0;
+    }
+    if (pipe(fd) != 0) {
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        for (int i = 0; i < threads->n; i++) {
+            double g = mc_cpu_read_bandwidth((int)threads->v[i]);
+            if (write(fd[1], &g, sizeof(g)) != (ssize_t)sizeof(g)) {
+                break;
+            }
+        }
+        _exit(0);
+    }
+    close(fd[1]);
+    for (int i = 0; pid > 0 && i < threads->n; i++) {
+        if (read(fd[0], &gbs[i], sizeof(gbs[i])) != (ssize_t)sizeof(gbs[i])) {
+            break;
+        }
+    }
+    close(fd[0]);
+    if (pid > 0) {
+        waitpid(pid, NULL, 0);
+    }
 }
 
 static double peak_rss_mb(void) {
@@ -183,7 +218,7 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
     *first = false;
 }
 
-static int bench_config(const bench_opts *o, int dtype, int threads, bool *first) {
+static int bench_config(const bench_opts *o, int dtype, int threads, double machine_gbs, bool *first) {
     mc_load_opts load;
     mc_load_opts_init(&load);
     load.backend = o->backend;
@@ -198,7 +233,6 @@ static int bench_config(const bench_opts *o, int dtype, int threads, bool *first
     mc_model_get_info(m, &info);
     const char *model = strrchr(mc_model_dir(m), '/') != NULL ? strrchr(mc_model_dir(m), '/') + 1 : mc_model_dir(m);
     const char *dname = dtype == 0 ? mc_dtype_name((mc_dtype)mc_model_weight_dtype(m)) : dtype_names[dtype];
-    double machine_gbs = 0;
     for (int b = 0; rc == CLI_OK && b < o->batch.n; b++) {
         for (int p = 0; rc == CLI_OK && p < o->prompt.n; p++) {
             if (o->prompt.v[p] > 0) {
@@ -213,9 +247,6 @@ static int bench_config(const bench_opts *o, int dtype, int threads, bool *first
         }
         for (int g = 0; rc == CLI_OK && g < o->gen.n; g++) {
             if (o->gen.v[g] > 0) {
-                if (machine_gbs == 0) {
-                    machine_gbs = mc_cpu_read_bandwidth(threads);
-                }
                 result r;
                 char test[32];
                 snprintf(test, sizeof(test), "tg%lld", (long long)o->gen.v[g]);
@@ -279,11 +310,19 @@ int cli_bench(int argc, char **argv) {
     if (o.model == NULL) {
         return cli_missing("bench", usage, "-m MODEL is required");
     }
+    double machine_gbs[MAX_LIST] = { 0 };
+    bool any_gen = false;
+    for (int g = 0; g < o.gen.n; g++) {
+        any_gen |= o.gen.v[g] > 0;
+    }
+    if (any_gen) {
+        measure_bandwidths(&o.threads, machine_gbs);
+    }
     bool first = true;
     int rc = CLI_OK;
     for (int d = 0; rc == CLI_OK && d < o.dtypes.n; d++) {
         for (int t = 0; rc == CLI_OK && t < o.threads.n; t++) {
-            rc = bench_config(&o, (int)o.dtypes.v[d], (int)o.threads.v[t], &first);
+            rc = bench_config(&o, (int)o.dtypes.v[d], (int)o.threads.v[t], machine_gbs[t], &first);
         }
     }
     if (o.json) {

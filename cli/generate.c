@@ -13,7 +13,7 @@
 static const char usage[] =
     "usage: mambac generate -m MODEL (-p TEXT | --ids 1,2,3)... [-n N] [--greedy | --sample --temperature T --top-k K "
     "--top-p P --min-p P --seed S] [--repetition-penalty R] [--stop STR]... [--no-eos] [--eos ID]... [--print-ids] "
-    "[--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
+    "[--tokenizer FILE] [--batch N] [--quiet] " CLI_LOAD_USAGE;
 
 static const char help[] =
     "Continues each prompt and prints the prompt text followed by its continuation, as transformers'\n"
@@ -45,6 +45,7 @@ static const char help[] =
     "      --print-ids          print each whole sequence (prompt + new) as comma-separated ids, one line each,\n"
     "                           instead of text; with --ids only, no tokenizer is needed\n"
     "      --tokenizer FILE     tokenizer.json (default: MODEL's folder's tokenizer.json)\n"
+    "      --batch N            run every prompt N times as one batch (1..4096), to measure batched decoding\n"
     "  -q, --quiet              no statistics on stderr\n" CLI_LOAD_HELP "  -h, --help               this text\n"
     "\n"
     "examples:\n"
@@ -69,6 +70,7 @@ typedef struct gen_args {
     mc_generate_opts opts;
     mc_load_opts load;
     bool greedy, sample, seed_given, top_k_given, no_eos, print_ids, quiet;
+    int64_t batch; // --batch: copies of each prompt (1 = none)
 } gen_args;
 
 static void gen_args_free(gen_args *a) {
@@ -183,6 +185,8 @@ static int parse_args(int argc, char **argv, gen_args *a) {
             a->print_ids = true;
         } else if (cli_flag_is(&f, "-q", "--quiet") && f.inline_value == NULL) {
             a->quiet = true;
+        } else if (cli_flag_is(&f, NULL, "--batch")) {
+            rc = cli_flag_i64(&f, 1, 4096, &a->batch);
         } else {
             return cli_flag_unknown(&f);
         }
@@ -215,6 +219,37 @@ static void settle_sampling(gen_args *a) {
         a->opts.eos_ids = a->eos;
         a->opts.n_eos_ids = a->n_eos;
     }
+}
+
+// --batch N: every prompt N times, so N sequences step together (for measuring batched decoding).
+static int replicate_prompts(gen_args *a) {
+    if (a->batch <= 1) {
+        return CLI_OK;
+    }
+    prompt_arg *more = calloc((size_t)(a->n_prompts * a->batch), sizeof(*more));
+    if (more == NULL) {
+        return cli_fail("generate", "out of memory for --batch %lld", (long long)a->batch);
+    }
+    for (int64_t i = 0; i < a->n_prompts * a->batch; i++) {
+        const prompt_arg *src = &a->prompts[i % a->n_prompts];
+        more[i] = *src;
+        more[i].ids = malloc((size_t)src->n_ids * sizeof(int32_t));
+        if (more[i].ids == NULL) {
+            for (int64_t j = 0; j < i; j++) {
+                free(more[j].ids);
+            }
+            free(more);
+            return cli_fail("generate", "out of memory for --batch %lld", (long long)a->batch);
+        }
+        memcpy(more[i].ids, src->ids, (size_t)src->n_ids * sizeof(int32_t));
+    }
+    for (int64_t i = 0; i < a->n_prompts; i++) {
+        free(a->prompts[i].ids);
+    }
+    free(a->prompts);
+    a->prompts = more;
+    a->n_prompts *= a->batch;
+    return CLI_OK;
 }
 
 // Encodes text prompts and checks every prompt against the model's vocabulary.
@@ -506,6 +541,9 @@ int cli_generate(int argc, char **argv) {
             note_demo_model(model);
         }
         rc = prepare_prompts(&a, tok, mc_model_config(model)->vocab_size);
+    }
+    if (rc == CLI_OK) {
+        rc = replicate_prompts(&a);
     }
     if (rc == CLI_OK) {
         rc = generate_and_print(&a, model, tok, load_s);
