@@ -2,7 +2,7 @@
 // scales): AVX-512, AVX2+FMA and portable variants behind one selector. The oracle is mc_ref_matmul.
 //
 // Two shapes of work, one entry:
-// - dot (M < GEMM_MIN_M: decode and batched decode): blocks of weight rows are streamed from memory once, converted
+// - dot (M < GEMM_MIN_M*: decode and batched decode): blocks of weight rows are streamed from memory once, converted
 //   in registers, and dotted with every row of x (which sits in L1/L2). Bandwidth-bound at M = 1.
 // - gemm (prefill): x is packed once into panels [K][MR] (zero-padded in M, so the kernel needs no masks), each
 //   block of NR weight rows is converted into a small per-thread f32 tile (f32 weights are used in place), and an
@@ -22,8 +22,10 @@
 #endif
 
 // Below this M the weights are streamed through the dot kernel: the gemm path's packing and conversion only pay
-// for themselves once each converted weight is reused by many rows of x.
-enum { GEMM_MIN_M = 16 };
+// for themselves once each converted weight is reused by many rows of x. f32 weights need no conversion, and on
+// AVX-512 a 16-row gemm panel beats the dot kernel from M = 8 (in_proj, 1 thread: 0.44 vs 0.48 ms); converted
+// dtypes still lose there (bf16 0.47 vs 0.21 ms).
+enum { GEMM_MIN_M = 16, GEMM_MIN_M_F32_AVX512 = 8 };
 
 static inline int64_t min_i64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -342,20 +344,22 @@ MC_AVX512 static void d512_dispatch(float *y, const float *x, int64_t ldx, const
     }
 }
 
-enum { G512_MR = 32, G512_NR = 12 }; // gemm register tile: 2 vectors of x rows × 12 weight rows = 24 accumulators
+// gemm register tile: MV vectors of 16 x rows (MV = 2 for prefill, 1 when M <= 16) × 12 weight rows
+enum { G512_NR = 12, G512_MR_MAX = 32 };
 
-// xp[k][i] = x[m0 + i, k] for i < 32 (zero past M).
-MC_AVX512 static void g512_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0) {
-    const int64_t mn = min_i64(G512_MR, M - m0);
-    for (int64_t i = 0; i < G512_MR; i++) {
+// xp[k][i] = x[m0 + i, k] for i < mr (zero past M).
+MC_AVX512 static void g512_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0,
+                                  int64_t mr) {
+    const int64_t mn = min_i64(mr, M - m0);
+    for (int64_t i = 0; i < mr; i++) {
         if (i < mn) {
             const float *xm = x + (m0 + i) * ldx;
             for (int64_t k = 0; k < K; k++) {
-                xp[k * G512_MR + i] = xm[k];
+                xp[k * mr + i] = xm[k];
             }
         } else {
             for (int64_t k = 0; k < K; k++) {
-                xp[k * G512_MR + i] = 0.0f;
+                xp[k * mr + i] = 0.0f;
             }
         }
     }
@@ -401,17 +405,20 @@ MC_AVX512 static void g512_convert_any(float *dst, const mc_weight *w, int64_t n
     }
 }
 
-// y[m0 + i, n0 + j] (i < 32 and < M - m0, j < nr) = Σ_k xp[k][i] · wr[j, k] + bias: the x vectors are loaded
-// once per k and each weight is a broadcast operand of two FMAs.
+// y[m0 + i, n0 + j] (i < 16·MV and < M - m0, j < nr) = Σ_k xp[k][i] · wr[j, k] + bias: the x vectors are loaded
+// once per k and each weight is a broadcast operand of MV FMAs.
 // pf (or NULL): G512_NR rows of pf_row bytes to prefetch meanwhile (the next block's stored weights).
-MC_AVX512 static void g512_tile(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
-                                int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr, const char *pf,
-                                int64_t pf_row) {
-    __m512 c0[G512_NR], c1[G512_NR];
+MC_AVX512 MC_INLINE void g512_tile(float *y, int64_t N, const float *bias, const float *xp, const float *wr,
+                                   int64_t ldw, int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr,
+                                   const char *pf, int64_t pf_row, int MV) {
+    const int MR = 16 * MV;
+    __m512 c[G512_NR][2];
 #pragma GCC unroll 12
     for (int j = 0; j < G512_NR; j++) {
-        c0[j] = _mm512_setzero_ps();
-        c1[j] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; v++) {
+            c[j][v] = _mm512_setzero_ps();
+        }
     }
     for (int64_t k0 = 0; k0 < K; k0 += 16) {
         if (pf != NULL) { // one line of each row per 16 k: spread over the tile, the whole rows by its end
@@ -423,23 +430,30 @@ MC_AVX512 static void g512_tile(float *y, int64_t N, const float *bias, const fl
         }
         const int64_t k1 = min_i64(K, k0 + 16);
         for (int64_t k = k0; k < k1; k++) {
-            const __m512 a0 = _mm512_load_ps(xp + k * G512_MR);
-            const __m512 a1 = _mm512_load_ps(xp + k * G512_MR + 16);
+            __m512 a[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < MV; v++) {
+                a[v] = _mm512_load_ps(xp + k * MR + 16 * v);
+            }
 #pragma GCC unroll 12
             for (int j = 0; j < G512_NR; j++) {
                 const __m512 b = _mm512_set1_ps(wr[j * ldw + k]);
-                c0[j] = _mm512_fmadd_ps(a0, b, c0[j]);
-                c1[j] = _mm512_fmadd_ps(a1, b, c1[j]);
+#pragma GCC unroll 2
+                for (int v = 0; v < MV; v++) {
+                    c[j][v] = _mm512_fmadd_ps(a[v], b, c[j][v]);
+                }
             }
         }
     }
-    _Alignas(64) float t[G512_NR][G512_MR];
+    _Alignas(64) float t[G512_NR][G512_MR_MAX];
 #pragma GCC unroll 12
     for (int j = 0; j < G512_NR; j++) {
-        _mm512_store_ps(t[j], c0[j]);
-        _mm512_store_ps(t[j] + 16, c1[j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; v++) {
+            _mm512_store_ps(t[j] + 16 * v, c[j][v]);
+        }
     }
-    const int64_t mn = min_i64(G512_MR, M - m0);
+    const int64_t mn = min_i64(MR, M - m0);
     for (int64_t i = 0; i < mn; i++) {
         float *yr = y + (m0 + i) * N + n0;
         for (int64_t j = 0; j < nr; j++) {
@@ -448,10 +462,22 @@ MC_AVX512 static void g512_tile(float *y, int64_t N, const float *bias, const fl
     }
 }
 
-// Rows [lo, hi) of y for all M: per block of 12 weight rows, one conversion (skipped for f32 unless it is a
-// short last block), then every x panel.
-MC_AVX512 static void g512_rows(float *y, const float *xp, const mc_weight *w, const float *bias, int64_t M, int64_t N,
-                                int64_t K, int64_t lo, int64_t hi, float *wbuf) {
+MC_AVX512 static void g512_tile32(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
+                                  int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr, const char *pf,
+                                  int64_t pf_row) {
+    g512_tile(y, N, bias, xp, wr, ldw, K, M, m0, n0, nr, pf, pf_row, 2);
+}
+
+MC_AVX512 static void g512_tile16(float *y, int64_t N, const float *bias, const float *xp, const float *wr, int64_t ldw,
+                                  int64_t K, int64_t M, int64_t m0, int64_t n0, int64_t nr, const char *pf,
+                                  int64_t pf_row) {
+    g512_tile(y, N, bias, xp, wr, ldw, K, M, m0, n0, nr, pf, pf_row, 1);
+}
+
+// Rows [lo, hi) of y for all M, x packed in panels of mr rows: per block of 12 weight rows, one conversion
+// (skipped for f32 unless it is a short last block), then every x panel.
+MC_AVX512 static void g512_rows(float *y, const float *xp, int64_t mr, const mc_weight *w, const float *bias, int64_t M,
+                                int64_t N, int64_t K, int64_t lo, int64_t hi, float *wbuf) {
     for (int64_t n0 = lo; n0 < hi; n0 += G512_NR) {
         const int64_t nr = min_i64(G512_NR, hi - n0);
         const float *wr = wbuf;
@@ -462,8 +488,12 @@ MC_AVX512 static void g512_rows(float *y, const float *xp, const mc_weight *w, c
         }
         const int64_t row_bytes = K * mc_dtype_size(w->dtype);
         const char *pf = n0 + 2 * G512_NR <= hi ? (const char *)w->data + (n0 + G512_NR) * row_bytes : NULL;
-        for (int64_t m0 = 0; m0 < M; m0 += G512_MR) {
-            g512_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr, m0 == 0 ? pf : NULL, row_bytes);
+        for (int64_t m0 = 0; m0 < M; m0 += mr) {
+            if (mr == 16) {
+                g512_tile16(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr, m0 == 0 ? pf : NULL, row_bytes);
+            } else {
+                g512_tile32(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr, m0 == 0 ? pf : NULL, row_bytes);
+            }
         }
     }
 }
@@ -478,22 +508,23 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
         return;
     }
     float *xp = NULL, *wbuf = NULL;
-    const int64_t n_panels = (M + G512_MR - 1) / G512_MR;
-    if (M >= GEMM_MIN_M) {
+    const int64_t mr = M <= 16 ? 16 : 32; // one vector of x rows wastes less of a small batch
+    const int64_t n_panels = (M + mr - 1) / mr;
+    if (M >= GEMM_MIN_M || (M >= GEMM_MIN_M_F32_AVX512 && w->dtype == MC_DTYPE_F32)) {
         const int nt = pick_threads(ex, M, N, K, G512_NR);
-        xp = alloc_f32(n_panels * G512_MR * K);
+        xp = alloc_f32(n_panels * mr * K);
         wbuf = alloc_f32(nt * G512_NR * K);
         if (xp != NULL && wbuf != NULL) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
             {
 #pragma omp for schedule(static)
                 for (int64_t p = 0; p < n_panels; p++) {
-                    g512_pack_x(xp + p * G512_MR * K, x, ldx, M, K, p * G512_MR);
+                    g512_pack_x(xp + p * mr * K, x, ldx, M, K, p * mr, mr);
                 }
                 int64_t lo, hi;
                 const int t = omp_get_thread_num();
                 thread_range(N, G512_NR, omp_get_num_threads(), t, &lo, &hi);
-                g512_rows(y, xp, w, bias, M, N, K, lo, hi, wbuf + t * G512_NR * K);
+                g512_rows(y, xp, mr, w, bias, M, N, K, lo, hi, wbuf + t * G512_NR * K);
             }
             free(xp);
             free(wbuf);
