@@ -218,10 +218,38 @@ MC_AVX2 static MC_INLINE void conv256_block_k(const conv_args *a, int64_t e0, in
     }
 }
 
+// Decode step for K = 4 as conv512_step_k4, 8 channels: their state rows are 4 vectors of 2 channels × 4 taps,
+// shifted by one tap in registers with the new inputs blended in at tap 3.
+MC_AVX2 static void conv256_step_k4(const conv_args *a, int64_t e0) {
+    float *st = a->state + e0 * 4;
+    const __m256 xv = _mm256_loadu_ps(a->x + e0);
+    const __m256i shift = _mm256_setr_epi32(1, 2, 3, 0, 5, 6, 7, 4);
+    __m256 p[4];
+    for (int i = 0; i < 4; i++) {
+        // channels 2i and 2i + 1 take their new input at lanes 3 and 7
+        __m256 xi = _mm256_permutevar8x32_ps(xv, _mm256_setr_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i + 1));
+        __m256 ns = _mm256_blend_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(st + 8 * i), shift), xi, 0x88);
+        _mm256_storeu_ps(st + 8 * i, ns);
+        p[i] = _mm256_mul_ps(_mm256_loadu_ps(a->w + e0 * 4 + 8 * i), ns);
+    }
+    // Per 128-bit half l after two hadds: the tap sums of p0..p3's channel l, i.e. channels 0, 2, 4, 6 (l = 0)
+    // and 1, 3, 5, 7 (l = 1); the permute puts channel c in lane c.
+    __m256 r = _mm256_hadd_ps(_mm256_hadd_ps(p[0], p[1]), _mm256_hadd_ps(p[2], p[3]));
+    r = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (a->b != NULL) {
+        r = _mm256_add_ps(r, _mm256_loadu_ps(a->b + e0));
+    }
+    _mm256_storeu_ps(a->u + e0, mc_silu256(r));
+}
+
 MC_AVX2 static void conv256_block(const void *ctx, int64_t blk) {
     const conv_args *a = ctx;
     const int64_t e0 = blk * 8;
     const int64_t ne = a->E - e0 < 8 ? a->E - e0 : 8;
+    if (a->L == 1 && a->K == 4 && ne == 8) {
+        conv256_step_k4(a, e0);
+        return;
+    }
     if (ne < 8) {
         conv256_block_k(a, e0, ne, a->K, false);
     } else if (a->K == 4) {
