@@ -313,7 +313,7 @@ static void test_conv1d(void **unused) {
 // ---- rmsnorm ----------------------------------------------------------------------------------------------------
 
 static void test_rmsnorm(void **unused) {
-    const int64_t Ms[] = { 1, 3, 17 }, Hs[] = { 1, 3, 17, 63, 65, 768, 1536 };
+    const int64_t Ms[] = { 1, 3, 17, 64 }, Hs[] = { 1, 3, 17, 63, 65, 768, 1536 }; // 64 × 1536: threaded
     bool ok = true;
     for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
         mc_cpu_rmsnorm_fn f = mc_cpu_rmsnorm_variant(isa);
@@ -405,14 +405,14 @@ static void test_embed(void **unused) {
             for (size_t hi = 0; hi < sizeof(Hs) / sizeof(Hs[0]); hi++) {
                 size_t n_groups = dtypes[di] == MC_DTYPE_I8 ? sizeof(groups) / sizeof(groups[0]) : 1;
                 for (size_t gi = 0; gi < n_groups; gi++) {
-                    const int64_t H = Hs[hi], group = groups[gi] > 0 ? groups[gi] : H, n = 40;
+                    const int64_t H = Hs[hi], group = groups[gi] > 0 ? groups[gi] : H, n = 100; // 100 × 768: threaded
                     rng r = { 77 + di * 100 + hi * 10 + gi };
                     float *scales;
                     void *data = table_new(&r, dtypes[di], V, H, group, &scales);
                     mc_weight w = {
                         .data = data, .dtype = dtypes[di], .rows = V, .cols = H, .scales = scales, .group = group
                     };
-                    int32_t ids[40];
+                    int32_t ids[100];
                     for (int64_t i = 0; i < n; i++) {
                         ids[i] = i == 0 ? 0 : i == 1 ? (int32_t)(V - 1) : (int32_t)(rng_u32(&r) % V);
                     }

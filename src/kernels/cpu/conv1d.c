@@ -6,7 +6,8 @@
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/ssm.h"
 
-// Below this many L·E·K taps one thread is faster (a decode step, E=1536, K=4, is 6144 taps: ~1 µs of work).
+// Below this many L·E·K taps the call runs on one thread: a decode step (E=1536, K=4: 6144 taps) takes ~1.5 µs
+// (bench_ssm), too short to pay for waking a second thread.
 #define CONV_MIN_PARALLEL 65536
 
 // Taps kept in vector registers; a longer kernel runs the portable loop (no released model has K > 4).
