@@ -80,6 +80,28 @@ static int parse_args(int argc, char **argv, detok_args *a) {
     return CLI_OK;
 }
 
+// Ids the model can emit but the tokenizer has no string for (the padded rows 50277..50279 of the NeoX models)
+// decode to nothing, as tokenizers' decode skips them; so the limit is the larger of the two vocabularies.
+static int64_t id_limit(const detok_args *a, const mc_tokenizer *tok) {
+    int64_t limit = mc_tokenizer_n_vocab(tok);
+    char *dir = NULL;
+    mc_error err = { 0 };
+    if (a->model != NULL && mc_model_resolve_dir(a->model, NULL, &dir, &err) == MC_OK) {
+        size_t n = strlen(dir) + sizeof("/config.json");
+        char *path = malloc(n);
+        mc_config cfg;
+        if (path != NULL) {
+            snprintf(path, n, "%s/config.json", dir);
+            if (mc_config_load(path, &cfg, &err) == MC_OK && cfg.vocab_size > limit) {
+                limit = cfg.vocab_size;
+            }
+        }
+        free(path);
+    }
+    free(dir);
+    return limit;
+}
+
 int cli_detokenize(int argc, char **argv) {
     detok_args a = { 0 };
     int rc = parse_args(argc, argv, &a);
@@ -88,7 +110,7 @@ int cli_detokenize(int argc, char **argv) {
         rc = cli_open_tokenizer("detokenize", a.tok_path, a.model, NULL, &tok);
     }
     if (rc == CLI_OK) {
-        rc = cli_check_ids("detokenize", "--ids", a.ids, a.n_ids, mc_tokenizer_n_vocab(tok));
+        rc = cli_check_ids("detokenize", "--ids", a.ids, a.n_ids, id_limit(&a, tok));
     }
     if (rc == CLI_OK) {
         char *text = NULL;

@@ -42,6 +42,10 @@ run 0 detokenize --tokenizer "$TOKENIZER" --ids 0,8262
 [ "$(cat "$OUT")" = "<|endoftext|>Hey" ] || fail "special tokens are not kept by default"
 
 expect_error detokenize "outside the vocabulary" --tokenizer "$TOKENIZER" --ids 1,999999
+expect_error detokenize "outside the vocabulary" --tokenizer "$TOKENIZER" --ids 8262,50277
+# with the model, its padded rows (ids the model can emit, no string in the tokenizer) decode to nothing
+run 0 detokenize -m "$MC_FIXTURES/models/tiny-neox" --tokenizer "$TOKENIZER" --ids 8262,50279
+[ "$(cat "$OUT")" = "Hey" ] || fail "padded-vocabulary ids were not skipped as tokenizers skips them"
 expect_usage detokenize "not a token id" --tokenizer "$TOKENIZER" --ids 1,a
 expect_usage tokenize "usage:" --tokenizer "$TOKENIZER" extra
 expect_error tokenize "/nonexistent.json" --tokenizer /nonexistent.json
