@@ -11,7 +11,7 @@
 #define MAX_NEW_LIMIT 1000000
 
 static const char usage[] =
-    "usage: mambac generate -m MODEL (-p TEXT | --ids 1,2,3)... [-n N] [--greedy | --sample --temperature T --top-k K "
+    "usage: mambac generate -m MODEL (-p TEXT | -f FILE | --ids 1,2,3)... [-n N] [--greedy | --sample --temperature T --top-k K "
     "--top-p P --min-p P --seed S] [--repetition-penalty R] [--stop STR]... [--no-eos] [--eos ID]... [--print-ids] "
     "[--tokenizer FILE] [--batch N] [--quiet] " CLI_LOAD_USAGE;
 
@@ -26,6 +26,7 @@ static const char help[] =
     "  -m, --model MODEL        model folder, hub-cache snapshot, or ORG/NAME in the local hub cache (required)\n"
     "  -p, --prompt TEXT        a prompt; repeat for a batch (each gets exactly the tokens it gets alone)\n"
     "      --ids 1,2,3          a prompt given as token ids instead of text; repeatable, mixes with -p\n"
+    "  -f, --prompt-file FILE   a prompt read from a file (any length: it is prefilled in chunks); repeatable\n"
     "  -n, --max-new-tokens N   new tokens per sequence, 0..1000000 (default 20, as transformers)\n"
     "      --greedy             always take the most probable token (the default); overrides sampling flags\n"
     "      --sample             sample with the defaults below (implied by any of the next five flags)\n"
@@ -54,7 +55,8 @@ static const char help[] =
     "  mambac generate -m MODEL -p \"Once upon a time\" --temperature 0.8 --top-p 0.9 --seed 1 --stop \".\"\n";
 
 typedef struct prompt_arg {
-    const char *text; // -p, or NULL for --ids
+    const char *text; // -p or -f, or NULL for --ids
+    char *file_text;  // owned text of -f
     int32_t *ids;     // owned (--ids, or the encoded text)
     int64_t n_ids;
 } prompt_arg;
@@ -76,6 +78,7 @@ typedef struct gen_args {
 static void gen_args_free(gen_args *a) {
     for (int64_t i = 0; i < a->n_prompts; i++) {
         free(a->prompts[i].ids);
+        free(a->prompts[i].file_text);
     }
     free(a->prompts);
     free(a->eos);
@@ -125,6 +128,20 @@ static int parse_list_flag(cli_flags *f, gen_args *a, bool *matched) {
     if (cli_flag_is(f, "-p", "--prompt")) {
         rc = cli_flag_value(f, &v);
         a->prompts[a->n_prompts++] = (prompt_arg){ .text = v };
+    } else if (cli_flag_is(f, "-f", "--prompt-file")) {
+        prompt_arg *p = &a->prompts[a->n_prompts];
+        size_t len = 0;
+        rc = cli_flag_value(f, &v);
+        rc = rc == CLI_OK ? cli_read_file("generate", v, &p->file_text, &len) : rc;
+        if (rc == CLI_OK && strlen(p->file_text) != len) {
+            rc = cli_fail("generate", "%s: contains a NUL byte; prompts are text", v);
+        }
+        p->text = p->file_text;
+        a->n_prompts += rc == CLI_OK;
+        if (rc != CLI_OK) {
+            free(p->file_text);
+            p->file_text = NULL;
+        }
     } else if (cli_flag_is(f, NULL, "--ids")) {
         prompt_arg *p = &a->prompts[a->n_prompts];
         rc = cli_flag_ids(f, &p->ids, &p->n_ids);
@@ -233,6 +250,7 @@ static int replicate_prompts(gen_args *a) {
     for (int64_t i = 0; i < a->n_prompts * a->batch; i++) {
         const prompt_arg *src = &a->prompts[i % a->n_prompts];
         more[i] = *src;
+        more[i].file_text = i < a->n_prompts ? src->file_text : NULL; // the first copy owns a -f text
         more[i].ids = malloc((size_t)src->n_ids * sizeof(int32_t));
         if (more[i].ids == NULL) {
             for (int64_t j = 0; j < i; j++) {

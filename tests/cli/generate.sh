@@ -96,6 +96,13 @@ err_has "prompt tokens"
 # the same text through the id path and detokenize
 run 0 detokenize --tokenizer "$TOKENIZER" --ids "$3"
 [ "$(cat "$OUT")" = "$full" ] || fail "streamed text differs from detokenize of the same ids"
+# the same prompt from a file (-f): same output; --batch 2 prints it twice
+printf '%s' "$prompt" >"$TMP/prompt.txt"
+run 0 generate -m "$NEOX" --tokenizer "$TOKENIZER" -f "$TMP/prompt.txt" -n "$n_new" -q
+[ "$(cat "$OUT")" = "$full" ] || fail "-f FILE gave other text than -p"
+run 0 generate -m "$NEOX" --tokenizer "$TOKENIZER" -f "$TMP/prompt.txt" -n "$n_new" -q --batch 2
+[ "$(sed -n 1p "$OUT")" = "$full" ] && [ "$(sed -n 2p "$OUT")" = "$full" ] || fail "--batch 2 rows differ from alone"
+expect_error generate "/nonexistent/prompt" -m "$NEOX" --tokenizer "$TOKENIZER" -f /nonexistent/prompt
 
 # Stop strings: a stop string from the continuation ends it early, after the token completing it; one that lies
 # wholly inside the prompt does not stop anything.
