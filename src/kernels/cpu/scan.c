@@ -15,6 +15,11 @@
 // Up to this many steps the state-in-lanes decode form wins over channels-in-lanes (bench_ssm).
 #define SCAN_DECODE_MAX_L 4
 
+// Steps whose Δ = softplus(...) and SiLU gates are computed ahead, together: they depend on nothing carried, but
+// every state update of a step waits for its Δ, and with the step's ~300 instructions in flight the core cannot
+// reach the next step's softplus early on its own (bench_ssm, L = 128: avx512 6.7k → 4.8k, avx2 15.2k → 11.9k ns).
+#define SCAN_TILE 8
+
 typedef struct scan_args {
     float *y;                     // [L, E]
     float *h;                     // [E, N]
@@ -98,31 +103,39 @@ MC_AVX512 static MC_INLINE void scan512_pass(const scan_args *a, int64_t e0, __m
     }
     const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0);
     const __m512 dskip = _mm512_maskz_loadu_ps(m, a->D + e0);
-    for (int64_t t = 0; t < a->L; t++) {
-        scan_prefetch(a, t, e0, 16);
-        const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
-        __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
-        __m512 delta = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
-        __m512 du = _mm512_mul_ps(delta, ut);
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(); // two chains halve the readout latency
-        for (int i = 0; i < nb; i++) {
-            __m512 da = mc_exp512(_mm512_mul_ps(delta, av[i]));
-            hv[i] = _mm512_fmadd_ps(da, hv[i], _mm512_mul_ps(du, _mm512_set1_ps(bt[i])));
-            if (i % 2 == 0) {
-                acc0 = _mm512_fmadd_ps(_mm512_set1_ps(ct[i]), hv[i], acc0);
-            } else {
-                acc1 = _mm512_fmadd_ps(_mm512_set1_ps(ct[i]), hv[i], acc1);
+    for (int64_t t0 = 0; t0 < a->L; t0 += SCAN_TILE) {
+        const int tn = (int)(a->L - t0 < SCAN_TILE ? a->L - t0 : SCAN_TILE);
+        __m512 dl[SCAN_TILE], gl[SCAN_TILE];
+        for (int i = 0; i < tn; i++) { // the tile's Δ and gates first (see SCAN_TILE)
+            const int64_t t = t0 + i;
+            dl[i] = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
+            gl[i] = last ? mc_silu512(_mm512_maskz_loadu_ps(m, a->z + t * a->ldz + e0)) : _mm512_setzero_ps();
+        }
+        for (int i = 0; i < tn; i++) {
+            const int64_t t = t0 + i;
+            scan_prefetch(a, t, e0, 16);
+            const float *bt = a->B + t * a->ldbc + n0, *ct = a->C + t * a->ldbc + n0;
+            __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
+            __m512 du = _mm512_mul_ps(dl[i], ut);
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(); // two chains halve the readout latency
+            for (int j = 0; j < nb; j++) {
+                __m512 da = mc_exp512(_mm512_mul_ps(dl[i], av[j]));
+                hv[j] = _mm512_fmadd_ps(da, hv[j], _mm512_mul_ps(du, _mm512_set1_ps(bt[j])));
+                if (j % 2 == 0) {
+                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(ct[j]), hv[j], acc0);
+                } else {
+                    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(ct[j]), hv[j], acc1);
+                }
             }
+            __m512 acc = _mm512_add_ps(acc0, acc1);
+            if (!first) {
+                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, a->y + t * E + e0));
+            }
+            if (last) {
+                acc = _mm512_mul_ps(_mm512_fmadd_ps(dskip, ut, acc), gl[i]);
+            }
+            _mm512_mask_storeu_ps(a->y + t * E + e0, m, acc);
         }
-        __m512 acc = _mm512_add_ps(acc0, acc1);
-        if (!first) {
-            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, a->y + t * E + e0));
-        }
-        if (last) {
-            __m512 zt = _mm512_maskz_loadu_ps(m, a->z + t * a->ldz + e0);
-            acc = _mm512_mul_ps(_mm512_fmadd_ps(dskip, ut, acc), mc_silu512(zt));
-        }
-        _mm512_mask_storeu_ps(a->y + t * E + e0, m, acc);
     }
     for (int i = 0; i < nb; i++) {
         _mm512_mask_i32scatter_ps(a->h + e0 * N + n0 + i, m, idx, hv[i], 4);
@@ -286,31 +299,39 @@ MC_AVX2 static void scan256_block_n16(const scan_args *a, int64_t e0) {
     const int64_t E = a->E;
     const __m256 bias = _mm256_loadu_ps(a->dt_bias + e0);
     const __m256 dskip = _mm256_loadu_ps(a->D + e0);
-    for (int64_t t = 0; t < a->L; t++) {
-        scan_prefetch(a, t, e0, 8);
-        const float *bt = a->B + t * a->ldbc, *ct = a->C + t * a->ldbc;
-        const __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8);
-        const __m256 c0 = _mm256_loadu_ps(ct), c1 = _mm256_loadu_ps(ct + 8);
-        __m256 ut = _mm256_loadu_ps(a->u + t * E + e0);
-        __m256 delta = mc_softplus256(_mm256_add_ps(_mm256_loadu_ps(a->dt + t * E + e0), bias));
-        __m256 du = _mm256_mul_ps(delta, ut);
-        __m256 p[8];
-        for (int j = 0; j < 8; j++) {
-            const __m256i lane = _mm256_set1_epi32(j);
-            const __m256 dj = _mm256_permutevar8x32_ps(delta, lane), duj = _mm256_permutevar8x32_ps(du, lane);
-            float *hj = a->h + (e0 + j) * 16;
-            const float *Aj = a->A + (e0 + j) * 16;
-            __m256 h0 = _mm256_fmadd_ps(mc_exp256(_mm256_mul_ps(dj, _mm256_loadu_ps(Aj))), _mm256_loadu_ps(hj),
-                                        _mm256_mul_ps(duj, b0));
-            __m256 h1 = _mm256_fmadd_ps(mc_exp256(_mm256_mul_ps(dj, _mm256_loadu_ps(Aj + 8))), _mm256_loadu_ps(hj + 8),
-                                        _mm256_mul_ps(duj, b1));
-            _mm256_storeu_ps(hj, h0);
-            _mm256_storeu_ps(hj + 8, h1);
-            p[j] = _mm256_fmadd_ps(c1, h1, _mm256_mul_ps(c0, h0));
+    for (int64_t t0 = 0; t0 < a->L; t0 += SCAN_TILE) {
+        const int tn = (int)(a->L - t0 < SCAN_TILE ? a->L - t0 : SCAN_TILE);
+        __m256 dl[SCAN_TILE], gl[SCAN_TILE];
+        for (int i = 0; i < tn; i++) { // the tile's Δ and gates first (see SCAN_TILE)
+            const int64_t t = t0 + i;
+            dl[i] = mc_softplus256(_mm256_add_ps(_mm256_loadu_ps(a->dt + t * E + e0), bias));
+            gl[i] = mc_silu256(_mm256_loadu_ps(a->z + t * a->ldz + e0));
         }
-        __m256 acc = hsum8x8_256(p);
-        __m256 zt = _mm256_loadu_ps(a->z + t * a->ldz + e0);
-        _mm256_storeu_ps(a->y + t * E + e0, _mm256_mul_ps(_mm256_fmadd_ps(dskip, ut, acc), mc_silu256(zt)));
+        for (int i = 0; i < tn; i++) {
+            const int64_t t = t0 + i;
+            scan_prefetch(a, t, e0, 8);
+            const float *bt = a->B + t * a->ldbc, *ct = a->C + t * a->ldbc;
+            const __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8);
+            const __m256 c0 = _mm256_loadu_ps(ct), c1 = _mm256_loadu_ps(ct + 8);
+            __m256 ut = _mm256_loadu_ps(a->u + t * E + e0);
+            __m256 du = _mm256_mul_ps(dl[i], ut);
+            __m256 p[8];
+            for (int j = 0; j < 8; j++) {
+                const __m256i lane = _mm256_set1_epi32(j);
+                const __m256 dj = _mm256_permutevar8x32_ps(dl[i], lane), duj = _mm256_permutevar8x32_ps(du, lane);
+                float *hj = a->h + (e0 + j) * 16;
+                const float *Aj = a->A + (e0 + j) * 16;
+                __m256 h0 = _mm256_fmadd_ps(mc_exp256(_mm256_mul_ps(dj, _mm256_loadu_ps(Aj))), _mm256_loadu_ps(hj),
+                                            _mm256_mul_ps(duj, b0));
+                __m256 h1 = _mm256_fmadd_ps(mc_exp256(_mm256_mul_ps(dj, _mm256_loadu_ps(Aj + 8))),
+                                            _mm256_loadu_ps(hj + 8), _mm256_mul_ps(duj, b1));
+                _mm256_storeu_ps(hj, h0);
+                _mm256_storeu_ps(hj + 8, h1);
+                p[j] = _mm256_fmadd_ps(c1, h1, _mm256_mul_ps(c0, h0));
+            }
+            __m256 acc = hsum8x8_256(p);
+            _mm256_storeu_ps(a->y + t * E + e0, _mm256_mul_ps(_mm256_fmadd_ps(dskip, ut, acc), gl[i]));
+        }
     }
 }
 
