@@ -332,12 +332,66 @@ MC_AVX512 MC_INLINE void gemv512_rows(float *y, const float *x, const mc_weight 
     }
 }
 
+// The int8 twin of gemv512_rows, for groups of whole vectors (group % 16 == 0, the usual 32/64/128/K): the scale
+// moves to the next group after every group/16 vectors, without a loop per group. Small groups otherwise cost a
+// loop per 32 bytes (group 32: 24 GB/s on one core; this form 33).
+MC_AVX512 MC_INLINE __m512 gemv512_i8_vec(const int8_t *q, int64_t k, const float **sp, int64_t *left, int64_t vpg,
+                                          __m512 *s, bool more) {
+    const __m512 wv =
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + k)))), *s);
+    if (--*left == 0 && more) { // the next vector starts a new group
+        *left = vpg;
+        *s = _mm512_set1_ps(*++*sp);
+    }
+    return wv;
+}
+
+MC_AVX512 static void gemv512_rows_i8(float *y, const float *x, const mc_weight *w, const float *bias, int64_t K,
+                                      int64_t lo, int64_t hi) {
+    const int8_t *base = w->data;
+    const int64_t group = w->group, n_groups = (K + group - 1) / group, vpg = group / 16;
+    const int64_t end = hi * K;
+    for (int64_t n = lo; n < hi; n++) {
+        const int8_t *q = base + n * K;
+        const float *sp = w->scales + n * n_groups;
+        int64_t left = vpg;
+        __m512 s = _mm512_set1_ps(*sp);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t k = 0;
+        for (; k + 64 <= K; k += 64) {
+            if (n * K + k + GEMV512_PF_BYTES < end) {
+                _mm_prefetch((const char *)(q + k) + GEMV512_PF_BYTES, _MM_HINT_T0);
+            }
+            a0 = _mm512_fmadd_ps(gemv512_i8_vec(q, k, &sp, &left, vpg, &s, true), _mm512_loadu_ps(x + k), a0);
+            a1 = _mm512_fmadd_ps(gemv512_i8_vec(q, k + 16, &sp, &left, vpg, &s, true), _mm512_loadu_ps(x + k + 16), a1);
+            a2 = _mm512_fmadd_ps(gemv512_i8_vec(q, k + 32, &sp, &left, vpg, &s, true), _mm512_loadu_ps(x + k + 32), a2);
+            a3 = _mm512_fmadd_ps(gemv512_i8_vec(q, k + 48, &sp, &left, vpg, &s, k + 64 < K),
+                                 _mm512_loadu_ps(x + k + 48), a3);
+        }
+        for (; k + 16 <= K; k += 16) {
+            a0 = _mm512_fmadd_ps(gemv512_i8_vec(q, k, &sp, &left, vpg, &s, k + 16 < K), _mm512_loadu_ps(x + k), a0);
+        }
+        if (k < K) { // K % 16 != 0: the last group's tail (its scale is current)
+            const __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
+            const __m512 wv =
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, q + k))), s);
+            a1 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, x + k), a1);
+        }
+        const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        y[n] = _mm512_reduce_add_ps(sum) + (bias != NULL ? bias[n] : 0.0f);
+    }
+}
+
 enum { D512_PF_BLOCKS = 4 }; // prefetch distance in blocks of D512_R rows
 
 MC_AVX512 MC_INLINE void d512_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
     if (M == 1 && dtype != MC_DTYPE_I8) {
         gemv512_rows(y, x, w, bias, K, lo, hi, dtype);
+        return;
+    }
+    if (M == 1 && dtype == MC_DTYPE_I8 && group_of(w, K) % 16 == 0) {
+        gemv512_rows_i8(y, x, w, bias, K, lo, hi);
         return;
     }
     const int64_t row_bytes = K * mc_dtype_size(dtype);
