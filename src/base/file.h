@@ -30,3 +30,7 @@ mc_status mc_file_out_write(mc_file_out *f, const void *data, size_t len, mc_err
 mc_status mc_file_out_commit(mc_file_out *f, mc_error *err);
 // Removes the temp file and frees f; NULL is a no-op.
 void mc_file_out_abort(mc_file_out *f);
+
+// Tells the kernel the pages wholly inside [p, p + len) of a read-only mapping are no longer needed, so they stop
+// counting toward resident memory (they are read from the file again if touched).
+void mc_mapping_release(const void *p, size_t len);

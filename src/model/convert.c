@@ -5,8 +5,11 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "kernels/dtype.h"
 #include "model/model.h"
+
+static mc_status to_float(mc_model *m, mc_weight *w, int want, mc_error *err);
 
 // Symmetric int8 per group of `group` elements of a row: scale = max|w| / 127, q = round(w / scale).
 static mc_status to_int8(mc_model *m, mc_weight *w, int64_t group, mc_error *err) {
@@ -39,15 +42,39 @@ static mc_status to_int8(mc_model *m, mc_weight *w, int64_t group, mc_error *err
     return MC_OK;
 }
 
+static bool owned_by(const mc_model *m, const void *p) {
+    for (int64_t i = 0; i < m->n_owned; i++) {
+        if (m->owned[i] == p) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static mc_status convert_one(mc_model *m, mc_weight *w, mc_weight_dtype target, mc_error *err) {
     static const int dtype_of[] = { -1, MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16, MC_DTYPE_I8 };
     const int want = dtype_of[target];
     if (w->dtype == want) {
         return MC_OK;
     }
+    // The source leaves resident memory once converted when it lives in the file mapping, so peak memory is the
+    // converted model plus one matrix, not both models.
+    const void *src = w->data;
+    const size_t src_bytes = (size_t)(w->rows * w->cols * mc_dtype_size(w->dtype));
+    const bool mapped = !owned_by(m, src);
+    mc_status st;
     if (want == MC_DTYPE_I8) {
-        return to_int8(m, w, MC_INT8_GROUP, err);
+        st = to_int8(m, w, MC_INT8_GROUP, err);
+    } else {
+        st = to_float(m, w, want, err);
     }
+    if (st == MC_OK && mapped) {
+        mc_mapping_release(src, src_bytes);
+    }
+    return st;
+}
+
+static mc_status to_float(mc_model *m, mc_weight *w, int want, mc_error *err) {
     const int64_t n = w->rows * w->cols;
     void *out = mc_model_own(m, (size_t)(n * mc_dtype_size(want)));
     if (out == NULL) {
