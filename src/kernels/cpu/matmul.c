@@ -678,8 +678,11 @@ MC_AVX2 MC_INLINE float hsum256(__m256 v) {
 
 enum { D256_R = 4, D256_MB = 2 }; // 8 accumulators + 4 weight vectors + 1 x vector fit the 16 registers
 
+// pf (or NULL): R later weight rows to prefetch meanwhile (as in d512_block).
 MC_AVX2 MC_INLINE void d256_block(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
-                                  int64_t N, int64_t K, int64_t n0, int64_t m0, int R, int MB, int dtype) {
+                                  int64_t N, int64_t K, int64_t n0, int64_t m0, const char *pf, int R, int MB,
+                                  int dtype) {
+    const int64_t esz = mc_dtype_size(dtype);
     __m256 acc[D256_R][D256_MB];
     float tail[D256_R][D256_MB];
     const float *xr[D256_MB];
@@ -705,6 +708,12 @@ MC_AVX2 MC_INLINE void d256_block(float *y, const float *x, int64_t ldx, const m
         const int64_t k1 = min_i64(K, (g + 1) * group);
         int64_t k = g * group;
         for (; k + 8 <= k1; k += 8) {
+            if (pf != NULL && (k & 15) == 0) { // a line per row per 16 f32 (more often for smaller dtypes: harmless)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    _mm_prefetch(pf + (r * K + k) * esz, _MM_HINT_T0);
+                }
+            }
             __m256 wv[D256_R];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
@@ -739,25 +748,79 @@ MC_AVX2 MC_INLINE void d256_block(float *y, const float *x, int64_t ldx, const m
     }
 }
 
+// M = 1: one weight row after another (a single prefetched stream), as gemv512_rows; int8 needs groups of whole
+// vectors (group % 8 == 0) for its running scale, else it takes the dot block.
+MC_AVX2 MC_INLINE void gemv256_rows(float *y, const float *x, const mc_weight *w, const float *bias, int64_t K,
+                                    int64_t lo, int64_t hi, int dtype) {
+    const int64_t esz = mc_dtype_size(dtype);
+    const char *base = w->data;
+    const int64_t end = hi * K * esz;
+    const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K, vpg = group / 8;
+    const int64_t n_groups = (K + group - 1) / group;
+    for (int64_t n = lo; n < hi; n++) {
+        const int64_t row = n * K;
+        const float *sp = dtype == MC_DTYPE_I8 ? w->scales + n * n_groups : NULL;
+        int64_t left = vpg;
+        __m256 sc = _mm256_set1_ps(sp != NULL ? *sp : 1.0f);
+        __m256 a[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            const int64_t pf = (row + k) * esz + GEMV512_PF_BYTES;
+            if (pf < end && ((row + k) * esz & 63) < 32 * esz) { // once per cache line
+                _mm_prefetch(base + pf, _MM_HINT_T0);
+            }
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                a[v] = _mm256_fmadd_ps(w8_load(base, dtype, row + k + 8 * v, sc), _mm256_loadu_ps(x + k + 8 * v), a[v]);
+                if (dtype == MC_DTYPE_I8 && --left == 0 && k + 8 * v + 8 < K) { // next vector: next group
+                    left = vpg;
+                    sc = _mm256_set1_ps(*++sp);
+                }
+            }
+        }
+        for (; k + 8 <= K; k += 8) {
+            a[0] = _mm256_fmadd_ps(w8_load(base, dtype, row + k, sc), _mm256_loadu_ps(x + k), a[0]);
+            if (dtype == MC_DTYPE_I8 && --left == 0 && k + 8 < K) {
+                left = vpg;
+                sc = _mm256_set1_ps(*++sp);
+            }
+        }
+        float t = 0.0f; // K % 8 tail, in the last group
+        for (; k < K; k++) {
+            t += w1_load(base, dtype, row + k, sp != NULL ? *sp : 1.0f) * x[k];
+        }
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        y[n] = hsum256(sum) + t + (bias != NULL ? bias[n] : 0.0f);
+    }
+}
+
 MC_AVX2 MC_INLINE void d256_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
                                  int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
+    if (M == 1 && (dtype != MC_DTYPE_I8 || group_of(w, K) % 8 == 0)) {
+        gemv256_rows(y, x, w, bias, K, lo, hi, dtype);
+        return;
+    }
+    const int64_t row_bytes = K * mc_dtype_size(dtype);
+    const int64_t pf_blocks = (GEMV512_PF_BYTES + D256_R * row_bytes - 1) / (D256_R * row_bytes);
     int64_t n = lo;
     for (; n + D256_R <= hi; n += D256_R) {
+        const int64_t pn = n + pf_blocks * D256_R;
+        const char *pf = pn + D256_R <= hi ? (const char *)w->data + pn * row_bytes : NULL;
         int64_t m = 0;
         for (; m + D256_MB <= M; m += D256_MB) {
-            d256_block(y, x, ldx, w, bias, N, K, n, m, D256_R, D256_MB, dtype);
+            d256_block(y, x, ldx, w, bias, N, K, n, m, m == 0 ? pf : NULL, D256_R, D256_MB, dtype);
         }
         if (m < M) {
-            d256_block(y, x, ldx, w, bias, N, K, n, m, D256_R, 1, dtype);
+            d256_block(y, x, ldx, w, bias, N, K, n, m, m == 0 ? pf : NULL, D256_R, 1, dtype);
         }
     }
     for (; n < hi; n++) {
         int64_t m = 0;
         for (; m + D256_MB <= M; m += D256_MB) {
-            d256_block(y, x, ldx, w, bias, N, K, n, m, 1, D256_MB, dtype);
+            d256_block(y, x, ldx, w, bias, N, K, n, m, NULL, 1, D256_MB, dtype);
         }
         if (m < M) {
-            d256_block(y, x, ldx, w, bias, N, K, n, m, 1, 1, dtype);
+            d256_block(y, x, ldx, w, bias, N, K, n, m, NULL, 1, 1, dtype);
         }
     }
 }
