@@ -22,9 +22,12 @@ typedef struct bufs {
     float *conv_w, *conv_b, *dt_bias, *A, *D, *norm_w;                           // one layer's weights
 } bufs;
 
-typedef enum op { OP_SCAN, OP_CONV, OP_NORM, OP_COUNT } op;
+// The _step ops are the batched decode kernels: one call for all Bt sequences (L = 1 only); their reference is Bt
+// calls of the sequence twin.
+typedef enum op { OP_SCAN, OP_SCAN_STEP, OP_CONV, OP_CONV_STEP, OP_NORM, OP_COUNT } op;
 
-static const char *const op_names[OP_COUNT] = { "selective_scan", "conv1d+silu", "add+rmsnorm" };
+static const char *const op_names[OP_COUNT] = { "selective_scan", "selective_scan_step", "conv1d+silu", "conv1d_step",
+                                                "add+rmsnorm" };
 
 // One thread is timed by its own CPU clock, which a busy machine's preemptions do not inflate; several threads by
 // the wall clock (their sum of CPU time would count spinning).
@@ -85,8 +88,17 @@ static void run_op(op o, int isa, const mc_exec *ex, bufs *b) {
         f(ex, b->normed, b->hidden, b->out, b->norm_w, b->Bt * L, H, 1e-5f);
         return;
     }
+    if (o == OP_SCAN_STEP && isa >= 0) { // forward.c's buffers at T = 1: row s is sequence s
+        mc_cpu_selective_scan_step_variant(isa)(ex, b->y, b->ssm_state, b->u, b->dt, b->dt_bias, b->A, b->q + R,
+                                                b->q + R + N, RN, b->D, b->xz + E, 2 * E, b->Bt, E, N);
+        return;
+    }
+    if (o == OP_CONV_STEP && isa >= 0) {
+        mc_cpu_conv1d_step_variant(isa)(ex, b->u, b->conv_state, b->xz, 2 * E, b->conv_w, b->conv_b, b->Bt, E, K);
+        return;
+    }
     for (int64_t s = 0; s < b->Bt; s++) {
-        if (o == OP_CONV) {
+        if (o == OP_CONV || o == OP_CONV_STEP) {
             mc_cpu_conv1d_fn f = isa < 0 ? mc_ref_conv1d : mc_cpu_conv1d_variant(isa);
             f(ex, b->u + s * L * E, b->conv_state + s * E * K, b->xz + s * L * 2 * E, 2 * E, b->conv_w, b->conv_b, L, E,
               K);
@@ -147,6 +159,9 @@ int main(int argc, char **argv) {
             continue;
         }
         for (size_t li = 0; li < sizeof(Ls) / sizeof(Ls[0]); li++) {
+            if ((o == OP_SCAN_STEP || o == OP_CONV_STEP) && Ls[li] != 1) {
+                continue;
+            }
             for (size_t bi = 0; bi < sizeof(Bts) / sizeof(Bts[0]); bi++) {
                 bufs b = bufs_new(Bts[bi], Ls[li]);
                 mc_exec ex1 = { .n_threads = 1 };

@@ -1,6 +1,7 @@
 // Parity of the cpu backend's SSM-path kernels (src/kernels/cpu/ssm.h) with their reference twins: every variant
 // (portable C, AVX2, AVX-512; called directly, skipped with a note when the CPU lacks it), 1 and 2 threads, on sizes
-// that break vector blocks, with the state carried across chunked calls.
+// that break vector blocks, with the state carried across chunked calls; batched decode steps against per-sequence
+// reference steps.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -310,6 +311,130 @@ static void test_conv1d(void **unused) {
     assert_true(ok);
 }
 
+// ---- decode steps of a batch ---------------------------------------------------------------------------------
+
+// `steps` decode steps of n_seq sequences laid out as forward.c's buffers at T = 1 (row b = sequence b), each step
+// through the batched step kernel, against n_seq reference calls with L = 1; outputs every step, states at the end.
+static bool scan_step_case(int64_t n_seq, int64_t E, int64_t N, int steps, uint64_t seed) {
+    rng r = { seed };
+    const int64_t R = 3, ldbc = R + 2 * N, ldz = 2 * E + 1;
+    float *u = alloc_f32(n_seq * E), *dt = alloc_f32(n_seq * E), *q = alloc_f32(n_seq * ldbc);
+    float *xz = alloc_f32(n_seq * ldz), *bias = alloc_f32(E), *A = alloc_f32(E * N), *D = alloc_f32(E);
+    float *h0 = alloc_f32(n_seq * E * N), *want_h = alloc_f32(n_seq * E * N), *got_h = alloc_f32(n_seq * E * N);
+    float *want_y = alloc_f32(n_seq * E), *got_y = alloc_f32(n_seq * E);
+    fill(&r, bias, E, -2.0f, 1.0f);
+    for (int64_t i = 0; i < E * N; i++) {
+        A[i] = -expf(rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+    }
+    fill(&r, D, E, -1.0f, 1.0f);
+    fill(&r, h0, n_seq * E * N, -1.0f, 1.0f);
+    bool ok = true;
+    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
+        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_step_variant(isa);
+        if (f == NULL) {
+            continue;
+        }
+        for (size_t ti = 0; ti < sizeof(thread_counts) / sizeof(thread_counts[0]); ti++) {
+            mc_exec ex = { .n_threads = thread_counts[ti] }, ex1 = { .n_threads = 1 };
+            rng rs = { seed + 1 }; // the same inputs for every variant
+            memcpy(want_h, h0, (size_t)(n_seq * E * N) * sizeof(float));
+            memcpy(got_h, h0, (size_t)(n_seq * E * N) * sizeof(float));
+            for (int step = 0; step < steps; step++) {
+                fill(&rs, u, n_seq * E, -2.0f, 2.0f);
+                for (int64_t i = 0; i < n_seq * E; i++) {
+                    dt[i] = draw_dt(&rs);
+                }
+                fill(&rs, q, n_seq * ldbc, -1.0f, 1.0f);
+                fill(&rs, xz, n_seq * ldz, -4.0f, 4.0f);
+                for (int64_t b = 0; b < n_seq; b++) {
+                    mc_ref_selective_scan(&ex1, want_y + b * E, want_h + b * E * N, u + b * E, dt + b * E, bias, A,
+                                          q + b * ldbc + R, q + b * ldbc + R + N, ldbc, D, xz + b * ldz + E, ldz, 1, E,
+                                          N);
+                }
+                f(&ex, got_y, got_h, u, dt, bias, A, q + R, q + R + N, ldbc, D, xz + E, ldz, n_seq, E, N);
+                char label[160];
+                snprintf(label, sizeof(label), "scan_step[%s] threads=%d n_seq=%lld E=%lld N=%lld step=%d y",
+                         isa_names[isa], ex.n_threads, (long long)n_seq, (long long)E, (long long)N, step);
+                ok &= mc_check_close(got_y, want_y, n_seq * E, TOL_F32, label);
+            }
+            char label[160];
+            snprintf(label, sizeof(label), "scan_step[%s] threads=%d n_seq=%lld E=%lld N=%lld h", isa_names[isa],
+                     ex.n_threads, (long long)n_seq, (long long)E, (long long)N);
+            ok &= mc_check_close(got_h, want_h, n_seq * E * N, TOL_F32, label);
+        }
+    }
+    float *ps[] = { u, dt, q, xz, bias, A, D, h0, want_h, got_h, want_y, got_y };
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+        free(ps[i]);
+    }
+    return ok;
+}
+
+static bool conv_step_case(int64_t n_seq, int64_t E, int64_t K, int steps, uint64_t seed) {
+    rng r = { seed };
+    const int64_t ldx = 2 * E + 1;
+    float *x = alloc_f32(n_seq * ldx), *w = alloc_f32(E * K), *bias = alloc_f32(E), *s0 = alloc_f32(n_seq * E * K);
+    float *want_s = alloc_f32(n_seq * E * K), *got_s = alloc_f32(n_seq * E * K);
+    float *want_u = alloc_f32(n_seq * E), *got_u = alloc_f32(n_seq * E);
+    fill(&r, w, E * K, -1.0f, 1.0f);
+    fill(&r, bias, E, -0.5f, 0.5f);
+    fill(&r, s0, n_seq * E * K, -3.0f, 3.0f);
+    bool ok = true;
+    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
+        mc_cpu_conv1d_fn f = mc_cpu_conv1d_step_variant(isa);
+        if (f == NULL) {
+            continue;
+        }
+        for (size_t ti = 0; ti < sizeof(thread_counts) / sizeof(thread_counts[0]); ti++) {
+            mc_exec ex = { .n_threads = thread_counts[ti] }, ex1 = { .n_threads = 1 };
+            rng rs = { seed + 1 };
+            memcpy(want_s, s0, (size_t)(n_seq * E * K) * sizeof(float));
+            memcpy(got_s, s0, (size_t)(n_seq * E * K) * sizeof(float));
+            for (int step = 0; step < steps; step++) {
+                fill(&rs, x, n_seq * ldx, -3.0f, 3.0f);
+                for (int64_t b = 0; b < n_seq; b++) {
+                    mc_ref_conv1d(&ex1, want_u + b * E, want_s + b * E * K, x + b * ldx, ldx, w, bias, 1, E, K);
+                }
+                f(&ex, got_u, got_s, x, ldx, w, bias, n_seq, E, K);
+                char label[160];
+                snprintf(label, sizeof(label), "conv1d_step[%s] threads=%d n_seq=%lld E=%lld K=%lld step=%d u",
+                         isa_names[isa], ex.n_threads, (long long)n_seq, (long long)E, (long long)K, step);
+                ok &= mc_check_close(got_u, want_u, n_seq * E, TOL_F32, label);
+            }
+            char label[160];
+            snprintf(label, sizeof(label), "conv1d_step[%s] threads=%d n_seq=%lld E=%lld K=%lld state", isa_names[isa],
+                     ex.n_threads, (long long)n_seq, (long long)E, (long long)K);
+            ok &= mc_check_close(got_s, want_s, n_seq * E * K, TOL_EXACT, label);
+        }
+    }
+    float *ps[] = { x, w, bias, s0, want_s, got_s, want_u, got_u };
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+        free(ps[i]);
+    }
+    return ok;
+}
+
+static void test_steps(void **unused) {
+    const int64_t n_seqs[] = { 1, 3, 8 }, Es[] = { 1, 17, 65, 1536 }, Ns[] = { 1, 16, 17 }, Ks[] = { 1, 4, 5, 9 };
+    bool ok = true;
+    uint64_t seed = 9000;
+    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
+        variant_note((const void *)mc_cpu_selective_scan_step_variant(isa), "selective_scan_step", isa);
+        variant_note((const void *)mc_cpu_conv1d_step_variant(isa), "conv1d_step", isa);
+    }
+    for (size_t a = 0; a < sizeof(n_seqs) / sizeof(n_seqs[0]); a++) {
+        for (size_t b = 0; b < sizeof(Es) / sizeof(Es[0]); b++) {
+            for (size_t c = 0; c < sizeof(Ns) / sizeof(Ns[0]); c++) {
+                ok &= scan_step_case(n_seqs[a], Es[b], Ns[c], 3, seed++);
+            }
+            for (size_t c = 0; c < sizeof(Ks) / sizeof(Ks[0]); c++) {
+                ok &= conv_step_case(n_seqs[a], Es[b], Ks[c], 6, seed++); // 6 steps > K: the window turns over
+            }
+        }
+    }
+    assert_true(ok);
+}
+
 // ---- rmsnorm ----------------------------------------------------------------------------------------------------
 
 static void test_rmsnorm(void **unused) {
@@ -455,6 +580,17 @@ static void test_select(void **unused) {
     assert_ptr_equal((const void *)mc_cpu_rmsnorm_select(), best[1]);
     assert_ptr_equal((const void *)mc_cpu_conv1d_select(), best[2]);
     assert_ptr_equal((const void *)mc_cpu_selective_scan_select(), best[3]);
+    const void *best_step[2] = { NULL, NULL };
+    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
+        if (mc_cpu_conv1d_step_variant(isa) != NULL) {
+            best_step[0] = (const void *)mc_cpu_conv1d_step_variant(isa);
+        }
+        if (mc_cpu_selective_scan_step_variant(isa) != NULL) {
+            best_step[1] = (const void *)mc_cpu_selective_scan_step_variant(isa);
+        }
+    }
+    assert_ptr_equal((const void *)mc_cpu_conv1d_step_select(), best_step[0]);
+    assert_ptr_equal((const void *)mc_cpu_selective_scan_step_select(), best_step[1]);
     assert_non_null(mc_cpu_selective_scan_variant(MC_SSM_ISA_C));
     assert_null(mc_cpu_selective_scan_variant(MC_SSM_ISA_COUNT));
 }
@@ -463,8 +599,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),     cmocka_unit_test(test_scan_softplus_edges),
         cmocka_unit_test(test_scan_small), cmocka_unit_test(test_scan_large),
-        cmocka_unit_test(test_conv1d),     cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_conv1d),     cmocka_unit_test(test_steps),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_embed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -276,6 +276,92 @@ MC_AVX2 static void conv_avx2(const mc_exec *ex, float *u, float *state, const f
 }
 #endif
 
+// Channel blocks per work item of a batched step (E = 1536: 12 items per sequence at 16 channels a block).
+#define STEP_GROUP 8
+
+// ---- decode step of a batch --------------------------------------------------------------------------------------
+
+// One step of n_seq sequences: row b of x and u belongs to sequence b, whose state is state[b] ([E, K]). Each
+// (sequence, channel block) is a work item of one parallel loop, run by a variant's block function.
+typedef struct conv_step_args {
+    conv_args seq0; // sequence 0, L = 1
+    int64_t n_blocks;
+    mc_simd_item_fn block_fn;
+} conv_step_args;
+
+// Item i: channel blocks [g·STEP_GROUP, (g+1)·STEP_GROUP) of sequence b (i = b·n_groups + g); groups amortize the
+// per-item decoding over several blocks.
+static void conv_step_item(const void *ctx, int64_t i) {
+    const conv_step_args *s = ctx;
+    const int64_t n_groups = (s->n_blocks + STEP_GROUP - 1) / STEP_GROUP;
+    const int64_t b = i / n_groups, g = i % n_groups;
+    conv_args a = s->seq0;
+    a.u += b * a.E;
+    a.state += b * a.E * a.K;
+    a.x += b * a.ldx;
+    for (int64_t blk = g * STEP_GROUP; blk < s->n_blocks && blk < (g + 1) * STEP_GROUP; blk++) {
+        s->block_fn(&a, blk);
+    }
+}
+
+static void conv_step_run(const mc_exec *ex, mc_simd_item_fn block_fn, int64_t width, float *u, float *state,
+                          const float *x, int64_t ldx, const float *w, const float *b, int64_t n_seq, int64_t E,
+                          int64_t K) {
+    const conv_step_args s = { { u, state, x, w, b, ldx, 1, E, K }, (E + width - 1) / width, block_fn };
+    mc_simd_parallel_for(mc_simd_threads(ex, n_seq * E * K, CONV_MIN_PARALLEL),
+                         n_seq * ((s.n_blocks + STEP_GROUP - 1) / STEP_GROUP), conv_step_item, &s);
+}
+
+static void conv_step_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                        const float *b, int64_t n_seq, int64_t E, int64_t K) {
+    conv_step_run(ex, conv_block_c, CONV_C_BLOCK, u, state, x, ldx, w, b, n_seq, E, K);
+}
+
+#if defined(__x86_64__)
+static void conv_step_avx512(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                             const float *b, int64_t n_seq, int64_t E, int64_t K) {
+    if (K > CONV_MAX_K) {
+        conv_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
+        return;
+    }
+    conv_step_run(ex, conv512_block, 16, u, state, x, ldx, w, b, n_seq, E, K);
+}
+
+static void conv_step_avx2(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                           const float *b, int64_t n_seq, int64_t E, int64_t K) {
+    if (K > CONV_MAX_K) {
+        conv_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
+        return;
+    }
+    conv_step_run(ex, conv256_block, 8, u, state, x, ldx, w, b, n_seq, E, K);
+}
+#endif
+
+mc_cpu_conv1d_fn mc_cpu_conv1d_step_variant(int isa) {
+    switch (isa) {
+        case MC_SSM_ISA_C:
+            return conv_step_c;
+#if defined(__x86_64__)
+        case MC_SSM_ISA_AVX2:
+            return mc_simd_has_avx2() ? conv_step_avx2 : NULL;
+        case MC_SSM_ISA_AVX512:
+            return mc_simd_has_avx512() ? conv_step_avx512 : NULL;
+#endif
+        default:
+            return NULL;
+    }
+}
+
+mc_cpu_conv1d_fn mc_cpu_conv1d_step_select(void) {
+    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
+        mc_cpu_conv1d_fn f = mc_cpu_conv1d_step_variant(isa);
+        if (f != NULL) {
+            return f;
+        }
+    }
+    return conv_step_c;
+}
+
 mc_cpu_conv1d_fn mc_cpu_conv1d_variant(int isa) {
     switch (isa) {
         case MC_SSM_ISA_C:

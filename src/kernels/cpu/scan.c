@@ -355,6 +355,96 @@ MC_AVX2 static void scan_avx2(const mc_exec *ex, float *y, float *h, const float
 }
 #endif
 
+// Channel blocks per work item of a batched step: E = 1536 gives 12 items per sequence at 16 channels a block.
+#define STEP_GROUP 8
+
+// ---- decode step of a batch --------------------------------------------------------------------------------------
+
+// One step of n_seq sequences: row b of u, dt, y, B/C and z belongs to sequence b, whose state is h[b] ([E, N]).
+// Each (sequence, channel block) is a work item of one parallel loop, run by a variant's sequence block function.
+typedef struct scan_step_args {
+    scan_args seq0; // sequence 0, L = 1
+    int64_t n_blocks;
+    mc_simd_item_fn block_fn; // a variant's block function over scan_args
+} scan_step_args;
+
+// Item i: channel blocks [g·STEP_GROUP, (g+1)·STEP_GROUP) of sequence b (i = b·n_groups + g); groups amortize the
+// per-item decoding over several blocks.
+static void scan_step_item(const void *ctx, int64_t i) {
+    const scan_step_args *s = ctx;
+    const int64_t n_groups = (s->n_blocks + STEP_GROUP - 1) / STEP_GROUP;
+    const int64_t b = i / n_groups, g = i % n_groups, E = s->seq0.E;
+    scan_args a = s->seq0;
+    a.y += b * E;
+    a.h += b * E * a.N;
+    a.u += b * E;
+    a.dt += b * E;
+    a.B += b * a.ldbc;
+    a.C += b * a.ldbc;
+    a.z += b * a.ldz;
+    for (int64_t blk = g * STEP_GROUP; blk < s->n_blocks && blk < (g + 1) * STEP_GROUP; blk++) {
+        s->block_fn(&a, blk);
+    }
+}
+
+static void scan_step_run(const mc_exec *ex, mc_simd_item_fn block_fn, int64_t width, float *y, float *h,
+                          const float *u, const float *dt, const float *dt_bias, const float *A, const float *B,
+                          const float *C, int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
+                          int64_t E, int64_t N) {
+    const scan_step_args s = { { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, 1, E, N },
+                               (E + width - 1) / width,
+                               block_fn };
+    mc_simd_parallel_for(mc_simd_threads(ex, n_seq * E * N, SCAN_MIN_PARALLEL),
+                         n_seq * ((s.n_blocks + STEP_GROUP - 1) / STEP_GROUP), scan_step_item, &s);
+}
+
+static void scan_step_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                        const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                        int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    scan_step_run(ex, scan_channel_c, 1, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+}
+
+#if defined(__x86_64__)
+static void scan_step_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                             const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                             const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    scan_step_run(ex, N == 16 ? scan512_block_n16 : scan512_block, 16, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz,
+                  n_seq, E, N);
+}
+
+static void scan_step_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                           const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                           int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    scan_step_run(ex, N == 16 ? scan256_block_n16_item : scan256_block, 8, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z,
+                  ldz, n_seq, E, N);
+}
+#endif
+
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_variant(int isa) {
+    switch (isa) {
+        case MC_SSM_ISA_C:
+            return scan_step_c;
+#if defined(__x86_64__)
+        case MC_SSM_ISA_AVX2:
+            return mc_simd_has_avx2() ? scan_step_avx2 : NULL;
+        case MC_SSM_ISA_AVX512:
+            return mc_simd_has_avx512() ? scan_step_avx512 : NULL;
+#endif
+        default:
+            return NULL;
+    }
+}
+
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_select(void) {
+    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
+        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_step_variant(isa);
+        if (f != NULL) {
+            return f;
+        }
+    }
+    return scan_step_c;
+}
+
 mc_cpu_selective_scan_fn mc_cpu_selective_scan_variant(int isa) {
     switch (isa) {
         case MC_SSM_ISA_C:

@@ -37,3 +37,13 @@ mc_cpu_embed_fn mc_cpu_embed_select(void);
 mc_cpu_rmsnorm_fn mc_cpu_rmsnorm_select(void);
 mc_cpu_conv1d_fn mc_cpu_conv1d_select(void);
 mc_cpu_selective_scan_fn mc_cpu_selective_scan_select(void);
+
+// Decode steps of a batch (mc_<backend>_<op>_step): the same signature as the sequence kernels with L replaced by
+// n_seq, the rows being one step of n_seq different sequences, each with its own state: conv1d_step takes x rows
+// ldx apart, u [n_seq, E], state [n_seq, E, K]; selective_scan_step takes u, dt, y [n_seq, E], B/C rows ldbc
+// apart, z rows ldz apart, h [n_seq, E, N]. This is how forward.c's buffers lie at T = 1, so a decode step of
+// Bt sequences is one call (one thread fork) per layer instead of Bt. Each equals n_seq sequence calls with L = 1.
+mc_cpu_conv1d_fn mc_cpu_conv1d_step_variant(int isa);
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_variant(int isa);
+mc_cpu_conv1d_fn mc_cpu_conv1d_step_select(void);
+mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_select(void);
