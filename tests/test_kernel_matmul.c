@@ -24,7 +24,7 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const int64_t Ms[] = { 1, 2, 3, 7, 8, 16, 17, 32, 33, 129 }; // 16: the one-vector gemm panel
+static const int64_t Ms[] = { 1, 2, 3, 7, 8, 12, 16, 17, 32, 33, 129 }; // 12, 16: the one-vector gemm panel
 static const int64_t Ns[] = { 1, 3, 17, 63, 65, 80, 257 };
 static const int64_t Ks[] = { 1, 3, 16, 17, 48, 63, 65, 130, 768 };
 static const int dtypes[] = { MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16, MC_DTYPE_I8 };

@@ -23,9 +23,9 @@
 
 // Below this M the weights are streamed through the dot kernel: the gemm path's packing and conversion only pay
 // for themselves once each converted weight is reused by many rows of x. f32 weights need no conversion, and on
-// AVX-512 a 16-row gemm panel beats the dot kernel from M = 8 (in_proj, 1 thread: 0.44 vs 0.48 ms); converted
-// dtypes still lose there (bf16 0.47 vs 0.21 ms).
-enum { GEMM_MIN_M = 16, GEMM_MIN_M_F32_AVX512 = 8 };
+// AVX-512 a 16-row gemm panel beats the dot kernel from M = 10 (in_proj, 1 thread, M=12: 0.42 vs 0.60 ms; M=8:
+// 0.43 vs 0.34); converted dtypes still lose there (bf16 M=8: 0.47 vs 0.21 ms).
+enum { GEMM_MIN_M = 16, GEMM_MIN_M_F32_AVX512 = 10 };
 
 static inline int64_t min_i64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -196,21 +196,24 @@ MC_AVX512 MC_INLINE __m512 w16_load(const void *base, int dtype, int64_t off, bo
     }
 }
 
-enum { D512_R = 4, D512_MB = 4 }; // dot block: 4 weight rows × 4 rows of x = 16 accumulators
+// Dot block sizes (16 accumulators either way): converted dtypes take 4 weight rows × 4 rows of x, so each
+// conversion is shared by 4 rows of x; f32 takes 2 × 8, which reads only 2 weight streams at a time and kept up
+// with DRAM better (in_proj M=8, 1 thread: 0.36 ms vs 0.42 through gemm and 0.49 as 4 × 4).
+enum { D512_R = 4, D512_MB = 8 }; // array bounds: the largest of each
 
 // One 16-wide step of a dot block at column k: R weight vectors, each used by MB rows of x.
 MC_AVX512 MC_INLINE void d512_step(__m512 acc[D512_R][D512_MB], const float *const xr[D512_MB], const mc_weight *w,
                                    int64_t K, int64_t n0, int64_t k, bool tail, __mmask16 mk, const __m512 sc[D512_R],
                                    int R, int MB, int dtype) {
     __m512 wv[D512_R];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         wv[r] = w16_load(w->data, dtype, (n0 + r) * K + k, tail, mk, sc[r]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MB; m++) {
         __m512 xv = tail ? _mm512_maskz_loadu_ps(mk, xr[m] + k) : _mm512_loadu_ps(xr[m] + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             acc[r][m] = _mm512_fmadd_ps(wv[r], xv, acc[r][m]);
         }
@@ -225,10 +228,10 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
     const int64_t esz = mc_dtype_size(dtype);
     __m512 acc[D512_R][D512_MB];
     const float *xr[D512_MB];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MB; m++) {
         xr[m] = x + (m0 + m) * ldx;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             acc[r][m] = _mm512_setzero_ps();
         }
@@ -237,7 +240,7 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
     const int64_t n_groups = (K + group - 1) / group;
     for (int64_t g = 0; g < n_groups; g++) {
         __m512 sc[D512_R];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             sc[r] = dtype == MC_DTYPE_I8 ? _mm512_set1_ps(w->scales[(n0 + r) * n_groups + g]) : _mm512_setzero_ps();
         }
@@ -245,7 +248,7 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
         int64_t k = g * group;
         for (; k + 16 <= k1; k += 16) {
             if (pf != NULL) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (int r = 0; r < R; r++) {
                     _mm_prefetch(pf + (r * K + k) * esz, _MM_HINT_T0);
                 }
@@ -256,25 +259,38 @@ MC_AVX512 MC_INLINE void d512_block(float *y, const float *x, int64_t ldx, const
             d512_step(acc, xr, w, K, n0, k, true, (__mmask16)((1u << (k1 - k)) - 1), sc, R, MB, dtype);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MB; m++) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             y[(m0 + m) * N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]) + (bias != NULL ? bias[n0 + r] : 0.0f);
         }
     }
 }
 
-// All M rows of x against R weight rows from n0: the rows stay in L1 while the x blocks cycle past them. The first
-// block prefetches the rows `pf` points to.
+// All M rows of x against R weight rows from n0, MB rows of x at a time: the weight rows stay in L1 while the x
+// blocks cycle past them. The first block prefetches the rows `pf` points to.
 MC_AVX512 MC_INLINE void d512_mblocks(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
-                                      int64_t M, int64_t N, int64_t K, int64_t n0, const char *pf, int R, int dtype) {
+                                      int64_t M, int64_t N, int64_t K, int64_t n0, const char *pf, int R, int MB,
+                                      int dtype) {
     int64_t m = 0;
-    for (; m + D512_MB <= M; m += D512_MB) {
-        d512_block(y, x, ldx, w, bias, N, K, n0, m, m == 0 ? pf : NULL, R, D512_MB, dtype);
+    for (; m + MB <= M; m += MB) {
+        d512_block(y, x, ldx, w, bias, N, K, n0, m, m == 0 ? pf : NULL, R, MB, dtype);
     }
     pf = m == 0 ? pf : NULL;
-    switch (M - m) {
+    switch (M - m) { // the rest, below MB
+        case 7:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 7, dtype);
+            break;
+        case 6:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 6, dtype);
+            break;
+        case 5:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 5, dtype);
+            break;
+        case 4:
+            d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 4, dtype);
+            break;
         case 3:
             d512_block(y, x, ldx, w, bias, N, K, n0, m, pf, R, 3, dtype);
             break;
@@ -382,8 +398,6 @@ MC_AVX512 static void gemv512_rows_i8(float *y, const float *x, const mc_weight 
     }
 }
 
-enum { D512_PF_BLOCKS = 4 }; // prefetch distance in blocks of D512_R rows
-
 MC_AVX512 MC_INLINE void d512_rows(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
                                    int64_t M, int64_t N, int64_t K, int64_t lo, int64_t hi, int dtype) {
     if (M == 1 && dtype != MC_DTYPE_I8) {
@@ -394,15 +408,19 @@ MC_AVX512 MC_INLINE void d512_rows(float *y, const float *x, int64_t ldx, const 
         gemv512_rows_i8(y, x, w, bias, K, lo, hi);
         return;
     }
+    const int R = dtype == MC_DTYPE_F32 ? 2 : 4, MB = dtype == MC_DTYPE_F32 ? 8 : 4;
+    // Prefetch distance in blocks: one for f32 (a farther one fell out of L1 before use), four for the narrower
+    // dtypes, whose blocks are 2-4x shorter.
+    const int64_t pf_blocks = dtype == MC_DTYPE_F32 ? 1 : 4;
     const int64_t row_bytes = K * mc_dtype_size(dtype);
     int64_t n = lo;
-    for (; n + D512_R <= hi; n += D512_R) {
-        const int64_t pn = n + D512_PF_BLOCKS * D512_R;
-        const char *pf = pn + D512_R <= hi ? (const char *)w->data + pn * row_bytes : NULL;
-        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, pf, D512_R, dtype);
+    for (; n + R <= hi; n += R) {
+        const int64_t pn = n + pf_blocks * R;
+        const char *pf = pn + R <= hi ? (const char *)w->data + pn * row_bytes : NULL;
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, pf, R, MB, dtype);
     }
     for (; n < hi; n++) {
-        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, NULL, 1, dtype);
+        d512_mblocks(y, x, ldx, w, bias, M, N, K, n, NULL, 1, MB, dtype);
     }
 }
 
