@@ -33,20 +33,27 @@ static inline void mc_simd_parallel_for(int nt, int64_t n, mc_simd_item_fn fn, c
 }
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define MC_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 #define MC_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define MC_INLINE __attribute__((always_inline)) inline
 
+// F16C by CPUID (leaf 1, ECX bit 29): clang before 15 rejects "f16c" in __builtin_cpu_supports.
+static inline bool mc_simd_has_f16c(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 static inline bool mc_simd_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-           __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("fma") && mc_simd_has_f16c();
 }
 
 static inline bool mc_simd_has_avx2(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && mc_simd_has_f16c();
 }
 
 // exp(x) (Cephes expf): x = k·ln2 + r, |r| ≤ ln2/2, exp(r) by a degree-7 polynomial, then · 2^k. ln2 is split in a
