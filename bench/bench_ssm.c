@@ -80,48 +80,59 @@ static void bufs_free(bufs *b) {
     }
 }
 
-// One layer's worth of op `o` for all sequences, through the given kernels (NULL: the reference).
-static void run_op(op o, int isa, const mc_exec *ex, bufs *b) {
+// The kernels of one variant, looked up once: the lookups read CPUID, which a virtual machine traps (~8 µs).
+typedef struct kernels {
+    mc_cpu_selective_scan_fn scan, scan_step; // scan_step NULL: Bt calls of scan
+    mc_cpu_conv1d_fn conv, conv_step;
+    mc_cpu_rmsnorm_fn norm;
+} kernels;
+
+// isa < 0: the reference twins.
+static kernels kernels_of(int isa) {
+    if (isa < 0) {
+        return (kernels){ mc_ref_selective_scan, NULL, mc_ref_conv1d, NULL, mc_ref_rmsnorm };
+    }
+    return (kernels){ mc_cpu_selective_scan_variant(isa), mc_cpu_selective_scan_step_variant(isa),
+                      mc_cpu_conv1d_variant(isa), mc_cpu_conv1d_step_variant(isa), mc_cpu_rmsnorm_variant(isa) };
+}
+
+// One layer's worth of op `o` for all sequences.
+static void run_op(op o, const kernels *kn, const mc_exec *ex, bufs *b) {
     const int64_t L = b->L, RN = R + 2 * N;
     if (o == OP_NORM) {
-        mc_cpu_rmsnorm_fn f = isa < 0 ? mc_ref_rmsnorm : mc_cpu_rmsnorm_variant(isa);
-        f(ex, b->normed, b->hidden, b->out, b->norm_w, b->Bt * L, H, 1e-5f);
+        kn->norm(ex, b->normed, b->hidden, b->out, b->norm_w, b->Bt * L, H, 1e-5f);
         return;
     }
-    if (o == OP_SCAN_STEP && isa >= 0) { // forward.c's buffers at T = 1: row s is sequence s
-        mc_cpu_selective_scan_step_variant(isa)(ex, b->y, b->ssm_state, b->u, b->dt, b->dt_bias, b->A, b->q + R,
-                                                b->q + R + N, RN, b->D, b->xz + E, 2 * E, b->Bt, E, N);
+    if (o == OP_SCAN_STEP && kn->scan_step != NULL) { // forward.c's buffers at T = 1: row s is sequence s
+        kn->scan_step(ex, b->y, b->ssm_state, b->u, b->dt, b->dt_bias, b->A, b->q + R, b->q + R + N, RN, b->D,
+                      b->xz + E, 2 * E, b->Bt, E, N);
         return;
     }
-    if (o == OP_CONV_STEP && isa >= 0) {
-        mc_cpu_conv1d_step_variant(isa)(ex, b->u, b->conv_state, b->xz, 2 * E, b->conv_w, b->conv_b, b->Bt, E, K);
+    if (o == OP_CONV_STEP && kn->conv_step != NULL) {
+        kn->conv_step(ex, b->u, b->conv_state, b->xz, 2 * E, b->conv_w, b->conv_b, b->Bt, E, K);
         return;
     }
     for (int64_t s = 0; s < b->Bt; s++) {
         if (o == OP_CONV || o == OP_CONV_STEP) {
-            mc_cpu_conv1d_fn f = isa < 0 ? mc_ref_conv1d : mc_cpu_conv1d_variant(isa);
-            f(ex, b->u + s * L * E, b->conv_state + s * E * K, b->xz + s * L * 2 * E, 2 * E, b->conv_w, b->conv_b, L, E,
-              K);
+            kn->conv(ex, b->u + s * L * E, b->conv_state + s * E * K, b->xz + s * L * 2 * E, 2 * E, b->conv_w,
+                     b->conv_b, L, E, K);
         } else {
-            mc_cpu_selective_scan_fn f = isa < 0 ? mc_ref_selective_scan : mc_cpu_selective_scan_variant(isa);
             const float *qs = b->q + s * L * RN;
-            f(ex, b->y + s * L * E, b->ssm_state + s * E * N, b->u + s * L * E, b->dt + s * L * E, b->dt_bias, b->A,
-              qs + R, qs + R + N, RN, b->D, b->xz + s * L * 2 * E + E, 2 * E, L, E, N);
+            kn->scan(ex, b->y + s * L * E, b->ssm_state + s * E * N, b->u + s * L * E, b->dt + s * L * E, b->dt_bias,
+                     b->A, qs + R, qs + R + N, RN, b->D, b->xz + s * L * 2 * E + E, 2 * E, L, E, N);
         }
     }
 }
 
-// Best of 3 timings, each a batch of repetitions lasting at least min_s / 3 seconds (the batch doubles until it
-// does, so reading the clock, a system call for the thread clock, stays out of small ops' numbers); ns per token
-// per layer.
 static double time_op(op o, int isa, const mc_exec *ex, bufs *b, double min_s) {
-    run_op(o, isa, ex, b); // warm caches and the thread pool
+    const kernels kn = kernels_of(isa);
+    run_op(o, &kn, ex, b); // warm caches and the thread pool
     double best = INFINITY;
     for (int rep = 0; rep < 3; rep++) {
         for (int64_t iters = 1;; iters *= 2) {
             double t0 = now_s(ex->n_threads);
             for (int64_t i = 0; i < iters; i++) {
-                run_op(o, isa, ex, b);
+                run_op(o, &kn, ex, b);
             }
             double dt = now_s(ex->n_threads) - t0;
             if (dt >= min_s / 3) {

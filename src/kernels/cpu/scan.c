@@ -177,18 +177,19 @@ MC_AVX512 static void scan512_block_n16(const void *ctx, int64_t blk) {
         const __m512 bt = _mm512_loadu_ps(a->B + t * a->ldbc), ct = _mm512_loadu_ps(a->C + t * a->ldbc);
         __m512 ut = _mm512_maskz_loadu_ps(m, a->u + t * E + e0);
         __m512 delta = mc_softplus512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + t * E + e0), bias));
-        __m512 du = _mm512_mul_ps(delta, ut);
+        // Δ and Δ·u per channel go through memory: a broadcast load costs a load port, a lane permute an FP pipe.
+        float dl[16], dul[16];
+        _mm512_storeu_ps(dl, delta);
+        _mm512_storeu_ps(dul, _mm512_mul_ps(delta, ut));
         __m512 p[16];
         for (int j = 0; j < 16; j++) {
             if (j >= ne) {
                 p[j] = _mm512_setzero_ps();
                 continue;
             }
-            const __m512i lane = _mm512_set1_epi32(j);
             float *hj = a->h + (e0 + j) * 16;
-            __m512 da =
-                mc_exp512(_mm512_mul_ps(_mm512_permutexvar_ps(lane, delta), _mm512_loadu_ps(a->A + (e0 + j) * 16)));
-            __m512 hv = _mm512_fmadd_ps(da, _mm512_loadu_ps(hj), _mm512_mul_ps(_mm512_permutexvar_ps(lane, du), bt));
+            __m512 da = mc_exp512(_mm512_mul_ps(_mm512_set1_ps(dl[j]), _mm512_loadu_ps(a->A + (e0 + j) * 16)));
+            __m512 hv = _mm512_fmadd_ps(da, _mm512_loadu_ps(hj), _mm512_mul_ps(_mm512_set1_ps(dul[j]), bt));
             _mm512_storeu_ps(hj, hv);
             p[j] = _mm512_mul_ps(ct, hv);
         }

@@ -26,7 +26,8 @@ typedef void (*mc_cpu_selective_scan_fn)(const mc_exec *ex, float *y, float *h, 
                                          int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t L,
                                          int64_t E, int64_t N);
 
-// The variant for isa (mc_ssm_isa), or NULL when it is not built for this architecture or the CPU lacks it.
+// The variant for isa (mc_ssm_isa), or NULL when it is not built for this architecture or the CPU lacks it. These
+// and the _select() functions read CPUID, which a virtual machine traps (~8 µs): look up once, at backend init.
 mc_cpu_embed_fn mc_cpu_embed_variant(int isa);
 mc_cpu_rmsnorm_fn mc_cpu_rmsnorm_variant(int isa);
 mc_cpu_conv1d_fn mc_cpu_conv1d_variant(int isa);
