@@ -49,6 +49,15 @@ typedef struct mc_ops {
     void (*selective_scan)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                            const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N);
+
+    // One decode step of n_seq sequences in one call: conv1d and selective_scan with L replaced by n_seq, row b
+    // being sequence b with its own state (conv state [n_seq, E, K], h [n_seq, E, N]); x, u, dt, y are [n_seq, ·]
+    // rows as in the sequence forms (x ldx apart, B/C ldbc apart, z ldz apart).
+    void (*conv1d_step)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                        const float *b, int64_t n_seq, int64_t E, int64_t K);
+    void (*selective_scan_step)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                                const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N);
 } mc_ops;
 
 extern const mc_ops mc_ops_ref;

@@ -60,17 +60,25 @@ static void layer_forward(const mc_model *m, int64_t li, mc_state *state, scratc
     // The previous layer's mixer output joins the residual stream here, fused with this layer's norm.
     ops->rmsnorm(ex, s->normed, s->hidden, li > 0 ? s->out : NULL, l->norm, M, H, (float)c->layer_norm_epsilon);
     ops->matmul(ex, s->xz, s->normed, H, &l->in_proj, l->in_bias, M, 2 * E, H);
-    for (int64_t b = 0; b < Bt; b++) {
-        float *conv_state = state->conv + (li * state->n_seq + b) * E * K;
-        ops->conv1d(ex, s->u + b * T * E, conv_state, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b, T, E, K);
+    float *conv_states = state->conv + li * state->n_seq * E * K; // [Bt, E, K] of this layer
+    float *ssm_states = state->ssm + li * state->n_seq * E * N;   // [Bt, E, N]
+    if (T == 1) { // a decode step: all sequences in one call
+        ops->conv1d_step(ex, s->u, conv_states, s->xz, 2 * E, l->conv_w, l->conv_b, Bt, E, K);
+    }
+    for (int64_t b = 0; T > 1 && b < Bt; b++) {
+        ops->conv1d(ex, s->u + b * T * E, conv_states + b * E * K, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b,
+                    T, E, K);
     }
     ops->matmul(ex, s->q, s->u, E, &l->x_proj, NULL, M, RN, E);
     ops->matmul(ex, s->dt, s->q, RN, &l->dt_proj, NULL, M, E, R);
-    for (int64_t b = 0; b < Bt; b++) {
-        float *h = state->ssm + (li * state->n_seq + b) * E * N;
+    if (T == 1) {
+        ops->selective_scan_step(ex, s->y, ssm_states, s->u, s->dt, l->dt_bias, l->A, s->q + R, s->q + R + N, RN,
+                                 l->D, s->xz + E, 2 * E, Bt, E, N);
+    }
+    for (int64_t b = 0; T > 1 && b < Bt; b++) {
         const float *qb = s->q + b * T * RN;
-        ops->selective_scan(ex, s->y + b * T * E, h, s->u + b * T * E, s->dt + b * T * E, l->dt_bias, l->A, qb + R,
-                            qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T, E, N);
+        ops->selective_scan(ex, s->y + b * T * E, ssm_states + b * E * N, s->u + b * T * E, s->dt + b * T * E,
+                            l->dt_bias, l->A, qb + R, qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T, E, N);
     }
     ops->matmul(ex, s->out, s->y, E, &l->out_proj, l->out_bias, M, H, E); // added to hidden by the next norm
 }

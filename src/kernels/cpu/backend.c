@@ -11,4 +11,6 @@ void mc_ops_cpu_init(mc_ops *ops) {
     ops->rmsnorm = mc_cpu_rmsnorm_select();
     ops->conv1d = mc_cpu_conv1d_select();
     ops->selective_scan = mc_cpu_selective_scan_select();
+    ops->conv1d_step = mc_cpu_conv1d_step_select();
+    ops->selective_scan_step = mc_cpu_selective_scan_step_select();
 }

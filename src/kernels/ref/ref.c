@@ -93,6 +93,23 @@ void mc_ref_selective_scan(const mc_exec *ex, float *y, float *h, const float *u
     }
 }
 
+// The batched step is the sequence form once per sequence, one position each.
+void mc_ref_conv1d_step(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                        const float *b, int64_t n_seq, int64_t E, int64_t K) {
+    for (int64_t s = 0; s < n_seq; s++) {
+        mc_ref_conv1d(ex, u + s * E, state + s * E * K, x + s * ldx, ldx, w, b, 1, E, K);
+    }
+}
+
+void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                                const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    for (int64_t s = 0; s < n_seq; s++) {
+        mc_ref_selective_scan(ex, y + s * E, h + s * E * N, u + s * E, dt + s * E, dt_bias, A, B + s * ldbc,
+                              C + s * ldbc, ldbc, D, z + s * ldz, ldz, 1, E, N);
+    }
+}
+
 const mc_ops mc_ops_ref = {
     .name = "ref",
     .matmul = mc_ref_matmul,
@@ -100,4 +117,6 @@ const mc_ops mc_ops_ref = {
     .rmsnorm = mc_ref_rmsnorm,
     .conv1d = mc_ref_conv1d,
     .selective_scan = mc_ref_selective_scan,
+    .conv1d_step = mc_ref_conv1d_step,
+    .selective_scan_step = mc_ref_selective_scan_step,
 };

@@ -13,3 +13,8 @@ void mc_ref_conv1d(const mc_exec *ex, float *u, float *state, const float *x, in
 void mc_ref_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                            const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N);
+void mc_ref_conv1d_step(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                        const float *b, int64_t n_seq, int64_t E, int64_t K);
+void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                                const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N);
