@@ -57,11 +57,6 @@ static void thread_range(int64_t N, int64_t align, int nt, int t, int64_t *lo, i
     *hi = min_i64(N, units * (t + 1) / nt * align);
 }
 
-// n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of the alignment), or NULL.
-static float *alloc_f32(int64_t n) {
-    return aligned_alloc(64, (size_t)((n * (int64_t)sizeof(float) + 63) / 64 * 64));
-}
-
 // K == 0: every dot product is empty.
 static void fill_bias(float *y, const float *bias, int64_t M, int64_t N) {
     for (int64_t m = 0; m < M; m++) {
@@ -162,6 +157,11 @@ static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t
 }
 
 #if defined(__x86_64__)
+
+// n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of the alignment), or NULL.
+static float *alloc_f32(int64_t n) {
+    return aligned_alloc(64, (size_t)((n * (int64_t)sizeof(float) + 63) / 64 * 64));
+}
 
 #define MC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define MC_AVX2   __attribute__((target("avx2,fma,f16c")))
