@@ -167,7 +167,7 @@ static void check_variant(int variant) {
         for (size_t im = 0; im < ARRAY_LEN(Ms); im++) {
             for (size_t ik = 0; ik < ARRAY_LEN(Ks); ik++) {
                 const int64_t K = Ks[ik];
-                const int64_t groups[] = { 32, 64, K, odd_group(K) };
+                const int64_t groups[] = { 32, 64, K, odd_group(K), 24 }; // 24: whole AVX2 vectors only
                 const mm_case c = {
                     .M = Ms[im],
                     .N = Ns[(im * 3 + ik + di) % ARRAY_LEN(Ns)],

@@ -1,9 +1,11 @@
 // The CPU matrix multiply y[M, N] = x[M, K]·Wᵀ (+bias) with W read as stored (f32, f16, bf16, int8 + group
 // scales): AVX-512, AVX2+FMA and portable variants behind one selector. The oracle is mc_ref_matmul.
 //
-// Two shapes of work, one entry:
-// - dot (M < GEMM_MIN_M*: decode and batched decode): blocks of weight rows are streamed from memory once, converted
-//   in registers, and dotted with every row of x (which sits in L1/L2). Bandwidth-bound at M = 1.
+// Three shapes of work, one entry:
+// - stream (M = 1, decode): weight rows one after another as a single prefetched stream, four accumulators per
+//   row, int8 scaled per vector by a running group scale. Bandwidth-bound.
+// - dot (M < GEMM_MIN_M*, batched decode): blocks of weight rows are read once, converted in registers, and dotted
+//   with every row of x (which sits in L1/L2); the next rows are prefetched meanwhile.
 // - gemm (prefill): x is packed once into panels [K][MR] (zero-padded in M, so the kernel needs no masks), each
 //   block of NR weight rows is converted into a small per-thread f32 tile (f32 weights are used in place), and an
 //   MR×NR register tile accumulates x-panel vectors times broadcast weights over all of K. Compute-bound.

@@ -9,8 +9,9 @@ typedef void (*mc_cpu_matmul_fn)(const mc_exec *ex, float *y, const float *x, in
                                  const float *bias, int64_t M, int64_t N, int64_t K);
 
 // The implementations, best last. Every one handles every shape and dtype; they differ in the instructions used.
-// Shapes: M < 16 (10 for f32 on AVX-512; decode, batched decode) streams each weight row once and dots it with all
-// rows of x; larger M (prefill) packs x and runs a register-blocked tile kernel over f32 tiles of W.
+// Shapes (SIMD variants): M = 1 (decode) reads W as one prefetched stream; M < 16 (10 for f32 on AVX-512; batched
+// decode) reads each weight row once and dots it with all rows of x; larger M (prefill) packs x and runs a
+// register-blocked tile kernel over f32 tiles of W. The portable variant dots each row with all rows of x.
 typedef enum mc_cpu_matmul_variant {
     MC_CPU_MATMUL_PORTABLE = 0, // plain C that the compiler vectorizes; builds anywhere (ARM64 included)
     MC_CPU_MATMUL_AVX2,         // x86-64 with AVX2, FMA and F16C
