@@ -165,6 +165,29 @@ static float *alloc_f32(int64_t n) {
     return aligned_alloc(64, (size_t)((n * (int64_t)sizeof(float) + 63) / 64 * 64));
 }
 
+// x for the dot and stream paths: rows that start on a 64-byte boundary, so no vector load of x splits across
+// two cache lines (a large malloc'd x sits 16 bytes past one). Those paths load x once per weight vector
+// (batched: up to 8 per weight vector), so split loads halved them (in_proj M=8 f32: 0.83 vs 0.33 ms, 1 thread).
+// Returns x itself when it is aligned already or the copy cannot be allocated; *owned is what to free.
+static const float *aligned_rows(const float *x, int64_t ldx, int64_t M, int64_t K, int64_t *ld_out, float **owned) {
+    *owned = NULL;
+    *ld_out = ldx;
+    if (((uintptr_t)x % 64 == 0 && ldx % 16 == 0) || M * K < 64) {
+        return x;
+    }
+    const int64_t ld = (K + 15) / 16 * 16;
+    float *xa = alloc_f32(M * ld);
+    if (xa == NULL) {
+        return x;
+    }
+    for (int64_t m = 0; m < M; m++) {
+        memcpy(xa + m * ld, x + m * ldx, (size_t)K * sizeof(float));
+    }
+    *owned = xa;
+    *ld_out = ld;
+    return xa;
+}
+
 #define MC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define MC_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define MC_INLINE static inline __attribute__((always_inline))
@@ -654,13 +677,17 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
         free(xp); // out of memory for the tiles: the dot kernel needs none
         free(wbuf);
     }
+    int64_t lda;
+    float *owned;
+    const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
     const int nt = pick_threads(ex, M, N, K, D512_R);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
         thread_range(N, D512_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        d512_dispatch(y, x, ldx, w, bias, M, N, K, lo, hi);
+        d512_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
     }
+    free(owned);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1016,13 +1043,17 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
         free(xp);
         free(wbuf);
     }
+    int64_t lda;
+    float *owned;
+    const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
     const int nt = pick_threads(ex, M, N, K, D256_R);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
         thread_range(N, D256_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        d256_dispatch(y, x, ldx, w, bias, M, N, K, lo, hi);
+        d256_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
     }
+    free(owned);
 }
 
 #endif // __x86_64__
