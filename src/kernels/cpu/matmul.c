@@ -488,7 +488,9 @@ MC_AVX512 static void d512_dispatch(float *y, const float *x, int64_t ldx, const
     }
 }
 
-// gemm register tile: MV vectors of 16 x rows (MV = 2 for prefill, 1 when M <= 16) × 12 weight rows
+// gemm register tile: MV vectors of 16 x rows (MV = 2 for prefill, 1 when M <= 16) × 12 weight rows. Measured against
+// OpenBLAS 0.3.21 (Debian libopenblas-openmp, sgemm on the same f32 data, 2 threads, 2-core Zen 5 EPYC): in_proj
+// M=128 234 GFLOP/s there vs 499 here, out_proj 239 vs 466, lm_head 218 vs 491; so no BLAS dependency.
 enum { G512_NR = 12, G512_MR_MAX = 32 };
 
 // xp[k][i] = x[m0 + i, k] for i < mr (zero past M).
