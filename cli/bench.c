@@ -51,6 +51,7 @@ typedef struct bench_opts {
     int64_t reps;
     bool json;
     mc_backend backend;
+    char device[128]; // the CPU's model name, for the JSON rows
 } bench_opts;
 
 static const char *const dtype_names[] = { "stored", "f32", "f16", "bf16", "int8" };
@@ -172,24 +173,21 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
     return rc;
 }
 
-static const char *device_name(void) {
-    static char name[128]; // read once per process for the report; not state the library depends on
-    if (name[0] == '\0') {
-        FILE *f = fopen("/proc/cpuinfo", "r");
-        char line[256];
-        snprintf(name, sizeof(name), "cpu");
-        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            if (strncmp(line, "model name", 10) == 0 && strchr(line, ':') != NULL) {
-                snprintf(name, sizeof(name), "%s", strchr(line, ':') + 2);
-                name[strcspn(name, "\n")] = '\0';
-                break;
-            }
-        }
-        if (f != NULL) {
-            fclose(f);
+// The CPU's model name from /proc/cpuinfo into name (cap bytes), or "cpu".
+static void device_name(char *name, size_t cap) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[256];
+    snprintf(name, cap, "cpu");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':') != NULL) {
+            snprintf(name, cap, "%s", strchr(line, ':') + 2);
+            name[strcspn(name, "\n")] = '\0';
+            break;
         }
     }
-    return name;
+    if (f != NULL) {
+        fclose(f);
+    }
 }
 
 static void print_row(const bench_opts *o, const char *model, const char *dtype, int threads, int64_t batch,
@@ -200,7 +198,7 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
                "\"dtype\": \"%s\", \"device\": \"%s\", \"tokens_per_s\": %.3f, \"stddev\": %.3f, "
                "\"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, \"machine_bandwidth_gbs\": %.3f}",
                *first ? "[" : ",", model, mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU),
-               test, (long long)batch, threads, dtype, device_name(), r->mean, r->sd, rss, gbs, machine_gbs);
+               test, (long long)batch, threads, dtype, o->device, r->mean, r->sd, rss, gbs, machine_gbs);
     } else {
         if (*first) {
             printf("| model | dtype | backend | threads | batch | test | tokens/s | weight GB/s (machine) | peak RSS MB |\n"
@@ -310,6 +308,7 @@ int cli_bench(int argc, char **argv) {
     if (o.model == NULL) {
         return cli_missing("bench", usage, "-m MODEL is required");
     }
+    device_name(o.device, sizeof(o.device));
     double machine_gbs[MAX_LIST] = { 0 };
     bool any_gen = false;
     for (int g = 0; g < o.gen.n; g++) {
