@@ -1,6 +1,8 @@
 // Test helpers: relative-to-scale comparison, fixture lookup and skipping.
+#define _GNU_SOURCE // nftw
 #include "check.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -161,4 +163,32 @@ fail:
     free(data);
     fclose(f);
     return NULL;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int mc_test_dir_setup(void **state) {
+    mc_test_dir *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return -1;
+    }
+    snprintf(d->dir, sizeof(d->dir), "/tmp/mc_test_XXXXXX");
+    if (mkdtemp(d->dir) == NULL) {
+        free(d);
+        return -1;
+    }
+    *state = d;
+    return 0;
+}
+
+int mc_test_dir_teardown(void **state) {
+    mc_test_dir *d = *state;
+    nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(d);
+    return 0;
 }

@@ -25,3 +25,12 @@ float *mc_test_read_npy(const char *path, int64_t *shape, int *ndim, int max_dim
 
 // Reads a whole text file (owned, NUL-terminated) or NULL.
 char *mc_test_read_text(const char *path);
+
+// A scratch folder per test: cmocka setup/teardown functions that put an mc_test_dir in *state (a fresh mkdtemp
+// folder under /tmp) and remove it with everything in it afterwards.
+typedef struct mc_test_dir {
+    char dir[64];
+} mc_test_dir;
+
+int mc_test_dir_setup(void **state);
+int mc_test_dir_teardown(void **state);

@@ -1,12 +1,11 @@
 // .npy writer tests: exact header bytes, 64-byte alignment, little-endian data, and no file left behind on failure.
-#define _GNU_SOURCE // nftw
 #include <dirent.h>
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 // cmocka.h needs setjmp.h and stdarg.h before it
@@ -17,37 +16,11 @@
 // clang-format on
 
 #include "base/error.h"
+#include "check.h"
 #include "base/file.h"
 #include "io/npy.h"
 
-typedef struct fixture {
-    char dir[64];
-} fixture;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    return remove(path);
-}
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        return -1;
-    }
-    snprintf(f->dir, sizeof(f->dir), "/tmp/mc_npy_XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return 0;
-}
+typedef mc_test_dir fixture;
 
 static int count_entries(const char *dir) {
     DIR *d = opendir(dir);
@@ -205,11 +178,11 @@ static void test_overwrite(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_shapes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_exact_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shapes, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_exact_bytes, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_large, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_errors, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite, mc_test_dir_setup, mc_test_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,5 @@
 // safetensors reader tests: a valid file reads back exactly; every malformed header, truncation and byte flip
 // fails cleanly with a message naming the file (and tensor); sharded indexes resolve and reject bad shards.
-#define _GNU_SOURCE // nftw
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,36 +15,10 @@
 // clang-format on
 
 #include "base/error.h"
+#include "check.h"
 #include "io/safetensors.h"
 
-typedef struct fixture {
-    char dir[64];
-} fixture;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    return remove(path);
-}
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        return -1;
-    }
-    snprintf(f->dir, sizeof(f->dir), "/tmp/mc_st_XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return 0;
-}
+typedef mc_test_dir fixture;
 
 static char *join(const fixture *f, const char *name) {
     size_t n = strlen(f->dir) + strlen(name) + 2;
@@ -543,17 +515,17 @@ static void test_many_tensors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_valid_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_tensors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_headers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_length_prefix, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_byte_flips, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_index_ok, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_index_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_index_extra_tensor, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_tensors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_valid_file, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_no_tensors, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_headers, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_length_prefix, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncation, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_byte_flips, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_index_ok, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_index_errors, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_index_extra_tensor, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_many_tensors, mc_test_dir_setup, mc_test_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
