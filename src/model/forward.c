@@ -20,32 +20,31 @@ typedef struct scratch {
     float *out;    // [Bt, T, H]
 } scratch;
 
-static void scratch_free(scratch *s) {
-    free(s->hidden);
-    free(s->normed);
-    free(s->xz);
-    free(s->u);
-    free(s->q);
-    free(s->dt);
-    free(s->y);
-    free(s->out);
-}
-
-static mc_status scratch_alloc(scratch *s, const mc_config *c, int64_t rows, mc_error *err) {
+// Carves the scratch for `rows` positions out of one buffer the state keeps between calls (grown when a call
+// needs more rows), so a decode step allocates nothing.
+static mc_status scratch_get(scratch *s, int32_t **chunk_ids, mc_state *state, const mc_config *c, int64_t rows,
+                             mc_error *err) {
     const int64_t H = c->hidden_size, E = c->intermediate_size, RN = c->time_step_rank + 2 * c->state_size;
-    memset(s, 0, sizeof(*s));
-    s->hidden = malloc((size_t)(rows * H) * sizeof(float));
-    s->normed = malloc((size_t)(rows * H) * sizeof(float));
-    s->xz = malloc((size_t)(rows * 2 * E) * sizeof(float));
-    s->u = malloc((size_t)(rows * E) * sizeof(float));
-    s->q = malloc((size_t)(rows * RN) * sizeof(float));
-    s->dt = malloc((size_t)(rows * E) * sizeof(float));
-    s->y = malloc((size_t)(rows * E) * sizeof(float));
-    s->out = malloc((size_t)(rows * H) * sizeof(float));
-    if (!s->hidden || !s->normed || !s->xz || !s->u || !s->q || !s->dt || !s->y || !s->out) {
-        scratch_free(s);
-        return mc_fail(err, MC_ERR_NOMEM, "forward: cannot allocate scratch for %lld rows", (long long)rows);
+    const int64_t per_row = 3 * H + 5 * E + RN + 1; // the +1 holds the row's token id
+    if (rows > state->scratch_rows) {
+        float *grown = malloc((size_t)(rows * per_row) * sizeof(float));
+        if (grown == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "forward: cannot allocate scratch for %lld rows", (long long)rows);
+        }
+        free(state->scratch);
+        state->scratch = grown;
+        state->scratch_rows = rows;
     }
+    float *p = state->scratch;
+    s->hidden = p;
+    s->normed = p += rows * H;
+    s->xz = p += rows * H;
+    s->u = p += rows * 2 * E;
+    s->q = p += rows * E;
+    s->dt = p += rows * RN;
+    s->y = p += rows * E;
+    s->out = p += rows * E;
+    *chunk_ids = (int32_t *)(p + rows * H); // int32 and float share size and alignment
     return MC_OK;
 }
 
@@ -115,15 +114,11 @@ mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *id
         }
     }
     const int64_t chunk = n_tok < MC_CHUNK_TOKENS ? n_tok : MC_CHUNK_TOKENS;
-    scratch s;
-    mc_status st = scratch_alloc(&s, c, n_seq * chunk, err);
+    scratch s = { 0 };
+    int32_t *chunk_ids = NULL;
+    mc_status st = scratch_get(&s, &chunk_ids, state, c, n_seq * chunk, err);
     if (st != MC_OK) {
         return st;
-    }
-    int32_t *chunk_ids = malloc((size_t)(n_seq * chunk) * sizeof(int32_t));
-    if (chunk_ids == NULL) {
-        scratch_free(&s);
-        return mc_fail(err, MC_ERR_NOMEM, "forward: out of memory");
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
         const int64_t T = n_tok - t0 < chunk ? n_tok - t0 : chunk;
@@ -148,7 +143,5 @@ mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *id
             m->ops->matmul(ex, logits, s.normed, H, &m->lm_head, NULL, n_seq, V, H);
         }
     }
-    free(chunk_ids);
-    scratch_free(&s);
     return MC_OK;
 }

@@ -43,6 +43,8 @@ struct mc_state {
     int64_t n_seq, n_layer, d_inner, d_conv, d_state;
     float *conv; // [NL, n_seq, E, K]
     float *ssm;  // [NL, n_seq, E, N]
+    float *scratch; // the forward's activations, kept between calls (not part of the recurrent state)
+    int64_t scratch_rows;
 };
 
 // Allocates bytes owned by the model (freed with it), counted as resident memory; NULL when out of memory.

@@ -43,6 +43,7 @@ void mc_state_free(mc_state *s) {
     }
     free(s->conv);
     free(s->ssm);
+    free(s->scratch);
     free(s);
 }
 
