@@ -1,12 +1,11 @@
 // Physical core count from sysfs topology (distinct package/core pairs), falling back to online CPUs.
-#include "base/cpu.h"
 
 #include <stdio.h>
 #include <unistd.h>
 
 #include "mambac.h"
 
-int mc_cpu_count_physical(void) {
+int mc_cpu_physical_cores(void) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int n_cpu = online > 0 ? (int)online : 1;
     enum { MAX_CPUS = 4096 };
@@ -45,8 +44,4 @@ int mc_cpu_count_physical(void) {
         }
     }
     return n_seen > 0 ? n_seen : n_cpu;
-}
-
-int mc_cpu_physical_cores(void) {
-    return mc_cpu_count_physical();
 }

@@ -4,10 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/cpu.h"
 #include "base/error.h"
 #include "base/rng.h"
-#include "kernels/cpu/cpu.h"
 #include "model/model.h"
 
 typedef enum { FILL_NORMAL, FILL_UNIFORM, FILL_CONST } fill_kind;

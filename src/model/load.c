@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/cpu.h"
 #include "base/error.h"
 #include "base/file.h"
 #include "io/hub.h"
@@ -288,7 +287,7 @@ mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error
     if (opts->n_threads > 4096) {
         return mc_fail(err, MC_ERR_INVALID, "threads: %d is more than 4096", opts->n_threads);
     }
-    m->exec.n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_count_physical();
+    m->exec.n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_physical_cores();
     switch (opts->backend) {
         case MC_BACKEND_REF:
             m->ops_table = mc_ops_ref;
