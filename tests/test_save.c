@@ -45,12 +45,37 @@ static float *logits_of(const mc_model *m, const int32_t *ids, int64_t L) {
 }
 
 // Saves m, loads it back (as stored), and checks the logits are bit-identical: same stored values, same kernels.
+// transformers 5.x refuses an integer where its config class declares a float ("time_step_scale": 1 fails to load
+// with StrictDataclassFieldValidationError), so every float field must be written with a point or an exponent.
+static void check_float_fields(const char *label) {
+    char p[128];
+    snprintf(p, sizeof(p), "%s/config.json", g_tmp);
+    char *text = mc_test_read_text(p);
+    assert_non_null(text);
+    static const char *const fields[] = { "layer_norm_epsilon", "initializer_range", "time_step_scale",
+                                          "time_step_min",      "time_step_max",     "time_step_floor" };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "\"%s\":", fields[i]);
+        const char *at = strstr(text, key);
+        assert_non_null(at);
+        at += strlen(key) + strspn(at + strlen(key), " \t");
+        const size_t len = strcspn(at, ",\n}");
+        if (memchr(at, '.', len) == NULL && memchr(at, 'e', len) == NULL) {
+            print_error("%s: config.json %s is written as an integer: %.*s\n", label, fields[i], (int)len, at);
+            fail();
+        }
+    }
+    free(text);
+}
+
 static void roundtrip(const mc_model *m, const char *label) {
     mc_error err = { 0 };
     if (mc_model_save(m, g_tmp, &err) != MC_OK) {
         print_error("%s: save: %s\n", label, err.msg);
         fail();
     }
+    check_float_fields(label);
     mc_load_opts opts;
     mc_load_opts_init(&opts);
     opts.backend = MC_BACKEND_REF;

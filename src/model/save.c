@@ -17,6 +17,22 @@ static const char *st_dtype(int dtype) {
     return names[dtype];
 }
 
+// A float field, written so that it reads back as a float: transformers' config classes (5.x) reject an integer
+// for a float field ("time_step_scale": 1), so an integral value keeps its ".0". Shortest form that round-trips.
+static void add_float(cJSON *j, const char *name, double v) {
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) {
+            break;
+        }
+    }
+    if (strpbrk(buf, ".eEn") == NULL) { // integral (n: nan/inf, which the config loader refuses anyway)
+        strcat(buf, ".0");
+    }
+    cJSON_AddRawToObject(j, name, buf);
+}
+
 static cJSON *config_json(const mc_model *m) {
     const mc_config *c = &m->cfg;
     cJSON *j = cJSON_CreateObject();
@@ -28,7 +44,7 @@ static cJSON *config_json(const mc_model *m) {
     cJSON_AddNumberToObject(j, "intermediate_size", (double)c->intermediate_size);
     cJSON_AddNumberToObject(j, "state_size", (double)c->state_size);
     cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->num_hidden_layers);
-    cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->layer_norm_epsilon);
+    add_float(j, "layer_norm_epsilon", c->layer_norm_epsilon);
     cJSON_AddNumberToObject(j, "pad_token_id", c->pad_token_id);
     cJSON_AddNumberToObject(j, "bos_token_id", c->bos_token_id);
     cJSON_AddNumberToObject(j, "eos_token_id", c->eos_token_id);
@@ -37,14 +53,14 @@ static cJSON *config_json(const mc_model *m) {
     cJSON_AddBoolToObject(j, "use_bias", c->use_bias);
     cJSON_AddBoolToObject(j, "use_conv_bias", c->use_conv_bias);
     cJSON_AddStringToObject(j, "hidden_act", "silu");
-    cJSON_AddNumberToObject(j, "initializer_range", c->initializer_range);
+    add_float(j, "initializer_range", c->initializer_range);
     cJSON_AddBoolToObject(j, "residual_in_fp32", c->residual_in_fp32);
     cJSON_AddNumberToObject(j, "time_step_rank", (double)c->time_step_rank);
-    cJSON_AddNumberToObject(j, "time_step_scale", c->time_step_scale);
-    cJSON_AddNumberToObject(j, "time_step_min", c->time_step_min);
-    cJSON_AddNumberToObject(j, "time_step_max", c->time_step_max);
+    add_float(j, "time_step_scale", c->time_step_scale);
+    add_float(j, "time_step_min", c->time_step_min);
+    add_float(j, "time_step_max", c->time_step_max);
     cJSON_AddStringToObject(j, "time_step_init_scheme", c->time_step_init_constant ? "constant" : "random");
-    cJSON_AddNumberToObject(j, "time_step_floor", c->time_step_floor);
+    add_float(j, "time_step_floor", c->time_step_floor);
     cJSON_AddBoolToObject(j, "rescale_prenorm_residual", c->rescale_prenorm_residual);
     cJSON_AddBoolToObject(j, "use_cache", true);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_word_embeddings);
