@@ -11,7 +11,7 @@
 #include "common.h"
 
 static const char usage[] = "usage: mambac bench -m MODEL [-p 512] [-n 128] [-b 1] [-t N] [--dtype LIST] [-r 3] "
-                            "[-o md|json] [--backend auto|ref|cpu]";
+                            "[-o md|json] [--profile] [--backend auto|ref|cpu]";
 
 static const char help[] =
     "Runs each combination of the listed values and prints one row per test: ppP is a prompt of P random tokens per\n"
@@ -31,6 +31,9 @@ static const char help[] =
     "  -r, --repetitions N  timed runs per test (default 3)\n"
     "  -o, --output FMT     md (default) or json: an array of objects with test, batch, threads, dtype, device,\n"
     "                       tokens_per_s, stddev, peak_rss_mb, bandwidth_gbs, machine_bandwidth_gbs\n"
+    "      --profile        also time each part of the forward (embed, norm, in_proj, conv, x_proj, dt_proj,\n"
+    "                       scan, out_proj, lm_head) and print milliseconds per step (decode) or per call\n"
+    "                       (prefill): a second table after the first, or profile_ms in each JSON object\n"
     "      --backend NAME   auto (default), ref or cpu\n"
     "  -h, --help           this text\n"
     "\n"
@@ -49,9 +52,10 @@ typedef struct bench_opts {
     const char *model;
     int_list prompt, gen, batch, threads, dtypes;
     int64_t reps;
-    bool json;
+    bool json, profile;
     mc_backend backend;
     char device[128]; // the CPU's model name, for the JSON rows
+    FILE *profile_md; // --profile with -o md: the second table's rows, printed at the end
 } bench_opts;
 
 static const char *const dtype_names[] = { "stored", "f32", "f16", "bf16", "int8" };
@@ -123,6 +127,7 @@ static double peak_rss_mb(void) {
 
 typedef struct result {
     double mean, sd;
+    double part_ms[MC_PROFILE_COUNT], other_ms; // per step or call, over the timed runs (--profile)
 } result;
 
 // Times one test: prefill (n_prompt > 0) or decode (n_gen > 0) for a batch.
@@ -143,8 +148,12 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         ids[i] = (int32_t)((x >> 33) % (uint64_t)V);
     }
+    double timed_s = 0;
     for (int64_t r = 0; rc == CLI_OK && r <= reps; r++) { // run 0 warms up
         mc_state_reset(st);
+        if (r == 1) { // the timed runs: zeroed once, summed over all of them
+            mc_state_profile(st, true);
+        }
         double t0 = cli_now();
         mc_status s = MC_OK;
         if (n_prompt > 0) {
@@ -157,7 +166,19 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
         if (s != MC_OK) {
             rc = cli_fail_err(cmd, &err);
         }
-        tps[r] = (double)(batch * (n_prompt > 0 ? n_prompt : n_gen)) / (cli_now() - t0);
+        const double dt = cli_now() - t0;
+        tps[r] = (double)(batch * (n_prompt > 0 ? n_prompt : n_gen)) / dt;
+        timed_s += r > 0 ? dt : 0;
+    }
+    if (rc == CLI_OK) { // per step (decode) or per call (prefill)
+        double part_s[MC_PROFILE_COUNT];
+        mc_state_profile_get(st, part_s);
+        const double calls = (double)reps * (double)(n_prompt > 0 ? 1 : n_gen);
+        out->other_ms = timed_s * 1e3 / calls;
+        for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+            out->part_ms[i] = part_s[i] * 1e3 / calls;
+            out->other_ms -= out->part_ms[i];
+        }
     }
     double sum = 0, sum2 = 0;
     for (int64_t r = 1; r <= reps; r++) {
@@ -196,9 +217,16 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
     if (o->json) {
         printf("%s\n  {\"model\": \"%s\", \"backend\": \"%s\", \"test\": \"%s\", \"batch\": %lld, \"threads\": %d, "
                "\"dtype\": \"%s\", \"device\": \"%s\", \"tokens_per_s\": %.3f, \"stddev\": %.3f, "
-               "\"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, \"machine_bandwidth_gbs\": %.3f}",
+               "\"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, \"machine_bandwidth_gbs\": %.3f",
                *first ? "[" : ",", model, mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU),
                test, (long long)batch, threads, dtype, o->device, r->mean, r->sd, rss, gbs, machine_gbs);
+        if (o->profile) {
+            for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+                printf("%s\"%s\": %.4f", i == 0 ? ", \"profile_ms\": {" : ", ", mc_profile_part_name(i), r->part_ms[i]);
+            }
+            printf(", \"other\": %.4f}", r->other_ms);
+        }
+        printf("}");
     } else {
         if (*first) {
             printf("| model | dtype | backend | threads | batch | test | tokens/s | weight GB/s (machine) | peak RSS MB |\n"
@@ -211,6 +239,13 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
         printf("| %s | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", model, dtype,
                mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), threads,
                (long long)batch, test, r->mean, r->sd, bw, rss);
+        if (o->profile_md != NULL) {
+            fprintf(o->profile_md, "| %s | %d | %lld | %s |", dtype, threads, (long long)batch, test);
+            for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+                fprintf(o->profile_md, " %.3f |", r->part_ms[i]);
+            }
+            fprintf(o->profile_md, " %.3f |\n", r->other_ms);
+        }
     }
     fflush(stdout);
     *first = false;
@@ -292,6 +327,8 @@ int cli_bench(int argc, char **argv) {
                 rc = cli_flag_bad(&f, "'%s' is not md or json", v);
             }
             o.json = rc == CLI_OK && strcmp(v, "json") == 0;
+        } else if (cli_flag_is(&f, NULL, "--profile")) {
+            o.profile = true;
         } else if (cli_flag_is(&f, NULL, "--backend")) {
             mc_load_opts tmp;
             mc_load_opts_init(&tmp);
@@ -319,6 +356,11 @@ int cli_bench(int argc, char **argv) {
     }
     bool first = true;
     int rc = CLI_OK;
+    char *prof_text = NULL;
+    size_t prof_len = 0;
+    if (o.profile && !o.json && (o.profile_md = open_memstream(&prof_text, &prof_len)) == NULL) {
+        return cli_fail("bench", "out of memory");
+    }
     for (int d = 0; rc == CLI_OK && d < o.dtypes.n; d++) {
         for (int t = 0; rc == CLI_OK && t < o.threads.n; t++) {
             rc = bench_config(&o, (int)o.dtypes.v[d], (int)o.threads.v[t], machine_gbs[t], &first);
@@ -326,6 +368,20 @@ int cli_bench(int argc, char **argv) {
     }
     if (o.json) {
         printf(first ? "[]\n" : "\n]\n");
+    }
+    if (o.profile_md != NULL) {
+        fclose(o.profile_md);
+        printf("\nms per step (tg) or call (pp), by part of the forward; other = the rest of the wall time\n\n"
+               "| dtype | threads | batch | test |");
+        for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+            printf(" %s |", mc_profile_part_name(i));
+        }
+        printf(" other |\n|---|---:|---:|---|");
+        for (int i = 0; i <= MC_PROFILE_COUNT; i++) {
+            printf("---:|");
+        }
+        printf("\n%s", prof_text != NULL ? prof_text : "");
+        free(prof_text);
     }
     return rc;
 }

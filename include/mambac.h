@@ -165,6 +165,25 @@ MC_API void mc_state_free(mc_state *state);
 MC_API int64_t mc_state_n_seq(const mc_state *state);
 MC_API void mc_state_reset(mc_state *state); // back to zero for every sequence
 
+// Where the forward passes that use a state spend their time, for benchmarks: while profiling is on, each part of
+// the forward is timed (wall clock, threads included) and summed. Each part is one op per layer (or per call).
+typedef enum mc_profile_part {
+    MC_PROFILE_EMBED,    // token embedding lookup
+    MC_PROFILE_NORM,     // residual add + RMSNorm (every layer's and the final one)
+    MC_PROFILE_IN_PROJ,  // in_proj matmul
+    MC_PROFILE_CONV,     // causal conv1d + SiLU
+    MC_PROFILE_X_PROJ,   // x_proj matmul
+    MC_PROFILE_DT_PROJ,  // dt_proj matmul
+    MC_PROFILE_SCAN,     // selective scan (discretize, scan, readout, D skip, gate)
+    MC_PROFILE_OUT_PROJ, // out_proj matmul
+    MC_PROFILE_LM_HEAD,  // logits matmul
+    MC_PROFILE_COUNT
+} mc_profile_part;
+
+MC_API void mc_state_profile(mc_state *state, bool on); // on: zero the totals and start timing; off: stop
+MC_API void mc_state_profile_get(const mc_state *state, double seconds[MC_PROFILE_COUNT]);
+MC_API const char *mc_profile_part_name(int part); // "embed", "norm", "in_proj", ... ("?" when out of range)
+
 // Copies sequence src_seq of src into sequence dst_seq of dst (same model).
 MC_API mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src, int64_t src_seq, mc_error *err);
 

@@ -251,6 +251,25 @@ static void test_long_sequence_chunking(void **unused) {
     }
     // Same kernels, same order per position: only the matmul row grouping differs, so f32 rounding alone.
     assert_true(mc_check_close(whole, steps, L * V, 1e-5, "300 tokens whole vs steps"));
+    // Profiling: every part of a forward is timed while on, nothing after off, and on starts from zero.
+    double part[MC_PROFILE_COUNT];
+    mc_state_profile(b, true);
+    assert_int_equal(mc_model_forward(m, b, ids, 1, L, true, whole, &err), MC_OK);
+    mc_state_profile_get(b, part);
+    for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+        if (!(part[i] > 0)) {
+            print_error("profile part %s was not timed\n", mc_profile_part_name(i));
+            fail();
+        }
+    }
+    mc_state_profile(b, false);
+    assert_int_equal(mc_model_forward(m, b, ids, 1, 1, true, whole, &err), MC_OK);
+    double after[MC_PROFILE_COUNT];
+    mc_state_profile_get(b, after);
+    assert_memory_equal(part, after, sizeof(part));
+    mc_state_profile(b, true);
+    mc_state_profile_get(b, after);
+    assert_true(after[MC_PROFILE_SCAN] == 0 && strcmp(mc_profile_part_name(MC_PROFILE_COUNT), "?") == 0);
     mc_state_free(a);
     mc_state_free(b);
     free(whole);

@@ -3,6 +3,7 @@
 // Long inputs run in chunks that carry the state, so memory does not grow with the number of tokens.
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "model/model.h"
@@ -48,6 +49,22 @@ static mc_status scratch_get(scratch *s, int32_t **chunk_ids, mc_state *state, c
     return MC_OK;
 }
 
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Runs `call`; while the state is profiling, its wall time is added to part `part`.
+#define TIMED(state, part, call)                                                                                     \
+    do {                                                                                                             \
+        const int64_t t0_ = (state)->profiling ? now_ns() : 0;                                                       \
+        call;                                                                                                        \
+        if ((state)->profiling) {                                                                                    \
+            (state)->profile_ns[part] += now_ns() - t0_;                                                             \
+        }                                                                                                            \
+    } while (0)
+
 // One layer over T positions of Bt sequences; hidden is updated in place.
 static void layer_forward(const mc_model *m, int64_t li, mc_state *state, scratch *s, int64_t Bt, int64_t T) {
     const mc_config *c = &m->cfg;
@@ -57,29 +74,36 @@ static void layer_forward(const mc_model *m, int64_t li, mc_state *state, scratc
     const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
                   K = c->conv_kernel, RN = R + 2 * N, M = Bt * T;
     // The previous layer's mixer output joins the residual stream here, fused with this layer's norm.
-    ops->rmsnorm(ex, s->normed, s->hidden, li > 0 ? s->out : NULL, l->norm, M, H, (float)c->layer_norm_epsilon);
-    ops->matmul(ex, s->xz, s->normed, H, &l->in_proj, l->in_bias, M, 2 * E, H);
+    TIMED(state, MC_PROFILE_NORM,
+          ops->rmsnorm(ex, s->normed, s->hidden, li > 0 ? s->out : NULL, l->norm, M, H, (float)c->layer_norm_epsilon));
+    TIMED(state, MC_PROFILE_IN_PROJ, ops->matmul(ex, s->xz, s->normed, H, &l->in_proj, l->in_bias, M, 2 * E, H));
     float *conv_states = state->conv + li * state->n_seq * E * K; // [Bt, E, K] of this layer
     float *ssm_states = state->ssm + li * state->n_seq * E * N;   // [Bt, E, N]
     if (T == 1) { // a decode step: all sequences in one call
-        ops->conv1d_step(ex, s->u, conv_states, s->xz, 2 * E, l->conv_w, l->conv_b, Bt, E, K);
+        TIMED(state, MC_PROFILE_CONV,
+              ops->conv1d_step(ex, s->u, conv_states, s->xz, 2 * E, l->conv_w, l->conv_b, Bt, E, K));
     }
     for (int64_t b = 0; T > 1 && b < Bt; b++) {
-        ops->conv1d(ex, s->u + b * T * E, conv_states + b * E * K, s->xz + b * T * 2 * E, 2 * E, l->conv_w, l->conv_b,
-                    T, E, K);
+        TIMED(state, MC_PROFILE_CONV,
+              ops->conv1d(ex, s->u + b * T * E, conv_states + b * E * K, s->xz + b * T * 2 * E, 2 * E, l->conv_w,
+                          l->conv_b, T, E, K));
     }
-    ops->matmul(ex, s->q, s->u, E, &l->x_proj, NULL, M, RN, E);
-    ops->matmul(ex, s->dt, s->q, RN, &l->dt_proj, NULL, M, E, R);
+    TIMED(state, MC_PROFILE_X_PROJ, ops->matmul(ex, s->q, s->u, E, &l->x_proj, NULL, M, RN, E));
+    TIMED(state, MC_PROFILE_DT_PROJ, ops->matmul(ex, s->dt, s->q, RN, &l->dt_proj, NULL, M, E, R));
     if (T == 1) {
-        ops->selective_scan_step(ex, s->y, ssm_states, s->u, s->dt, l->dt_bias, l->A, s->q + R, s->q + R + N, RN,
-                                 l->D, s->xz + E, 2 * E, Bt, E, N);
+        TIMED(state, MC_PROFILE_SCAN,
+              ops->selective_scan_step(ex, s->y, ssm_states, s->u, s->dt, l->dt_bias, l->A, s->q + R, s->q + R + N,
+                                       RN, l->D, s->xz + E, 2 * E, Bt, E, N));
     }
     for (int64_t b = 0; T > 1 && b < Bt; b++) {
         const float *qb = s->q + b * T * RN;
-        ops->selective_scan(ex, s->y + b * T * E, ssm_states + b * E * N, s->u + b * T * E, s->dt + b * T * E,
-                            l->dt_bias, l->A, qb + R, qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T, E, N);
+        TIMED(state, MC_PROFILE_SCAN,
+              ops->selective_scan(ex, s->y + b * T * E, ssm_states + b * E * N, s->u + b * T * E, s->dt + b * T * E,
+                                  l->dt_bias, l->A, qb + R, qb + R + N, RN, l->D, s->xz + b * T * 2 * E + E, 2 * E, T,
+                                  E, N));
     }
-    ops->matmul(ex, s->out, s->y, E, &l->out_proj, l->out_bias, M, H, E); // added to hidden by the next norm
+    // Added to hidden by the next norm.
+    TIMED(state, MC_PROFILE_OUT_PROJ, ops->matmul(ex, s->out, s->y, E, &l->out_proj, l->out_bias, M, H, E));
 }
 
 // Copies ids[b, t0 .. t0+T) for every sequence into a contiguous [Bt, T] block and embeds it.
@@ -122,25 +146,26 @@ mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *id
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
         const int64_t T = n_tok - t0 < chunk ? n_tok - t0 : chunk;
-        embed_chunk(m, &s, chunk_ids, ids, n_seq, n_tok, t0, T);
+        TIMED(state, MC_PROFILE_EMBED, embed_chunk(m, &s, chunk_ids, ids, n_seq, n_tok, t0, T));
         for (int64_t li = 0; li < c->num_hidden_layers; li++) {
             layer_forward(m, li, state, &s, n_seq, T);
         }
         // The last layer's output joins the stream: the final norm then reads hidden alone.
-        m->ops->rmsnorm(ex, s.normed, s.hidden, s.out, m->norm_f, n_seq * T, H, eps);
+        TIMED(state, MC_PROFILE_NORM, m->ops->rmsnorm(ex, s.normed, s.hidden, s.out, m->norm_f, n_seq * T, H, eps));
         if (logits == NULL) {
             continue;
         }
         if (all_logits) {
             for (int64_t b = 0; b < n_seq; b++) {
-                m->ops->matmul(ex, logits + (b * n_tok + t0) * V, s.normed + b * T * H, H, &m->lm_head, NULL, T, V,
-                               H);
+                TIMED(state, MC_PROFILE_LM_HEAD,
+                      m->ops->matmul(ex, logits + (b * n_tok + t0) * V, s.normed + b * T * H, H, &m->lm_head, NULL, T,
+                                     V, H));
             }
         } else if (t0 + T == n_tok) { // only the last position of each sequence
             for (int64_t b = 0; b < n_seq; b++) {
                 memmove(s.normed + b * H, s.normed + (b * T + T - 1) * H, (size_t)H * sizeof(float));
             }
-            m->ops->matmul(ex, logits, s.normed, H, &m->lm_head, NULL, n_seq, V, H);
+            TIMED(state, MC_PROFILE_LM_HEAD, m->ops->matmul(ex, logits, s.normed, H, &m->lm_head, NULL, n_seq, V, H));
         }
     }
     return MC_OK;

@@ -45,6 +45,8 @@ struct mc_state {
     float *ssm;  // [NL, n_seq, E, N]
     float *scratch; // the forward's activations, kept between calls (not part of the recurrent state)
     int64_t scratch_rows;
+    bool profiling;
+    int64_t profile_ns[MC_PROFILE_COUNT]; // summed while profiling
 };
 
 // Allocates bytes owned by the model (freed with it), counted as resident memory; NULL when out of memory.

@@ -56,6 +56,25 @@ void mc_state_reset(mc_state *s) {
     memset(s->ssm, 0, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_state) * sizeof(float));
 }
 
+void mc_state_profile(mc_state *s, bool on) {
+    if (on) {
+        memset(s->profile_ns, 0, sizeof(s->profile_ns));
+    }
+    s->profiling = on;
+}
+
+void mc_state_profile_get(const mc_state *s, double seconds[MC_PROFILE_COUNT]) {
+    for (int i = 0; i < MC_PROFILE_COUNT; i++) {
+        seconds[i] = (double)s->profile_ns[i] * 1e-9;
+    }
+}
+
+const char *mc_profile_part_name(int part) {
+    static const char *const names[MC_PROFILE_COUNT] = { "embed", "norm",  "in_proj",  "conv",   "x_proj",
+                                                         "dt_proj", "scan", "out_proj", "lm_head" };
+    return part >= 0 && part < MC_PROFILE_COUNT ? names[part] : "?";
+}
+
 mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src, int64_t src_seq, mc_error *err) {
     if (dst->n_layer != src->n_layer || dst->d_inner != src->d_inner || dst->d_conv != src->d_conv ||
         dst->d_state != src->d_state) {
