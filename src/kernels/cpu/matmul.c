@@ -52,6 +52,11 @@ static int pick_threads(const mc_exec *ex, int64_t M, int64_t N, int64_t K, int6
     return nt < 1 ? 1 : (int)nt;
 }
 
+// Threads split N in units that are whole cache lines of y (16 f32) as well as whole blocks of the kernel (4
+// rows for dot, 12 or 6 for gemm), so no two threads write parts of one line of y. Units of 12 let neighbours
+// share lines; on a 16-core Xeon that false sharing made small batched products several times slower.
+enum { SPLIT_DOT = 16, SPLIT_GEMM = 48 };
+
 // Thread t's rows [lo, hi) of N, split in whole units of `align` rows.
 static void thread_range(int64_t N, int64_t align, int nt, int t, int64_t *lo, int64_t *hi) {
     int64_t units = (N + align - 1) / align;
@@ -66,6 +71,47 @@ static void fill_bias(float *y, const float *bias, int64_t M, int64_t N) {
             y[m * N + n] = bias != NULL ? bias[n] : 0.0f;
         }
     }
+}
+
+// The gemm paths' x panels: xp[k][i] = x[m0 + i, k] for i < mr (zero past M), columns [k0, k1) of one panel.
+// The threads pack slices of KC columns of every panel together (one thread per panel left the rest waiting at
+// the barrier for a 32-row batch).
+enum { PACK_KC = 64 };
+
+static void pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t m0, int64_t mr, int64_t k0,
+                   int64_t k1) {
+    const int64_t mn = min_i64(mr, M - m0);
+    for (int64_t i = 0; i < mr; i++) {
+        const float *xm = x + (m0 + i) * ldx;
+        for (int64_t k = k0; k < k1; k++) {
+            xp[k * mr + i] = i < mn ? xm[k] : 0.0f;
+        }
+    }
+}
+
+// Weights of at most this many elements (1 MiB of f32: x_proj and dt_proj of the 130m model) fit each core's L2.
+enum { SPLIT_ROWS_MAX_WEIGHT = 1 << 18 };
+
+// Small weights with at least as many rows of x as threads: the threads split M rather than N, each running the
+// one-thread product `fn` on its rows of x and owning those rows of y. Split over N, a small weight gives each
+// thread a few columns and a barrier-bound pack (16-core Xeon, M = 32: dt_proj 250 µs per call at 16 threads,
+// 72 at 8); split over M, each thread reads the whole weight, which stays in cache. False when not taken.
+static bool split_rows(const mc_exec *ex, mc_cpu_matmul_fn fn, float *y, const float *x, int64_t ldx,
+                       const mc_weight *w, const float *bias, int64_t M, int64_t N, int64_t K) {
+    const int nt = ex != NULL && ex->n_threads > 1 ? ex->n_threads : 1;
+    if (nt == 1 || M < nt || N * K > SPLIT_ROWS_MAX_WEIGHT || M * N * K < ((int64_t)1 << 16)) {
+        return false;
+    }
+    const mc_exec one = { .n_threads = 1 };
+#pragma omp parallel num_threads(nt)
+    {
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t m0 = M * t / n, m1 = M * (t + 1) / n;
+        if (m1 > m0) {
+            fn(&one, y + m0 * N, x + m0 * ldx, ldx, w, bias, m1 - m0, N, K);
+        }
+    }
+    return true;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -159,11 +205,14 @@ static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t
         fill_bias(y, bias, M, N);
         return;
     }
-    const int nt = pick_threads(ex, M, N, K, 4);
+    if (split_rows(ex, matmul_portable, y, x, ldx, w, bias, M, N, K)) {
+        return;
+    }
+    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
-        thread_range(N, 4, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
         port_rows(y, x, ldx, w, bias, M, N, K, lo, hi);
     }
 }
@@ -503,24 +552,6 @@ MC_AVX512 static void d512_dispatch(float *y, const float *x, int64_t ldx, const
 // M=128 234 GFLOP/s there vs 499 here, out_proj 239 vs 466, lm_head 218 vs 491; so no BLAS dependency.
 enum { G512_NR = 12, G512_MR_MAX = 32 };
 
-// xp[k][i] = x[m0 + i, k] for i < mr (zero past M).
-MC_AVX512 static void g512_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0,
-                                  int64_t mr) {
-    const int64_t mn = min_i64(mr, M - m0);
-    for (int64_t i = 0; i < mr; i++) {
-        if (i < mn) {
-            const float *xm = x + (m0 + i) * ldx;
-            for (int64_t k = 0; k < K; k++) {
-                xp[k * mr + i] = xm[k];
-            }
-        } else {
-            for (int64_t k = 0; k < K; k++) {
-                xp[k * mr + i] = 0.0f;
-            }
-        }
-    }
-}
-
 // dst[j, k] = W[n0 + j, k] as f32 for j < nr, zero rows up to G512_NR (so the tile kernel runs full width).
 MC_AVX512 MC_INLINE void g512_convert(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K, int dtype) {
     const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
@@ -663,23 +694,28 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
         fill_bias(y, bias, M, N);
         return;
     }
+    if (split_rows(ex, matmul_avx512, y, x, ldx, w, bias, M, N, K)) {
+        return;
+    }
     float *xp = NULL, *wbuf = NULL;
     const int64_t mr = M <= 16 ? 16 : 32; // one vector of x rows wastes less of a small batch
     const int64_t n_panels = (M + mr - 1) / mr;
     if (M >= GEMM_MIN_M || (M >= GEMM_MIN_M_F32_AVX512 && w->dtype == MC_DTYPE_F32)) {
-        const int nt = pick_threads(ex, M, N, K, G512_NR);
+        const int nt = pick_threads(ex, M, N, K, SPLIT_GEMM);
         xp = alloc_f32(n_panels * mr * K);
         wbuf = alloc_f32(nt * G512_NR * K);
         if (xp != NULL && wbuf != NULL) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
             {
-#pragma omp for schedule(static)
+#pragma omp for collapse(2) schedule(static)
                 for (int64_t p = 0; p < n_panels; p++) {
-                    g512_pack_x(xp + p * mr * K, x, ldx, M, K, p * mr, mr);
+                    for (int64_t k0 = 0; k0 < K; k0 += PACK_KC) {
+                        pack_x(xp + p * mr * K, x, ldx, M, p * mr, mr, k0, min_i64(K, k0 + PACK_KC));
+                    }
                 }
                 int64_t lo, hi;
                 const int t = omp_get_thread_num();
-                thread_range(N, G512_NR, omp_get_num_threads(), t, &lo, &hi);
+                thread_range(N, SPLIT_GEMM, omp_get_num_threads(), t, &lo, &hi);
                 g512_rows(y, xp, mr, w, bias, M, N, K, lo, hi, wbuf + t * G512_NR * K);
             }
             free(xp);
@@ -692,11 +728,11 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
     int64_t lda;
     float *owned;
     const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K, D512_R);
+    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
-        thread_range(N, D512_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
         d512_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
     }
     free(owned);
@@ -924,16 +960,6 @@ MC_AVX2 static void d256_dispatch(float *y, const float *x, int64_t ldx, const m
 
 enum { G256_MR = 16, G256_NR = 6 }; // 2 vectors of x rows × 6 weight rows = 12 accumulators
 
-MC_AVX2 static void g256_pack_x(float *xp, const float *x, int64_t ldx, int64_t M, int64_t K, int64_t m0) {
-    const int64_t mn = min_i64(G256_MR, M - m0);
-    for (int64_t i = 0; i < G256_MR; i++) {
-        const float *xm = x + (m0 + i) * ldx;
-        for (int64_t k = 0; k < K; k++) {
-            xp[k * G256_MR + i] = i < mn ? xm[k] : 0.0f;
-        }
-    }
-}
-
 MC_AVX2 MC_INLINE void g256_convert(float *dst, const mc_weight *w, int64_t n0, int64_t nr, int64_t K, int dtype) {
     const int64_t group = dtype == MC_DTYPE_I8 ? group_of(w, K) : K;
     const int64_t n_groups = (K + group - 1) / group;
@@ -1030,22 +1056,27 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
         fill_bias(y, bias, M, N);
         return;
     }
+    if (split_rows(ex, matmul_avx2, y, x, ldx, w, bias, M, N, K)) {
+        return;
+    }
     float *xp = NULL, *wbuf = NULL;
     const int64_t n_panels = (M + G256_MR - 1) / G256_MR;
     if (M >= GEMM_MIN_M) {
-        const int nt = pick_threads(ex, M, N, K, G256_NR);
+        const int nt = pick_threads(ex, M, N, K, SPLIT_GEMM);
         xp = alloc_f32(n_panels * G256_MR * K);
         wbuf = alloc_f32(nt * G256_NR * K);
         if (xp != NULL && wbuf != NULL) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
             {
-#pragma omp for schedule(static)
+#pragma omp for collapse(2) schedule(static)
                 for (int64_t p = 0; p < n_panels; p++) {
-                    g256_pack_x(xp + p * G256_MR * K, x, ldx, M, K, p * G256_MR);
+                    for (int64_t k0 = 0; k0 < K; k0 += PACK_KC) {
+                        pack_x(xp + p * G256_MR * K, x, ldx, M, p * G256_MR, G256_MR, k0, min_i64(K, k0 + PACK_KC));
+                    }
                 }
                 int64_t lo, hi;
                 const int t = omp_get_thread_num();
-                thread_range(N, G256_NR, omp_get_num_threads(), t, &lo, &hi);
+                thread_range(N, SPLIT_GEMM, omp_get_num_threads(), t, &lo, &hi);
                 g256_rows(y, xp, w, bias, M, N, K, lo, hi, wbuf + t * G256_NR * K);
             }
             free(xp);
@@ -1058,11 +1089,11 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
     int64_t lda;
     float *owned;
     const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K, D256_R);
+    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
-        thread_range(N, D256_R, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
         d256_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
     }
     free(owned);
