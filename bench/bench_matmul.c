@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/matmul.h"
 #include "kernels/dtype.h"
+#include "mambac.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -24,71 +25,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Read bandwidth: every thread sums its share of a 1 GiB buffer with several vector accumulators (a scalar loop
-// is latency-bound and under-reports the bandwidth by half).
-
-#if defined(__x86_64__)
-__attribute__((target("avx512f"))) static float sum512(const float *p, int64_t n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i + 64 <= n; i += 64) {
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-#endif
-
-static float sum_portable(const float *p, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        s += p[i];
-    }
-    return s;
-}
-
-static double probe_bandwidth(int n_threads) {
-    const int64_t n = ((int64_t)1 << 30) / (int64_t)sizeof(float);
-    float *buf = aligned_alloc(64, (size_t)n * sizeof(float));
-    if (buf == NULL) {
-        return 0.0;
-    }
-    bool v512 = false;
-#if defined(__x86_64__)
-    v512 = __builtin_cpu_supports("avx512f");
-#endif
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t i = 0; i < n; i++) { // first touch by the thread that reads it
-        buf[i] = 1.0f;
-    }
-    double best = 0.0;
-    volatile float sink = 0.0f;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
-        float total = 0.0f;
-#pragma omp parallel num_threads(n_threads) reduction(+ : total)
-        {
-            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            const int64_t lo = n / nt * t, hi = t == nt - 1 ? n : n / nt * (t + 1);
-#if defined(__x86_64__)
-            total += v512 ? sum512(buf + lo, hi - lo) : sum_portable(buf + lo, hi - lo);
-#else
-            total += sum_portable(buf + lo, hi - lo);
-#endif
-        }
-        double dt = now_s() - t0;
-        sink += total;
-        double gbs = (double)n * sizeof(float) / dt * 1e-9;
-        best = gbs > best ? gbs : best;
-    }
-    (void)sink;
-    free(buf);
-    return best;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -410,7 +346,7 @@ int main(int argc, char **argv) {
     double bw = 0.0;
     for (int round = 0; round < rounds; round++) {
         if (all) {
-            const double b = probe_bandwidth(n_threads);
+            const double b = mc_cpu_read_bandwidth(n_threads);
             bw = b > bw ? b : bw;
         }
         for (int di = 0; di < N_DTYPES; di++) {
