@@ -38,18 +38,13 @@ static inline int64_t group_of(const mc_weight *w, int64_t K) {
     return w->dtype == MC_DTYPE_I8 && w->group > 0 ? w->group : (K > 0 ? K : 1);
 }
 
-// Threads worth forking: each must get at least one unit of `align` rows, and tiny products stay on one thread
-// (a fork costs a few microseconds, about 2^16 multiply-adds).
-static int pick_threads(const mc_exec *ex, int64_t M, int64_t N, int64_t K, int64_t align) {
-    int64_t nt = ex != NULL && ex->n_threads > 1 ? ex->n_threads : 1;
-    int64_t units = (N + align - 1) / align;
-    if (units < nt) {
-        nt = units;
-    }
-    if (M * N * K < ((int64_t)1 << 16)) {
-        nt = 1;
-    }
-    return nt < 1 ? 1 : (int)nt;
+// Threads to fork: all of them, or one for tiny products (a fork costs a few microseconds, about 2^16
+// multiply-adds). Never a count in between, even when N has fewer units than threads (those threads get empty
+// ranges): on the 16-core Xeon, regions of alternating sizes (x_proj on 5 threads, then dt_proj on 16) left the
+// idle threads parked, and waking them cost more than the products (decode fell from 191 to 48 tokens/s).
+static int pick_threads(const mc_exec *ex, int64_t M, int64_t N, int64_t K) {
+    const int nt = ex != NULL && ex->n_threads > 1 ? ex->n_threads : 1;
+    return M * N * K < ((int64_t)1 << 16) ? 1 : nt;
 }
 
 // Threads split N in units that are whole cache lines of y (16 f32) as well as whole blocks of the kernel (4
@@ -208,7 +203,7 @@ static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t
     if (split_rows(ex, matmul_portable, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
-    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
+    const int nt = pick_threads(ex, M, N, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
@@ -701,7 +696,7 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
     const int64_t mr = M <= 16 ? 16 : 32; // one vector of x rows wastes less of a small batch
     const int64_t n_panels = (M + mr - 1) / mr;
     if (M >= GEMM_MIN_M || (M >= GEMM_MIN_M_F32_AVX512 && w->dtype == MC_DTYPE_F32)) {
-        const int nt = pick_threads(ex, M, N, K, SPLIT_GEMM);
+        const int nt = pick_threads(ex, M, N, K);
         xp = alloc_f32(n_panels * mr * K);
         wbuf = alloc_f32(nt * G512_NR * K);
         if (xp != NULL && wbuf != NULL) {
@@ -728,7 +723,7 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
     int64_t lda;
     float *owned;
     const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
+    const int nt = pick_threads(ex, M, N, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
@@ -1062,7 +1057,7 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
     float *xp = NULL, *wbuf = NULL;
     const int64_t n_panels = (M + G256_MR - 1) / G256_MR;
     if (M >= GEMM_MIN_M) {
-        const int nt = pick_threads(ex, M, N, K, SPLIT_GEMM);
+        const int nt = pick_threads(ex, M, N, K);
         xp = alloc_f32(n_panels * G256_MR * K);
         wbuf = alloc_f32(nt * G256_NR * K);
         if (xp != NULL && wbuf != NULL) {
@@ -1089,7 +1084,7 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
     int64_t lda;
     float *owned;
     const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K, SPLIT_DOT);
+    const int nt = pick_threads(ex, M, N, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;
