@@ -74,11 +74,15 @@ static int parse_list(cli_flags *f, int64_t lo, int64_t hi, bool names, int_list
         } else {
             char *end = NULL;
             x = strtoll(v, &end, 10);
-            x = end == v + len ? x : lo - 1;
+            x = len > 0 && end == v + len ? x : lo - 1; // an empty item (",4") is no number
         }
-        if (x < lo || x > hi || out->n == MAX_LIST) {
-            return cli_flag_bad(f, "'%.*s' is not valid here (%s)", (int)len, v,
-                                names ? "stored, f32, f16, bf16 or int8" : "a number in range, at most 16 values");
+        if (out->n == MAX_LIST) {
+            return cli_flag_bad(f, "more than %d values", MAX_LIST);
+        }
+        if (x < lo || x > hi) {
+            return names ? cli_flag_bad(f, "'%.*s' is not a weight dtype (stored, f32, f16, bf16 or int8)", (int)len, v)
+                         : cli_flag_bad(f, "'%.*s' is not an integer in %lld..%lld", (int)len, v, (long long)lo,
+                                        (long long)hi);
         }
         out->v[out->n++] = x;
         v += len + (v[len] == ',');
@@ -211,15 +215,35 @@ static void device_name(char *name, size_t cap) {
     }
 }
 
+// Prints s as a JSON string: quotes, backslashes and control characters escaped (a folder may be named a"b).
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            printf("\\%c", *p);
+        } else if (*p < 0x20) {
+            printf("\\u%04x", *p);
+        } else {
+            putchar(*p);
+        }
+    }
+    putchar('"');
+}
+
 static void print_row(const bench_opts *o, const char *model, const char *dtype, int threads, int64_t batch,
                       const char *test, const result *r, double gbs, double machine_gbs, bool *first) {
     double rss = peak_rss_mb();
     if (o->json) {
-        printf("%s\n  {\"model\": \"%s\", \"backend\": \"%s\", \"test\": \"%s\", \"batch\": %lld, \"threads\": %d, "
-               "\"dtype\": \"%s\", \"device\": \"%s\", \"tokens_per_s\": %.3f, \"stddev\": %.3f, "
-               "\"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, \"machine_bandwidth_gbs\": %.3f",
-               *first ? "[" : ",", model, mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU),
-               test, (long long)batch, threads, dtype, o->device, r->mean, r->sd, rss, gbs, machine_gbs);
+        printf("%s\n  {\"model\": ", *first ? "[" : ",");
+        print_json_string(model);
+        printf(", \"backend\": \"%s\", \"test\": \"%s\", \"batch\": %lld, \"threads\": %d, \"dtype\": \"%s\", "
+               "\"device\": ",
+               mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), test, (long long)batch,
+               threads, dtype);
+        print_json_string(o->device);
+        printf(", \"tokens_per_s\": %.3f, \"stddev\": %.3f, \"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, "
+               "\"machine_bandwidth_gbs\": %.3f",
+               r->mean, r->sd, rss, gbs, machine_gbs);
         if (o->profile) {
             for (int i = 0; i < MC_PROFILE_COUNT; i++) {
                 printf("%s\"%s\": %.4f", i == 0 ? ", \"profile_ms\": {" : ", ", mc_profile_part_name(i), r->part_ms[i]);

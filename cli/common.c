@@ -332,12 +332,14 @@ static int read_stream(const char *cmd, FILE *fp, const char *name, char **data,
             buf = bigger;
             cap *= 2;
         }
+        errno = 0;
         size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        const int read_errno = errno;
         n += got;
         if (got == 0) {
-            if (ferror(fp)) {
+            if (ferror(fp)) { // e.g. a folder given as a file: say so (EISDIR)
                 free(buf);
-                return cli_fail(cmd, "%s: read error", name);
+                return cli_fail(cmd, "%s: read error: %s", name, strerror(read_errno != 0 ? read_errno : EIO));
             }
             buf[n] = '\0';
             *data = buf;

@@ -42,6 +42,11 @@ int cli_init(int argc, char **argv) {
             return CLI_OK;
         } else if (cli_flag_is(&f, NULL, "--preset")) {
             rc = cli_flag_value(&f, &preset);
+            mc_config probe;
+            mc_error perr = { 0 };
+            if (rc == CLI_OK && mc_config_preset(preset, &probe, &perr) != MC_OK) { // a bad name is bad usage
+                rc = cli_flag_bad(&f, "%s", perr.msg);
+            }
         } else if (cli_flag_is(&f, NULL, "--config")) {
             rc = cli_flag_value(&f, &config);
         } else if (cli_flag_is(&f, NULL, "--seed")) {

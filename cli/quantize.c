@@ -48,6 +48,7 @@ static int copy_tokenizer(const char *from_dir, const char *to_dir) {
 
 int cli_quantize(int argc, char **argv) {
     const char *path = NULL, *out = NULL;
+    bool dtype_given = false;
     mc_load_opts load;
     mc_load_opts_init(&load);
     cli_flags f;
@@ -56,7 +57,11 @@ int cli_quantize(int argc, char **argv) {
         bool matched = false;
         int rc = CLI_OK;
         if (cli_flag_is(&f, NULL, "--dtype") || cli_flag_is(&f, NULL, "--revision")) {
+            dtype_given |= cli_flag_is(&f, NULL, "--dtype");
             rc = cli_load_flag(&f, &load, &matched);
+            if (rc == CLI_OK && dtype_given && load.weight_dtype == MC_WEIGHTS_AS_STORED) {
+                rc = cli_flag_bad(&f, "'stored' converts nothing; give int8, bf16, f16 or f32");
+            }
         } else if (cli_flag_is(&f, "-h", "--help")) {
             cli_print_help(usage, help);
             return CLI_OK;
