@@ -369,6 +369,14 @@ int cli_bench(int argc, char **argv) {
     if (o.model == NULL) {
         return cli_missing("bench", usage, "-m MODEL is required");
     }
+    { // a missing model fails now, not after the bandwidth probe's second
+        mc_error err = { 0 };
+        char *dir = NULL;
+        if (mc_model_resolve_dir(o.model, NULL, &dir, &err) != MC_OK) {
+            return cli_fail_err("bench", &err);
+        }
+        free(dir);
+    }
     device_name(o.device, sizeof(o.device));
     double machine_gbs[MAX_LIST] = { 0 };
     bool any_gen = false;
