@@ -1,11 +1,30 @@
 // The ByteLevel pre-tokenizer split, written out by hand: the GPT-2 regex
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// with oniguruma's semantics (spec §10.2 4a). Character classes come from utf8proc's general categories.
+// with oniguruma's semantics (spec §10.2 4a). Character classes come from utf8proc's general categories, except
+// where the reference's later Unicode tables class a code point otherwise (classes_ref.h, made from tokenizers).
 #include <utf8proc.h>
 
 #include "tokenizer/tokenizer.h"
 
 enum { CLS_OTHER, CLS_LETTER, CLS_NUMBER, CLS_SPACE };
+
+#include "tokenizer/classes_ref.h"
+
+// The reference's class of cp when classes_ref.h lists it, else -1.
+static int class_override(int32_t cp) {
+    int64_t lo = 0, hi = (int64_t)(sizeof(class_ref) / sizeof(class_ref[0])) - 1;
+    while (lo <= hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (cp < class_ref[mid].lo) {
+            hi = mid - 1;
+        } else if (cp > class_ref[mid].hi) {
+            lo = mid + 1;
+        } else {
+            return class_ref[mid].cls;
+        }
+    }
+    return -1;
+}
 
 bool mc_char_is_space(int32_t cp) {
     // Unicode White_Space; oniguruma's \s (0009-000D, 0085, Zs, Zl, Zp) is the same set.
@@ -28,6 +47,10 @@ static int char_class(int32_t cp) {
     }
     if (mc_char_is_space(cp)) {
         return CLS_SPACE;
+    }
+    const int ref = cp >= class_ref[0].lo ? class_override(cp) : -1;
+    if (ref >= 0) {
+        return ref;
     }
     switch (utf8proc_category(cp)) {
         case UTF8PROC_CATEGORY_LU:

@@ -108,6 +108,13 @@ def fixed_texts():
         "it's 'S 'Re", "a\u00a0\u00a0b", "e\u0301", "\u00e9", "\U0001F600 ok",
         "", " ", "  ", "\n", "\t", "a", "'", "''", "'s", "x'sy", " 's", "don''t", "'ll'll've",
         prose, code, prose * 3,
+        # letters and digits assigned after utf8proc's Unicode version (src/tokenizer/classes_ref.h)
+        # (a letter or digit before 's: "other" to utf8proc would swallow the apostrophe)
+        "\u1c89's \u1c8a's", "\ua7cd's", "x\U000105c0's", "\U00010d40's 1", "\U00013460's", "\U0002ebf0's",
+        "\u1c89\u1c8a test", "x\ua7cb\ua7cdy \ua7dc", "\U000105c0\U000105f3 ab", "1\U00010d40\U00010d49 2",
+        "\U00010d4a\U00010d65\U00010d40", "a\U00011380\U000113b5\U000113d1 b", "\U000116d0\U000116e3.",
+        "\U00013460\U000143fa!", "\U00016130\U00016139 \U00016100", "\U0001ccf0\U0001ccf9x",
+        "\U0001e5d0\U0001e5f1\U0001e5fa", "\U0002ebf0\U0002ee5d\u4e00 1",
         # contractions in both cases
         "I'M SURE YOU'RE RIGHT, WE'LL SEE WHAT THEY'VE DONE, HE'D SAY IT'S NOT", "i'm you're we'll they've he'd it's",
         "'s't're've'm'll'd", "'S'T'RE'VE'M'LL'D", "can\u2019t won\u2019t",
