@@ -260,7 +260,11 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
         if (gbs > 0) {
             snprintf(bw, sizeof(bw), "%.2f (%.2f)", gbs, machine_gbs);
         }
-        printf("| %s | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", model, dtype,
+        printf("| ");
+        for (const char *c = model; *c != '\0'; c++) { // a '|' in a folder name would end the cell
+            printf(*c == '|' ? "\\|" : "%c", *c);
+        }
+        printf(" | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", dtype,
                mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), threads,
                (long long)batch, test, r->mean, r->sd, bw, rss);
         if (o->profile_md != NULL) {
@@ -368,6 +372,16 @@ int cli_bench(int argc, char **argv) {
     }
     if (o.model == NULL) {
         return cli_missing("bench", usage, "-m MODEL is required");
+    }
+    bool any_test = false;
+    for (int i = 0; i < o.prompt.n; i++) {
+        any_test |= o.prompt.v[i] > 0;
+    }
+    for (int i = 0; i < o.gen.n; i++) {
+        any_test |= o.gen.v[i] > 0;
+    }
+    if (!any_test) {
+        return cli_missing("bench", usage, "-p and -n are all 0: nothing to run");
     }
     { // a missing model fails now, not after the bandwidth probe's second
         mc_error err = { 0 };

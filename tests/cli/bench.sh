@@ -92,9 +92,15 @@ for d in bf16 f32; do
     done
 done
 
-# Nothing to run: an empty JSON array.
-run 0 bench -m "$K1" -p 0 -n 0 -o json
-[ "$(cat "$OUT")" = "[]" ] || fail "-p 0 -n 0 -o json printed $(cat "$OUT")"
+# Nothing to run is a usage error, in either output format.
+expect_usage bench "nothing to run" -m "$K1" -p 0 -n 0 -o json
+expect_usage bench "nothing to run" -m "$K1" -p 0,0 -n 0
+
+# A '|' in the model folder's name is escaped, so the markdown row keeps its cells.
+mkdir "$TMP/a|b"
+cp "$K1"/* "$TMP/a|b/"
+run 0 bench -m "$TMP/a|b" -p 2 -n 0 -r 1 -t 1
+grep -q '^| a\\|b | f32 | ' "$OUT" || fail "the '|' in the model name is not escaped"
 
 # JSON strings are escaped: a model folder named with a quote still gives valid JSON.
 mkdir "$TMP/we\"ird"
