@@ -101,7 +101,8 @@ int cli_perplexity(int argc, char **argv) {
         rc = cli_fail("perplexity", "%s: %s", file, err.msg);
     }
     if (rc == CLI_OK && n_ids < 2) {
-        rc = cli_fail("perplexity", "%s: %lld tokens; need at least 2", file, (long long)n_ids);
+        rc = cli_fail("perplexity", "%s: %lld token%s; need at least 2 to score one", file, (long long)n_ids,
+                      n_ids == 1 ? "" : "s");
     }
     if (rc == CLI_OK) {
         rc = cli_open_model("perplexity", path, &load, &model, NULL);
@@ -112,7 +113,7 @@ int cli_perplexity(int argc, char **argv) {
         double nll = 0;
         int64_t n_scored = 0;
         if (mc_model_score(model, ids, n, on_progress, &p, &nll, &n_scored, &err) != MC_OK) {
-            rc = cli_fail_err("perplexity", &err);
+            rc = cli_fail("perplexity", "%s: %s", file, err.msg); // e.g. a token id the model's vocabulary lacks
         } else {
             double secs = cli_now() - p.t0;
             // Bytes of the scored part: the whole file unless --max-tokens cut it short (then decode what was used).

@@ -119,13 +119,13 @@ near "$mean4" "$want_mean4" 1e-5 || fail "--max-tokens 4 mean_nll $mean4, from f
 : >"$TMP/empty"
 expect_error perplexity "$TMP/empty: 0 tokens; need at least 2" -m "$NEOX" -f "$TMP/empty" --tokenizer "$TOKENIZER"
 printf 'Hey' >"$TMP/one"
-expect_error perplexity "$TMP/one: 1 tokens; need at least 2" -m "$NEOX" -f "$TMP/one" --tokenizer "$TOKENIZER"
+expect_error perplexity "$TMP/one: 1 token; need at least 2" -m "$NEOX" -f "$TMP/one" --tokenizer "$TOKENIZER"
 printf 'ab\377cd' >"$TMP/bad"
 expect_error perplexity "invalid UTF-8 at byte 2" -m "$NEOX" -f "$TMP/bad" --tokenizer "$TOKENIZER"
 err_has "$TMP/bad"
 expect_error perplexity "Is a directory" -m "$NEOX" -f "$TMP" --tokenizer "$TOKENIZER"
 # a model whose vocabulary is smaller than the tokenizer's ids
-expect_error perplexity "outside the vocabulary" -m "$MODELS/f32-tied" -f "$TMP/text" --tokenizer "$TOKENIZER"
+expect_error perplexity "$TMP/text: token id" -m "$MODELS/f32-tied" -f "$TMP/text" --tokenizer "$TOKENIZER"
 expect_error perplexity "/nonexistent-model" -m /nonexistent-model -f "$TMP/text" --tokenizer "$TOKENIZER"
 [ "$(wc -l <"$ERR" | tr -d ' ')" -eq 1 ] || fail "a runtime error printed more than one line"
 exit 0
