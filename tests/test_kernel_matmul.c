@@ -185,6 +185,9 @@ static void check_variant(int variant) {
             { .M = 129, .N = 100, .K = 48, .ldx = 80, .group = 48, .bias = false },
             { .M = 33, .N = 80, .K = 1536, .ldx = 1536, .group = 64, .bias = false },
             { .M = 8, .N = 80, .K = 1536, .ldx = 1536, .group = 100, .bias = true },
+            // weights over the 2^18-element split_rows limit: threads split N (gemm, then dot) whatever M is
+            { .M = 33, .N = 401, .K = 768, .ldx = 770, .group = 64, .bias = true },
+            { .M = 8, .N = 350, .K = 769, .ldx = 769, .group = 32, .bias = false },
         };
         for (size_t i = 0; i < ARRAY_LEN(model); i++) {
             ok = run_case(fn, vname, dtypes[di], &model[i], 77 + i) && ok;
