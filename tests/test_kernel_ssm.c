@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "check.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/ssm.h"
 #include "kernels/ref/ref.h"
 #include "mambac.h"
@@ -563,6 +564,36 @@ static void test_embed(void **unused) {
     assert_true(ok);
 }
 
+// The cpu loss runs the reference's rows on threads: equal to mc_ref_nll bit for bit at any thread count, and the
+// reference itself against a direct double-precision log-softmax (the max-subtraction must not change the value).
+static void test_nll(void **unused) {
+    enum { T = 37, V = 2003 }; // T·V over the one-thread limit (2^16), so 2 and 3 threads split the rows
+    rng r = { 99 };
+    float *logits = malloc((size_t)T * V * sizeof(float));
+    fill(&r, logits, (int64_t)T * V, -30.0f, 30.0f);
+    int32_t targets[T];
+    for (int t = 0; t < T; t++) {
+        targets[t] = (int32_t)((t * 7919 + 5) % V);
+    }
+    double want[T], got[T];
+    const mc_exec one = { .n_threads = 1 };
+    mc_ref_nll(&one, want, logits, T, V, targets);
+    for (int nt = 1; nt <= 3; nt++) {
+        const mc_exec ex = { .n_threads = nt };
+        memset(got, 0, sizeof(got));
+        mc_cpu_nll(&ex, got, logits, T, V, targets);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    for (int t = 0; t < T; t++) {
+        double sum = 0;
+        for (int v = 0; v < V; v++) {
+            sum += exp((double)logits[t * V + v]);
+        }
+        assert_true(fabs(want[t] - (log(sum) - logits[t * V + targets[t]])) < 1e-9 * fmax(1.0, fabs(want[t])));
+    }
+    free(logits);
+}
+
 // select() hands out the best available variant, never NULL.
 static void test_select(void **unused) {
     const void *best[4] = { NULL, NULL, NULL, NULL };
@@ -600,7 +631,7 @@ int main(void) {
         cmocka_unit_test(test_select),     cmocka_unit_test(test_scan_softplus_edges),
         cmocka_unit_test(test_scan_small), cmocka_unit_test(test_scan_large),
         cmocka_unit_test(test_conv1d),     cmocka_unit_test(test_steps),
-        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_embed),      cmocka_unit_test(test_nll),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

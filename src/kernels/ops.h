@@ -58,6 +58,10 @@ typedef struct mc_ops {
     void (*selective_scan_step)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                                 const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                                 const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N);
+
+    // Next-token loss of T rows of logits [T, V]: out[t] = −log softmax(logits[t, :])[targets[t]], the row's max
+    // subtracted first and the exponentials summed in double. targets were checked by the caller.
+    void (*nll)(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V, const int32_t *targets);
 } mc_ops;
 
 extern const mc_ops mc_ops_ref;

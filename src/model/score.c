@@ -1,25 +1,11 @@
 // Next-token loss over a long token stream in fixed memory: chunks of positions carry the state (spec §4.4) and
 // each chunk's logits are reduced to log-probabilities of the following token before the next chunk runs.
-#include <math.h>
 #include <stdlib.h>
 
 #include "base/error.h"
 #include "model/model.h"
 
 #define MC_SCORE_CHUNK 256 // positions per forward call: bounds the logits buffer to 256 × V floats
-
-// −log softmax(row)[target], with the max subtracted first and the sum in double.
-static double nll_of(const float *row, int64_t V, int32_t target) {
-    float mx = row[0];
-    for (int64_t v = 1; v < V; v++) {
-        mx = row[v] > mx ? row[v] : mx;
-    }
-    double sum = 0;
-    for (int64_t v = 0; v < V; v++) {
-        sum += exp((double)row[v] - mx);
-    }
-    return log(sum) + mx - row[target];
-}
 
 mc_status mc_model_score(const mc_model *m, const int32_t *ids, int64_t n_ids, mc_progress_cb progress, void *user,
                          double *nll, int64_t *n_scored, mc_error *err) {
@@ -46,8 +32,12 @@ mc_status mc_model_score(const mc_model *m, const int32_t *ids, int64_t n_ids, m
     for (int64_t t0 = 0; st == MC_OK && t0 < n_ids - 1; t0 += MC_SCORE_CHUNK) {
         const int64_t T = n_ids - 1 - t0 < MC_SCORE_CHUNK ? n_ids - 1 - t0 : MC_SCORE_CHUNK;
         st = mc_model_forward(m, state, ids + t0, 1, T, true, logits, err);
-        for (int64_t t = 0; st == MC_OK && t < T; t++) {
-            total += nll_of(logits + t * V, V, ids[t0 + t + 1]);
+        if (st == MC_OK) {
+            double row_nll[MC_SCORE_CHUNK];
+            m->ops->nll(&m->exec, row_nll, logits, T, V, ids + t0 + 1);
+            for (int64_t t = 0; t < T; t++) { // summed in order, whatever the thread count
+                total += row_nll[t];
+            }
         }
         if (st == MC_OK && progress != NULL && !progress(user, t0 + T, n_ids - 1)) {
             st = mc_fail(err, MC_ERR_INVALID, "score: cancelled after %lld tokens", (long long)(t0 + T));

@@ -13,4 +13,5 @@ void mc_ops_cpu_init(mc_ops *ops) {
     ops->selective_scan = mc_cpu_selective_scan_select();
     ops->conv1d_step = mc_cpu_conv1d_step_select();
     ops->selective_scan_step = mc_cpu_selective_scan_step_select();
+    ops->nll = mc_cpu_nll;
 }

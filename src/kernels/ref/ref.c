@@ -110,6 +110,25 @@ void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const flo
     }
 }
 
+double mc_ref_nll_row(const float *row, int64_t V, int32_t target) {
+    float mx = row[0];
+    for (int64_t v = 1; v < V; v++) {
+        mx = row[v] > mx ? row[v] : mx;
+    }
+    double sum = 0;
+    for (int64_t v = 0; v < V; v++) {
+        sum += exp((double)row[v] - mx);
+    }
+    return log(sum) + mx - row[target];
+}
+
+void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V, const int32_t *targets) {
+    (void)ex;
+    for (int64_t t = 0; t < T; t++) {
+        out[t] = mc_ref_nll_row(logits + t * V, V, targets[t]);
+    }
+}
+
 const mc_ops mc_ops_ref = {
     .name = "ref",
     .matmul = mc_ref_matmul,
@@ -119,4 +138,5 @@ const mc_ops mc_ops_ref = {
     .selective_scan = mc_ref_selective_scan,
     .conv1d_step = mc_ref_conv1d_step,
     .selective_scan_step = mc_ref_selective_scan_step,
+    .nll = mc_ref_nll,
 };
