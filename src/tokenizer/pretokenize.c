@@ -72,6 +72,9 @@ bool mc_char_is_word(int32_t cp) {
     if (cp == 0x200C || cp == 0x200D) { // Join_Control
         return true;
     }
+    if (cp >= class_ref[0].lo && class_override(cp) > 0) { // letters and digits newer than utf8proc's tables
+        return true;
+    }
     // Other_Alphabetic outside the marks: circled and squared Latin letters (category So).
     if ((cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) ||
         (cp >= 0x1F170 && cp <= 0x1F189)) {

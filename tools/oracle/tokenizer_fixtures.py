@@ -190,6 +190,8 @@ def build_mini():
         "the lower", "aaaaaaa", "aaa", "abc bc", "lower<mask> the", "x   <mask>  y", "<mask><mask>",
         "a [R]   b", "[R]\n\nx", "word words sword word.", "a word_b", "\u00e9t\u00e9", "e\u0301te\u0301 \u00e9t\u00e9s",
         "x <both>  y", "  <both>  ", "<sw> a<sw> <sw>b", "", " ", "hello\u00a0world", "the\u2028the",
+        # word characters newer than utf8proc's tables (src/tokenizer/classes_ref.h) break a single_word match
+        "\u1c89word word\U000105c0 \U00010d40word", "\U00016d40word \U0002ebf0word",
     ]
     return tok, cases
 
