@@ -93,8 +93,8 @@ enum { SPLIT_ROWS_MAX_WEIGHT = 1 << 18 };
 // 72 at 8); split over M, each thread reads the whole weight, which stays in cache. False when not taken.
 static bool split_rows(const mc_exec *ex, mc_cpu_matmul_fn fn, float *y, const float *x, int64_t ldx,
                        const mc_weight *w, const float *bias, int64_t M, int64_t N, int64_t K) {
-    const int nt = ex != NULL && ex->n_threads > 1 ? ex->n_threads : 1;
-    if (nt == 1 || M < nt || N * K > SPLIT_ROWS_MAX_WEIGHT || M * N * K < ((int64_t)1 << 16)) {
+    const int nt = pick_threads(ex, M, N, K);
+    if (nt == 1 || M < nt || N * K > SPLIT_ROWS_MAX_WEIGHT) {
         return false;
     }
     const mc_exec one = { .n_threads = 1 };
@@ -240,6 +240,61 @@ static const float *aligned_rows(const float *x, int64_t ldx, int64_t M, int64_t
     *owned = xa;
     *ld_out = ld;
     return xa;
+}
+
+// A variant's gemm kernel: rows [lo, hi) of y for all M, from x packed in panels of mr rows; wbuf holds the
+// calling thread's nr converted weight rows.
+typedef void (*gemm_rows_fn)(float *y, const float *xp, int64_t mr, const mc_weight *w, const float *bias, int64_t M,
+                             int64_t N, int64_t K, int64_t lo, int64_t hi, float *wbuf);
+
+// A variant's dot/stream kernels: rows [lo, hi) of y from x as it lies (rows ldx apart).
+typedef void (*dot_rows_fn)(float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias, int64_t M,
+                            int64_t N, int64_t K, int64_t lo, int64_t hi);
+
+// The gemm path: all threads pack K-slices of x into panels of mr rows, then each runs `rows` on its N range
+// with its own nr-row weight tile. False when the buffers cannot be allocated (the dot path needs none).
+static bool run_gemm(const mc_exec *ex, gemm_rows_fn rows, int64_t mr, int64_t nr, float *y, const float *x,
+                     int64_t ldx, const mc_weight *w, const float *bias, int64_t M, int64_t N, int64_t K) {
+    const int nt = pick_threads(ex, M, N, K);
+    const int64_t n_panels = (M + mr - 1) / mr;
+    float *xp = alloc_f32(n_panels * mr * K), *wbuf = alloc_f32(nt * nr * K);
+    if (xp == NULL || wbuf == NULL) {
+        free(xp);
+        free(wbuf);
+        return false;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t p = 0; p < n_panels; p++) {
+            for (int64_t k0 = 0; k0 < K; k0 += PACK_KC) {
+                pack_x(xp + p * mr * K, x, ldx, M, p * mr, mr, k0, min_i64(K, k0 + PACK_KC));
+            }
+        }
+        int64_t lo, hi;
+        const int t = omp_get_thread_num();
+        thread_range(N, SPLIT_GEMM, omp_get_num_threads(), t, &lo, &hi);
+        rows(y, xp, mr, w, bias, M, N, K, lo, hi, wbuf + t * nr * K);
+    }
+    free(xp);
+    free(wbuf);
+    return true;
+}
+
+// The dot/stream path: x with 64-byte aligned rows, each thread running `rows` on its N range.
+static void run_dot(const mc_exec *ex, dot_rows_fn rows, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                    const float *bias, int64_t M, int64_t N, int64_t K) {
+    int64_t lda;
+    float *owned;
+    const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
+    const int nt = pick_threads(ex, M, N, K);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        rows(y, xa, lda, w, bias, M, N, K, lo, hi);
+    }
+    free(owned);
 }
 
 #define MC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
@@ -692,45 +747,11 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
     if (split_rows(ex, matmul_avx512, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
-    float *xp = NULL, *wbuf = NULL;
     const int64_t mr = M <= 16 ? 16 : 32; // one vector of x rows wastes less of a small batch
-    const int64_t n_panels = (M + mr - 1) / mr;
-    if (M >= GEMM_MIN_M || (M >= GEMM_MIN_M_F32_AVX512 && w->dtype == MC_DTYPE_F32)) {
-        const int nt = pick_threads(ex, M, N, K);
-        xp = alloc_f32(n_panels * mr * K);
-        wbuf = alloc_f32(nt * G512_NR * K);
-        if (xp != NULL && wbuf != NULL) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-            {
-#pragma omp for collapse(2) schedule(static)
-                for (int64_t p = 0; p < n_panels; p++) {
-                    for (int64_t k0 = 0; k0 < K; k0 += PACK_KC) {
-                        pack_x(xp + p * mr * K, x, ldx, M, p * mr, mr, k0, min_i64(K, k0 + PACK_KC));
-                    }
-                }
-                int64_t lo, hi;
-                const int t = omp_get_thread_num();
-                thread_range(N, SPLIT_GEMM, omp_get_num_threads(), t, &lo, &hi);
-                g512_rows(y, xp, mr, w, bias, M, N, K, lo, hi, wbuf + t * G512_NR * K);
-            }
-            free(xp);
-            free(wbuf);
-            return;
-        }
-        free(xp); // out of memory for the tiles: the dot kernel needs none
-        free(wbuf);
+    const bool gemm = M >= GEMM_MIN_M || (M >= GEMM_MIN_M_F32_AVX512 && w->dtype == MC_DTYPE_F32);
+    if (!gemm || !run_gemm(ex, g512_rows, mr, G512_NR, y, x, ldx, w, bias, M, N, K)) {
+        run_dot(ex, d512_dispatch, y, x, ldx, w, bias, M, N, K);
     }
-    int64_t lda;
-    float *owned;
-    const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t lo, hi;
-        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        d512_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
-    }
-    free(owned);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1026,8 +1047,9 @@ MC_AVX2 static void g256_tile(float *y, int64_t N, const float *bias, const floa
     }
 }
 
-MC_AVX2 static void g256_rows(float *y, const float *xp, const mc_weight *w, const float *bias, int64_t M, int64_t N,
-                              int64_t K, int64_t lo, int64_t hi, float *wbuf) {
+// mr: the panel height, G256_MR (the tile kernel's).
+MC_AVX2 static void g256_rows(float *y, const float *xp, int64_t mr, const mc_weight *w, const float *bias, int64_t M,
+                              int64_t N, int64_t K, int64_t lo, int64_t hi, float *wbuf) {
     for (int64_t n0 = lo; n0 < hi; n0 += G256_NR) {
         const int64_t nr = min_i64(G256_NR, hi - n0);
         const float *wr = wbuf;
@@ -1036,7 +1058,7 @@ MC_AVX2 static void g256_rows(float *y, const float *xp, const mc_weight *w, con
         } else {
             g256_convert_any(wbuf, w, n0, nr, K);
         }
-        for (int64_t m0 = 0; m0 < M; m0 += G256_MR) {
+        for (int64_t m0 = 0; m0 < M; m0 += mr) {
             g256_tile(y, N, bias, xp + m0 * K, wr, K, K, M, m0, n0, nr);
         }
     }
@@ -1054,44 +1076,9 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
     if (split_rows(ex, matmul_avx2, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
-    float *xp = NULL, *wbuf = NULL;
-    const int64_t n_panels = (M + G256_MR - 1) / G256_MR;
-    if (M >= GEMM_MIN_M) {
-        const int nt = pick_threads(ex, M, N, K);
-        xp = alloc_f32(n_panels * G256_MR * K);
-        wbuf = alloc_f32(nt * G256_NR * K);
-        if (xp != NULL && wbuf != NULL) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-            {
-#pragma omp for collapse(2) schedule(static)
-                for (int64_t p = 0; p < n_panels; p++) {
-                    for (int64_t k0 = 0; k0 < K; k0 += PACK_KC) {
-                        pack_x(xp + p * G256_MR * K, x, ldx, M, p * G256_MR, G256_MR, k0, min_i64(K, k0 + PACK_KC));
-                    }
-                }
-                int64_t lo, hi;
-                const int t = omp_get_thread_num();
-                thread_range(N, SPLIT_GEMM, omp_get_num_threads(), t, &lo, &hi);
-                g256_rows(y, xp, w, bias, M, N, K, lo, hi, wbuf + t * G256_NR * K);
-            }
-            free(xp);
-            free(wbuf);
-            return;
-        }
-        free(xp);
-        free(wbuf);
+    if (M < GEMM_MIN_M || !run_gemm(ex, g256_rows, G256_MR, G256_NR, y, x, ldx, w, bias, M, N, K)) {
+        run_dot(ex, d256_dispatch, y, x, ldx, w, bias, M, N, K);
     }
-    int64_t lda;
-    float *owned;
-    const float *xa = aligned_rows(x, ldx, M, K, &lda, &owned);
-    const int nt = pick_threads(ex, M, N, K);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t lo, hi;
-        thread_range(N, SPLIT_DOT, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        d256_dispatch(y, xa, lda, w, bias, M, N, K, lo, hi);
-    }
-    free(owned);
 }
 
 #endif // __x86_64__
