@@ -136,7 +136,7 @@ typedef struct result {
 
 // Times one test: prefill (n_prompt > 0) or decode (n_gen > 0) for a batch.
 static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n_prompt, int64_t n_gen, int64_t reps,
-                    result *out) {
+                    bool profile, result *out) {
     const int64_t V = mc_model_config(m)->vocab_size, L = n_prompt > 0 ? n_prompt : 1;
     int32_t *ids = malloc((size_t)(batch * L) * sizeof(int32_t));
     float *logits = malloc((size_t)(batch * V) * sizeof(float));
@@ -155,7 +155,7 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
     double timed_s = 0;
     for (int64_t r = 0; rc == CLI_OK && r <= reps; r++) { // run 0 warms up
         mc_state_reset(st);
-        if (r == 1) { // the timed runs: zeroed once, summed over all of them
+        if (r == 1 && profile) { // the timed runs: zeroed once, summed over all of them
             mc_state_profile(st, true);
         }
         double t0 = cli_now();
@@ -174,7 +174,7 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
         tps[r] = (double)(batch * (n_prompt > 0 ? n_prompt : n_gen)) / dt;
         timed_s += r > 0 ? dt : 0;
     }
-    if (rc == CLI_OK) { // per step (decode) or per call (prefill)
+    if (rc == CLI_OK && profile) { // per step (decode) or per call (prefill)
         double part_s[MC_PROFILE_COUNT];
         mc_state_profile_get(st, part_s);
         const double calls = (double)reps * (double)(n_prompt > 0 ? 1 : n_gen);
@@ -297,10 +297,10 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
     for (int b = 0; rc == CLI_OK && b < o->batch.n; b++) {
         for (int p = 0; rc == CLI_OK && p < o->prompt.n; p++) {
             if (o->prompt.v[p] > 0) {
-                result r;
+                result r = { 0 };
                 char test[32];
                 snprintf(test, sizeof(test), "pp%lld", (long long)o->prompt.v[p]);
-                rc = run_test("bench", m, o->batch.v[b], o->prompt.v[p], 0, o->reps, &r);
+                rc = run_test("bench", m, o->batch.v[b], o->prompt.v[p], 0, o->reps, o->profile, &r);
                 if (rc == CLI_OK) {
                     print_row(o, model, dname, threads, o->batch.v[b], test, &r, 0, 0, first);
                 }
@@ -308,10 +308,10 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
         }
         for (int g = 0; rc == CLI_OK && g < o->gen.n; g++) {
             if (o->gen.v[g] > 0) {
-                result r;
+                result r = { 0 };
                 char test[32];
                 snprintf(test, sizeof(test), "tg%lld", (long long)o->gen.v[g]);
-                rc = run_test("bench", m, o->batch.v[b], 0, o->gen.v[g], o->reps, &r);
+                rc = run_test("bench", m, o->batch.v[b], 0, o->gen.v[g], o->reps, o->profile, &r);
                 double steps_per_s = r.mean / (double)o->batch.v[b];
                 if (rc == CLI_OK) {
                     print_row(o, model, dname, threads, o->batch.v[b], test, &r,

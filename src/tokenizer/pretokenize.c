@@ -12,6 +12,9 @@ enum { CLS_OTHER, CLS_LETTER, CLS_NUMBER, CLS_SPACE };
 
 // The reference's class of cp when classes_ref.h lists it, else -1.
 static int class_override(int32_t cp) {
+    if (cp < class_ref[0].lo) { // the common case: below every listed range
+        return -1;
+    }
     int64_t lo = 0, hi = (int64_t)(sizeof(class_ref) / sizeof(class_ref[0])) - 1;
     while (lo <= hi) {
         const int64_t mid = (lo + hi) / 2;
@@ -48,7 +51,7 @@ static int char_class(int32_t cp) {
     if (mc_char_is_space(cp)) {
         return CLS_SPACE;
     }
-    const int ref = cp >= class_ref[0].lo ? class_override(cp) : -1;
+    const int ref = class_override(cp);
     if (ref >= 0) {
         return ref;
     }
@@ -72,7 +75,7 @@ bool mc_char_is_word(int32_t cp) {
     if (cp == 0x200C || cp == 0x200D) { // Join_Control
         return true;
     }
-    if (cp >= class_ref[0].lo && class_override(cp) > 0) { // letters and digits newer than utf8proc's tables
+    if (class_override(cp) > 0) { // letters and digits newer than utf8proc's tables
         return true;
     }
     // Other_Alphabetic outside the marks: circled and squared Latin letters (category So).
