@@ -6,9 +6,12 @@
 
 #include "mambac.h"
 
-// How a kernel call may run: threads to use (1 = the calling thread only). Owned by the caller; no globals.
+// The per-caller execution context: how a kernel call may run and where its errors go. Owned by the caller (the
+// state or a training run), never by the shared model, so two threads can use one model with their own contexts.
 typedef struct mc_exec {
-    int n_threads;
+    int n_threads;  // threads to use (1 = the calling thread only)
+    void *dev;      // the backend's per-caller handle (CUDA: stream, cuBLAS handle, graphs); NULL on host backends
+    mc_error *err;  // where a failing op writes its one-line message (may be NULL)
 } mc_exec;
 
 // A weight matrix [rows, cols], row-major, as stored: f32/f16/bf16 elements, or int8 with one f32 scale per group
