@@ -1,6 +1,6 @@
 // Benchmark of the CPU matmul (src/kernels/cpu/matmul.c) on mamba-130m's shapes, beside the two numbers it is judged
 // against: the machine's read bandwidth (a vectorized multi-threaded read loop over 1 GiB) and its fp32 FMA peak.
-// Not a test. Usage: bench_matmul [-t THREADS] [-v portable|avx2|avx512] [-g INT8_GROUP] [-T SECONDS] [-R ROUNDS]
+// Not a test. Usage: bench_matmul [-t THREADS] [-v c|avx2|avx512] [-g INT8_GROUP] [-T SECONDS] [-R ROUNDS]
 //   [-s SHAPE] [-d DTYPE] [-m M] (the last three run one slice and skip the bandwidth probe and the per-step summary)
 #include <math.h>
 #include <omp.h>
@@ -15,7 +15,7 @@
 #include <immintrin.h>
 #endif
 
-#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dtype.h"
 #include "mambac.h"
 
@@ -256,6 +256,8 @@ typedef struct filters {
     int64_t M; // 0: all
 } filters;
 
+static const char *const isa_names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" };
+
 static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64_t *group, double *min_s, int *rounds,
                       filters *f) {
     for (int i = 1; i < argc; i++) {
@@ -280,8 +282,8 @@ static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64
             *min_s = atof(v);
         } else if (strcmp(a, "-v") == 0) {
             *variant = -1;
-            for (int k = 0; k < MC_CPU_MATMUL_COUNT; k++) {
-                if (strcmp(v, mc_cpu_matmul_variant_name(k)) == 0) {
+            for (int k = 0; k < MC_CPU_ISA_COUNT; k++) {
+                if (strcmp(v, isa_names[k]) == 0) {
                     *variant = k;
                 }
             }
@@ -294,26 +296,24 @@ static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64
 }
 
 int main(int argc, char **argv) {
-    int n_threads = omp_get_num_procs(), variant = MC_CPU_MATMUL_COUNT;
+    int n_threads = omp_get_num_procs(), variant = mc_cpu_kernels_best()->isa;
     int64_t group = 32;
     double min_s = 0.1;
     int rounds = 3;
-    for (int v = MC_CPU_MATMUL_COUNT - 1; v >= 0 && variant == MC_CPU_MATMUL_COUNT; v--) {
-        variant = mc_cpu_matmul_variant_get(v) == mc_cpu_matmul_select() ? v : variant;
-    }
     filters f = { NULL, NULL, 0 };
     if (parse_args(argc, argv, &n_threads, &variant, &group, &min_s, &rounds, &f) != 0) {
-        fprintf(stderr, "usage: bench_matmul [-t THREADS] [-v portable|avx2|avx512] [-g INT8_GROUP] [-T SECONDS] "
+        fprintf(stderr, "usage: bench_matmul [-t THREADS] [-v c|avx2|avx512] [-g INT8_GROUP] [-T SECONDS] "
                         "[-R ROUNDS] [-s SHAPE] [-d DTYPE] [-m M]\n");
         return 2;
     }
-    mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(variant);
+    const mc_cpu_kernels *kernels = mc_cpu_kernels_get(variant);
+    mc_cpu_matmul_fn fn = kernels != NULL ? kernels->matmul : NULL;
     if (fn == NULL) {
-        fprintf(stderr, "bench_matmul: variant %s not supported here\n", mc_cpu_matmul_variant_name(variant));
+        fprintf(stderr, "bench_matmul: variant %s not supported here\n", isa_names[variant]);
         return 1;
     }
     const mc_exec ex = { .n_threads = n_threads };
-    printf("bench_matmul: variant %s, %d threads, int8 group %lld\n", mc_cpu_matmul_variant_name(variant), n_threads,
+    printf("bench_matmul: variant %s, %d threads, int8 group %lld\n", isa_names[variant], n_threads,
            (long long)group);
     const bool all = f.shape == NULL && f.dtype == NULL && f.M == 0;
     const double peak = report_peak(n_threads);

@@ -9,12 +9,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/ref/ref.h"
 
 enum { E = 1536, N = 16, K = 4, H = 768, R = 48 };
 
-static const char *const isa_names[MC_SSM_ISA_COUNT] = { "c", "avx2", "avx512" };
+static const char *const isa_names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" };
 
 typedef struct bufs {
     int64_t Bt, L;
@@ -92,8 +92,8 @@ static kernels kernels_of(int isa) {
     if (isa < 0) {
         return (kernels){ mc_ref_selective_scan, NULL, mc_ref_conv1d, NULL, mc_ref_rmsnorm };
     }
-    return (kernels){ mc_cpu_selective_scan_variant(isa), mc_cpu_selective_scan_step_variant(isa),
-                      mc_cpu_conv1d_variant(isa), mc_cpu_conv1d_step_variant(isa), mc_cpu_rmsnorm_variant(isa) };
+    const mc_cpu_kernels *k = mc_cpu_kernels_get(isa);
+    return (kernels){ k->selective_scan, k->selective_scan_step, k->conv1d, k->conv1d_step, k->rmsnorm };
 }
 
 // One layer's worth of op `o` for all sequences.
@@ -177,8 +177,8 @@ int main(int argc, char **argv) {
                 bufs b = bufs_new(Bts[bi], Ls[li]);
                 mc_exec ex1 = { .n_threads = 1 };
                 double ref = time_op((op)o, -1, &ex1, &b, min_s);
-                for (int isa = MC_SSM_ISA_COUNT - 1; isa >= 0; isa--) {
-                    if (mc_cpu_selective_scan_variant(isa) == NULL) {
+                for (int isa = MC_CPU_ISA_COUNT - 1; isa >= 0; isa--) {
+                    if (mc_cpu_kernels_get(isa) == NULL) {
                         printf("| %s | %lld | %lld | | %s | | unavailable | |\n", op_names[o], (long long)Ls[li],
                                (long long)Bts[bi], isa_names[isa]);
                         continue;

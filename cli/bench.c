@@ -11,7 +11,7 @@
 #include "common.h"
 
 static const char usage[] = "usage: mambac bench -m MODEL [-p 512] [-n 128] [-b 1] [-t N] [--dtype LIST] [-r 3] "
-                            "[-o md|json] [--profile] [--backend auto|ref|cpu]";
+                            "[-o md|json] [--profile] [--backend auto|ref|cpu|cuda]";
 
 static const char help[] =
     "Runs each combination of the listed values and prints one row per test: ppP is a prompt of P random tokens per\n"
@@ -34,7 +34,7 @@ static const char help[] =
     "      --profile        also time each part of the forward (embed, norm, in_proj, conv, x_proj, dt_proj,\n"
     "                       scan, out_proj, lm_head) and print milliseconds per step (decode) or per call\n"
     "                       (prefill): a second table after the first, or profile_ms in each JSON object\n"
-    "      --backend NAME   auto (default), ref or cpu\n"
+    "      --backend NAME   auto (default), ref, cpu or cuda\n"
     "  -h, --help           this text\n"
     "\n"
     "example:\n"
@@ -154,7 +154,10 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
     }
     double timed_s = 0;
     for (int64_t r = 0; rc == CLI_OK && r <= reps; r++) { // run 0 warms up
-        mc_state_reset(st);
+        if (mc_state_reset(st, &err) != MC_OK) {
+            rc = cli_fail_err("bench", &err);
+            break;
+        }
         if (r == 1 && profile) { // the timed runs: zeroed once, summed over all of them
             mc_state_profile(st, true);
         }
@@ -230,7 +233,7 @@ static void print_json_string(const char *s) {
     putchar('"');
 }
 
-static void print_row(const bench_opts *o, const char *model, const char *dtype, int threads, int64_t batch,
+static void print_row(const bench_opts *o, mc_backend backend, const char *model, const char *dtype, int threads, int64_t batch,
                       const char *test, const result *r, double gbs, double machine_gbs, bool *first) {
     double rss = peak_rss_mb();
     if (o->json) {
@@ -238,7 +241,7 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
         print_json_string(model);
         printf(", \"backend\": \"%s\", \"test\": \"%s\", \"batch\": %lld, \"threads\": %d, \"dtype\": \"%s\", "
                "\"device\": ",
-               mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), test, (long long)batch,
+               mc_backend_name(backend), test, (long long)batch,
                threads, dtype);
         print_json_string(o->device);
         printf(", \"tokens_per_s\": %.3f, \"stddev\": %.3f, \"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, "
@@ -265,7 +268,7 @@ static void print_row(const bench_opts *o, const char *model, const char *dtype,
             printf(*c == '|' ? "\\|" : "%c", *c);
         }
         printf(" | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", dtype,
-               mc_backend_name(o->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU), threads,
+               mc_backend_name(backend), threads,
                (long long)batch, test, r->mean, r->sd, bw, rss);
         if (o->profile_md != NULL) {
             fprintf(o->profile_md, "| %s | %d | %lld | %s |", dtype, threads, (long long)batch, test);
@@ -302,7 +305,7 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
                 snprintf(test, sizeof(test), "pp%lld", (long long)o->prompt.v[p]);
                 rc = run_test("bench", m, o->batch.v[b], o->prompt.v[p], 0, o->reps, o->profile, &r);
                 if (rc == CLI_OK) {
-                    print_row(o, model, dname, threads, o->batch.v[b], test, &r, 0, 0, first);
+                    print_row(o, info.backend, model, dname, threads, o->batch.v[b], test, &r, 0, 0, first);
                 }
             }
         }
@@ -314,7 +317,7 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
                 rc = run_test("bench", m, o->batch.v[b], 0, o->gen.v[g], o->reps, o->profile, &r);
                 double steps_per_s = r.mean / (double)o->batch.v[b];
                 if (rc == CLI_OK) {
-                    print_row(o, model, dname, threads, o->batch.v[b], test, &r,
+                    print_row(o, info.backend, model, dname, threads, o->batch.v[b], test, &r,
                               steps_per_s * (double)info.read_bytes_per_token / 1e9, machine_gbs, first);
                 }
             }

@@ -238,8 +238,8 @@ static int pick_name(const char *value, const char *const *names, int n) {
 }
 
 int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
-    static const char *const backends[] = { "auto", "ref", "cpu" };
-    static const mc_backend backend_ids[] = { MC_BACKEND_AUTO, MC_BACKEND_REF, MC_BACKEND_CPU };
+    static const char *const backends[] = { "auto", "ref", "cpu", "cuda" };
+    static const mc_backend backend_ids[] = { MC_BACKEND_AUTO, MC_BACKEND_REF, MC_BACKEND_CPU, MC_BACKEND_CUDA };
     static const char *const weights[] = { "stored", "f32", "f16", "bf16", "int8" };
     static const mc_weight_dtype weight_ids[] = { MC_WEIGHTS_AS_STORED, MC_WEIGHTS_F32, MC_WEIGHTS_F16, MC_WEIGHTS_BF16,
                                                   MC_WEIGHTS_INT8 };
@@ -254,8 +254,8 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
         opts->n_threads = (int)n;
     } else if (cli_flag_is(f, NULL, "--backend")) {
         rc = cli_flag_value(f, &v);
-        int k = rc == CLI_OK ? pick_name(v, backends, 3) : 0;
-        rc = k < 0 ? cli_flag_bad(f, "'%s' is not a backend (auto, ref or cpu)", v) : rc;
+        int k = rc == CLI_OK ? pick_name(v, backends, 4) : 0;
+        rc = k < 0 ? cli_flag_bad(f, "'%s' is not a backend (auto, ref, cpu or cuda)", v) : rc;
         opts->backend = k >= 0 ? backend_ids[k] : opts->backend;
     } else if (cli_flag_is(f, NULL, "--dtype")) {
         rc = cli_flag_value(f, &v);

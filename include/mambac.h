@@ -86,9 +86,10 @@ MC_API mc_status mc_config_preset(const char *name, mc_config *cfg, mc_error *er
 typedef struct mc_model mc_model; // opaque; immutable after load, shareable between threads
 
 typedef enum mc_backend {
-    MC_BACKEND_AUTO = 0, // the fastest built backend (cpu)
+    MC_BACKEND_AUTO = 0, // the fastest backend built and usable here: cuda when a GPU is present, else cpu
     MC_BACKEND_REF,      // the plain reference kernels (the oracle in tests)
     MC_BACKEND_CPU,      // SIMD + threads, chosen for this CPU at run time
+    MC_BACKEND_CUDA,     // NVIDIA GPUs (built when nvcc is found)
 } mc_backend;
 
 typedef enum mc_weight_dtype {
@@ -163,7 +164,7 @@ typedef struct mc_state mc_state;
 MC_API mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_error *err);
 MC_API void mc_state_free(mc_state *state);
 MC_API int64_t mc_state_n_seq(const mc_state *state);
-MC_API void mc_state_reset(mc_state *state); // back to zero for every sequence
+MC_API mc_status mc_state_reset(mc_state *state, mc_error *err); // back to zero for every sequence
 
 // Where the forward passes that use a state spend their time, for benchmarks: while profiling is on, each part of
 // the forward is timed (wall clock, threads included) and summed. Each part is one op per layer (or per call).

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "check.h"
-#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dtype.h"
 #include "kernels/ref/ref.h"
 
@@ -155,9 +155,11 @@ static bool run_case(mc_cpu_matmul_fn fn, const char *vname, int dtype, const mm
 
 // Every (M, K) pair with an N, ldx, bias and int8 group that rotate with it, so each M meets every K tail and
 // every int8 grouping, in both the decode (small M) and prefill (large M) paths; then the model's odd shapes.
-static void check_variant(int variant) {
-    mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(variant);
-    const char *vname = mc_cpu_matmul_variant_name(variant);
+static void check_variant(int isa) {
+    static const char *const names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" };
+    const mc_cpu_kernels *k = mc_cpu_kernels_get(isa);
+    mc_cpu_matmul_fn fn = k != NULL ? k->matmul : NULL;
+    const char *vname = names[isa];
     if (fn == NULL) {
         printf("SKIP: matmul variant %s: not supported by this CPU or build\n", vname);
         skip();
@@ -198,34 +200,29 @@ static void check_variant(int variant) {
 
 static void test_matmul_portable(void **state) {
     (void)state;
-    check_variant(MC_CPU_MATMUL_PORTABLE);
+    check_variant(MC_CPU_ISA_C);
 }
 
 static void test_matmul_avx2(void **state) {
     (void)state;
-    check_variant(MC_CPU_MATMUL_AVX2);
+    check_variant(MC_CPU_ISA_AVX2);
 }
 
 static void test_matmul_avx512(void **state) {
     (void)state;
-    check_variant(MC_CPU_MATMUL_AVX512);
+    check_variant(MC_CPU_ISA_AVX512);
 }
 
-// The selected variant is one of the table's, and K = 0 or M = 0 calls behave.
+// K = 0 or M = 0 calls behave on every table.
 static void test_matmul_select_and_empty(void **state) {
     (void)state;
-    mc_cpu_matmul_fn sel = mc_cpu_matmul_select();
-    assert_non_null(sel);
-    bool found = false;
-    for (int v = 0; v < MC_CPU_MATMUL_COUNT; v++) {
-        found = found || mc_cpu_matmul_variant_get(v) == sel;
-    }
-    assert_true(found);
-    for (int v = 0; v < MC_CPU_MATMUL_COUNT; v++) {
-        mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(v);
-        if (fn == NULL) {
+    assert_non_null(mc_cpu_kernels_best()->matmul);
+    for (int v = 0; v < MC_CPU_ISA_COUNT; v++) {
+        const mc_cpu_kernels *k = mc_cpu_kernels_get(v);
+        if (k == NULL) {
             continue;
         }
+        mc_cpu_matmul_fn fn = k->matmul;
         const float w0 = 0.0f, x0 = 0.0f, bias[3] = { 1.0f, -2.0f, 3.0f };
         const mc_weight w = { .data = &w0, .dtype = MC_DTYPE_F32, .rows = 3, .cols = 0 };
         const mc_exec ex = { .n_threads = 2 };

@@ -1,4 +1,4 @@
-// Parity of the cpu backend's SSM-path kernels (src/kernels/cpu/ssm.h) with their reference twins: every variant
+// Parity of the cpu backend's SSM-path kernels (src/kernels/cpu/cpu.h) with their reference twins: every variant
 // (portable C, AVX2, AVX-512; called directly, skipped with a note when the CPU lacks it), 1 and 2 threads, on sizes
 // that break vector blocks, with the state carried across chunked calls; batched decode steps against per-sequence
 // reference steps.
@@ -16,7 +16,6 @@
 
 #include "check.h"
 #include "kernels/cpu/cpu.h"
-#include "kernels/cpu/ssm.h"
 #include "kernels/ref/ref.h"
 #include "mambac.h"
 
@@ -30,7 +29,10 @@
 // Embedding: widening f16/bf16 to f32 is exact and int8 is q · scale rounded once, as the reference does.
 #define TOL_EXACT 0.0
 
-static const char *const isa_names[MC_SSM_ISA_COUNT] = { "c", "avx2", "avx512" };
+static const char *const isa_names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" };
+
+// The kernel `op` of isa's table, or NULL when this CPU or build lacks the table.
+#define KERNEL(isa, op) (mc_cpu_kernels_get(isa) != NULL ? mc_cpu_kernels_get(isa)->op : NULL)
 static const int thread_counts[] = { 1, 2 };
 
 typedef struct rng {
@@ -141,8 +143,8 @@ static bool scan_check(const scan_data *d, uint64_t seed) {
     const int64_t L = d->L, E = d->E, N = d->N;
     float *y = alloc_f32(L * E), *h = alloc_f32(E * N);
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_selective_scan_fn f = KERNEL(isa, selective_scan);
         if (f == NULL) {
             continue;
         }
@@ -174,8 +176,8 @@ static bool scan_check(const scan_data *d, uint64_t seed) {
 }
 
 static void scan_notes(void) {
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        variant_note((const void *)mc_cpu_selective_scan_variant(isa), "selective_scan", isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        variant_note((const void *)KERNEL(isa, selective_scan), "selective_scan", isa);
     }
 }
 
@@ -221,8 +223,8 @@ static void test_scan_softplus_edges(void **unused) {
     const float one = 1.0f, A = -1.0f, D = 0.0f, z = 50.0f, zero = 0.0f;
     float bc[2] = { 1.0f, 1.0f };
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_selective_scan_fn f = KERNEL(isa, selective_scan);
         if (!variant_note((const void *)f, "selective_scan", isa)) {
             continue;
         }
@@ -257,8 +259,8 @@ static bool conv_case(int64_t L, int64_t E, int64_t K, bool with_bias, uint64_t 
     memcpy(want_s, s0, (size_t)(E * K) * sizeof(float));
     mc_ref_conv1d(&ex1, want_u, want_s, x, ldx, w, bias, L, E, K);
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_conv1d_fn f = mc_cpu_conv1d_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_conv1d_fn f = KERNEL(isa, conv1d);
         if (f == NULL) {
             continue;
         }
@@ -297,8 +299,8 @@ static void test_conv1d(void **unused) {
     const int64_t Es[] = { 1, 3, 17, 63, 65, 1536 }, Ks[] = { 1, 2, 3, 4, 5, 9 }, Ls[] = { 1, 2, 5, 129 };
     bool ok = true;
     uint64_t seed = 500;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        variant_note((const void *)mc_cpu_conv1d_variant(isa), "conv1d", isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        variant_note((const void *)KERNEL(isa, conv1d), "conv1d", isa);
     }
     for (size_t a = 0; a < sizeof(Es) / sizeof(Es[0]); a++) {
         for (size_t b = 0; b < sizeof(Ks) / sizeof(Ks[0]); b++) {
@@ -330,8 +332,8 @@ static bool scan_step_case(int64_t n_seq, int64_t E, int64_t N, int steps, uint6
     fill(&r, D, E, -1.0f, 1.0f);
     fill(&r, h0, n_seq * E * N, -1.0f, 1.0f);
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_step_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_selective_scan_fn f = KERNEL(isa, selective_scan_step);
         if (f == NULL) {
             continue;
         }
@@ -381,8 +383,8 @@ static bool conv_step_case(int64_t n_seq, int64_t E, int64_t K, int steps, uint6
     fill(&r, bias, E, -0.5f, 0.5f);
     fill(&r, s0, n_seq * E * K, -3.0f, 3.0f);
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_conv1d_fn f = mc_cpu_conv1d_step_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_conv1d_fn f = KERNEL(isa, conv1d_step);
         if (f == NULL) {
             continue;
         }
@@ -419,9 +421,9 @@ static void test_steps(void **unused) {
     const int64_t n_seqs[] = { 1, 3, 8 }, Es[] = { 1, 17, 65, 1536 }, Ns[] = { 1, 16, 17 }, Ks[] = { 1, 4, 5, 9 };
     bool ok = true;
     uint64_t seed = 9000;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        variant_note((const void *)mc_cpu_selective_scan_step_variant(isa), "selective_scan_step", isa);
-        variant_note((const void *)mc_cpu_conv1d_step_variant(isa), "conv1d_step", isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        variant_note((const void *)KERNEL(isa, selective_scan_step), "selective_scan_step", isa);
+        variant_note((const void *)KERNEL(isa, conv1d_step), "conv1d_step", isa);
     }
     for (size_t a = 0; a < sizeof(n_seqs) / sizeof(n_seqs[0]); a++) {
         for (size_t b = 0; b < sizeof(Es) / sizeof(Es[0]); b++) {
@@ -441,8 +443,8 @@ static void test_steps(void **unused) {
 static void test_rmsnorm(void **unused) {
     const int64_t Ms[] = { 1, 3, 17, 64 }, Hs[] = { 1, 3, 17, 63, 65, 768, 1536 }; // 64 × 1536: threaded
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_rmsnorm_fn f = mc_cpu_rmsnorm_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_rmsnorm_fn f = KERNEL(isa, rmsnorm);
         if (!variant_note((const void *)f, "rmsnorm", isa)) {
             continue;
         }
@@ -522,8 +524,8 @@ static void test_embed(void **unused) {
     const int64_t Hs[] = { 1, 3, 17, 63, 65, 768 }, groups[] = { 1, 7, 32, 0 }; // 0: one group per row
     const int64_t V = 37;
     bool ok = true;
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        mc_cpu_embed_fn f = mc_cpu_embed_variant(isa);
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        mc_cpu_embed_fn f = KERNEL(isa, embed);
         if (!variant_note((const void *)f, "embed", isa)) {
             continue;
         }
@@ -594,36 +596,20 @@ static void test_nll(void **unused) {
     free(logits);
 }
 
-// select() hands out the best available variant, never NULL.
+// The best table is the last one this CPU runs, the portable one always runs, and no table exists past the enum.
 static void test_select(void **unused) {
-    const void *best[4] = { NULL, NULL, NULL, NULL };
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        const void *v[4] = { (const void *)mc_cpu_embed_variant(isa), (const void *)mc_cpu_rmsnorm_variant(isa),
-                             (const void *)mc_cpu_conv1d_variant(isa),
-                             (const void *)mc_cpu_selective_scan_variant(isa) };
-        for (int op = 0; op < 4; op++) {
-            if (v[op] != NULL) {
-                best[op] = v[op];
-            }
+    const mc_cpu_kernels *best = NULL;
+    for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
+        const mc_cpu_kernels *k = mc_cpu_kernels_get(isa);
+        if (k != NULL) {
+            assert_int_equal(k->isa, isa);
+            assert_string_equal(k->name, isa_names[isa]);
+            best = k;
         }
     }
-    assert_ptr_equal((const void *)mc_cpu_embed_select(), best[0]);
-    assert_ptr_equal((const void *)mc_cpu_rmsnorm_select(), best[1]);
-    assert_ptr_equal((const void *)mc_cpu_conv1d_select(), best[2]);
-    assert_ptr_equal((const void *)mc_cpu_selective_scan_select(), best[3]);
-    const void *best_step[2] = { NULL, NULL };
-    for (int isa = 0; isa < MC_SSM_ISA_COUNT; isa++) {
-        if (mc_cpu_conv1d_step_variant(isa) != NULL) {
-            best_step[0] = (const void *)mc_cpu_conv1d_step_variant(isa);
-        }
-        if (mc_cpu_selective_scan_step_variant(isa) != NULL) {
-            best_step[1] = (const void *)mc_cpu_selective_scan_step_variant(isa);
-        }
-    }
-    assert_ptr_equal((const void *)mc_cpu_conv1d_step_select(), best_step[0]);
-    assert_ptr_equal((const void *)mc_cpu_selective_scan_step_select(), best_step[1]);
-    assert_non_null(mc_cpu_selective_scan_variant(MC_SSM_ISA_C));
-    assert_null(mc_cpu_selective_scan_variant(MC_SSM_ISA_COUNT));
+    assert_ptr_equal(mc_cpu_kernels_best(), best);
+    assert_non_null(mc_cpu_kernels_get(MC_CPU_ISA_C));
+    assert_null(mc_cpu_kernels_get(MC_CPU_ISA_COUNT));
 }
 
 int main(void) {

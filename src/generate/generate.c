@@ -234,8 +234,10 @@ static mc_status prefill_all(gen_ctx *c, mc_error *err) {
             continue; // max_new_tokens 0: nothing to prefill for
         }
         float *row = c->logits + i * c->n_vocab;
-        mc_state_reset(c->one);
-        mc_status st = mc_model_forward(c->model, c->one, s->ids, 1, s->n_prompt, false, row, err);
+        mc_status st = mc_state_reset(c->one, err);
+        if (st == MC_OK) {
+            st = mc_model_forward(c->model, c->one, s->ids, 1, s->n_prompt, false, row, err);
+        }
         if (st == MC_OK) {
             st = mc_state_copy_seq(c->batch, i, c->one, 0, err);
         }

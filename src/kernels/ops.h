@@ -24,47 +24,88 @@ typedef struct mc_weight {
     int64_t group;       // MC_DTYPE_I8 only
 } mc_weight;
 
+// A backend: the memory it computes in, per-caller contexts, and the compute ops. Every entry returns mc_status
+// (a failed launch or allocation is reported through ex->err, never by exiting). Pointers handed to the memory
+// and compute entries live in the backend's memory (host memory when host_memory is true), except where an entry
+// says otherwise. Calls on one context run in order; `sync` waits for them (a no-op on the host backends).
 typedef struct mc_ops {
     const char *name;
+    mc_backend backend; // never MC_BACKEND_AUTO
+    bool host_memory;   // the backend computes in host memory: a caller's host pointers may be passed directly
+
+    // A per-caller context: n_threads, and on a device its stream and library handles. exec_free(NULL) is a no-op.
+    mc_status (*exec_init)(mc_exec *ex, int n_threads, mc_error *err);
+    void (*exec_free)(mc_exec *ex);
+
+    // Memory: alloc returns `bytes` zeroed bytes, 64-byte aligned (*out NULL on failure); free(NULL) is a no-op.
+    // upload copies host → backend, download backend → host, copy within the backend; zero clears bytes.
+    mc_status (*alloc)(const mc_exec *ex, void **out, size_t bytes);
+    void (*free)(const mc_exec *ex, void *p);
+    mc_status (*upload)(const mc_exec *ex, void *dst, const void *src, size_t bytes);
+    mc_status (*download)(const mc_exec *ex, void *dst, const void *src, size_t bytes);
+    mc_status (*copy)(const mc_exec *ex, void *dst, const void *src, size_t bytes);
+    mc_status (*zero)(const mc_exec *ex, void *dst, size_t bytes);
+    mc_status (*sync)(const mc_exec *ex);
 
     // y[M, N] = x[M, K] · Wᵀ (+ bias[N] when bias != NULL), W = w [N, K] read as stored. Rows of x are ldx floats
     // apart. y does not alias x.
-    void (*matmul)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
-                   int64_t M, int64_t N, int64_t K);
+    mc_status (*matmul)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                        const float *bias, int64_t M, int64_t N, int64_t K);
 
-    // out[i, :] = W[ids[i], :] for i < n; W is [rows, H]. ids were checked by the caller.
-    void (*embed)(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H);
+    // out[b, t, :] = W[ids[b · ldi + t], :] for Bt sequences of T positions; W is [rows, H]. ids were checked by
+    // the caller.
+    mc_status (*embed)(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi,
+                       int64_t Bt, int64_t T, int64_t H);
 
     // Residual add + RMSNorm (spec §3.2–3.3): when add != NULL, x[m, :] += add[m, :] first; then
     // y[m, :] = x[m, :] / sqrt(mean(x[m, :]²) + eps) · w. y does not alias x.
-    void (*rmsnorm)(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
-                    float eps);
+    mc_status (*rmsnorm)(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                         int64_t H, float eps);
 
-    // Causal depthwise conv + SiLU over L steps of one sequence (spec §3.4 step 3), continuing from state [E, K]
-    // (the last K inputs, oldest first), which is updated to the last K inputs after the call.
-    // u[t, e] = silu(Σ_k w[e, k] · x[t − (K−1) + k, e] + b[e]); x rows are ldx floats apart; b may be NULL.
-    void (*conv1d)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
-                   const float *b, int64_t L, int64_t E, int64_t K);
+    // Causal depthwise conv + SiLU over Bt sequences of L steps (spec §3.4 step 3), each continuing from its state
+    // [E, K] (the last K inputs, oldest first; state is [Bt, E, K]), updated to the last K inputs after the call.
+    // u[b, t, e] = silu(Σ_k w[e, k] · x[b, t − (K−1) + k, e] + b[e]); x rows are ldx floats apart (sequence b
+    // starts at row b · L); u is [Bt, L, E]; bias may be NULL.
+    mc_status (*conv1d)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                        const float *bias, int64_t Bt, int64_t L, int64_t E, int64_t K);
 
-    // Selective scan of one sequence (spec §3.4 steps 4–9), continuing from h [E, N] (updated in place):
-    // Δ = softplus(dt[t, e] + dt_bias[e]); h = exp(Δ·A)·h + Δ·B[t]·u[t, e]; y = (C[t]·h + D[e]·u[t, e])·silu(z[t, e]).
-    // u, dt, y are [L, E]; B and C rows are ldbc floats apart; z rows ldz floats apart.
-    void (*selective_scan)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
-                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-                           const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N);
-
-    // One decode step of n_seq sequences in one call: conv1d and selective_scan with L replaced by n_seq, row b
-    // being sequence b with its own state (conv state [n_seq, E, K], h [n_seq, E, N]); x, u, dt, y are [n_seq, ·]
-    // rows as in the sequence forms (x ldx apart, B/C ldbc apart, z ldz apart).
-    void (*conv1d_step)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
-                        const float *b, int64_t n_seq, int64_t E, int64_t K);
-    void (*selective_scan_step)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+    // Selective scan of Bt sequences (spec §3.4 steps 4–9), each continuing from h [E, N] (h is [Bt, E, N],
+    // updated in place): Δ = softplus(dt[t, e] + dt_bias[e]); h = exp(Δ·A)·h + Δ·B[t]·u[t, e];
+    // y = (C[t]·h + D[e]·u[t, e])·silu(z[t, e]). u, dt, y are [Bt, L, E]; B and C rows are ldbc floats apart, z
+    // rows ldz apart (sequence b starts at row b · L of each).
+    mc_status (*selective_scan)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                                 const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-                                const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N);
+                                const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
+                                int64_t N);
 
-    // Next-token loss of T rows of logits [T, V]: out[t] = −log softmax(logits[t, :])[targets[t]], the row's max
-    // subtracted first and the exponentials summed in double. targets were checked by the caller.
-    void (*nll)(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V, const int32_t *targets);
+    // One decode step of n_seq sequences: the sequence forms with L = 1 and Bt = n_seq, row b being sequence b
+    // with its own state (conv state [n_seq, E, K], h [n_seq, E, N]). Kept apart because a step is laid out for
+    // parallelism across sequences, not along time.
+    mc_status (*conv1d_step)(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                             const float *bias, int64_t n_seq, int64_t E, int64_t K);
+    mc_status (*selective_scan_step)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                     const float *dt_bias, const float *A, const float *B, const float *C,
+                                     int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
+                                     int64_t E, int64_t N);
+
+    // Next-token loss of T rows of logits [T, V] in HOST memory (as mc_model_forward returns them):
+    // out[t] = −log softmax(logits[t, :])[targets[t]], the row's max subtracted first and the exponentials summed
+    // in double. targets were checked by the caller.
+    mc_status (*nll)(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
+                     const int32_t *targets);
 } mc_ops;
 
+// The op table of a backend: AUTO resolves to the fastest one built and usable here. MC_ERR_UNSUPPORTED names a
+// backend this build lacks or this machine cannot run. The tables are static and shared by every caller.
+const mc_ops *mc_ops_get(mc_backend backend, mc_error *err);
+
 extern const mc_ops mc_ops_ref;
+
+// Host-memory entries shared by the host backends (ref, cpu).
+mc_status mc_host_exec_init(mc_exec *ex, int n_threads, mc_error *err);
+void mc_host_exec_free(mc_exec *ex);
+mc_status mc_host_alloc(const mc_exec *ex, void **out, size_t bytes);
+void mc_host_free(const mc_exec *ex, void *p);
+mc_status mc_host_copy(const mc_exec *ex, void *dst, const void *src, size_t bytes); // upload, download and copy
+mc_status mc_host_zero(const mc_exec *ex, void *dst, size_t bytes);
+mc_status mc_host_sync(const mc_exec *ex);

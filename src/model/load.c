@@ -10,7 +10,6 @@
 #include "base/error.h"
 #include "base/file.h"
 #include "io/hub.h"
-#include "kernels/cpu/cpu.h"
 #include "kernels/dtype.h"
 #include "model/model.h"
 
@@ -287,21 +286,9 @@ mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error
     if (opts->n_threads > 4096) {
         return mc_fail(err, MC_ERR_INVALID, "threads: %d is more than 4096", opts->n_threads);
     }
-    m->exec.n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_physical_cores();
-    switch (opts->backend) {
-        case MC_BACKEND_REF:
-            m->ops_table = mc_ops_ref;
-            break;
-        case MC_BACKEND_AUTO:
-        case MC_BACKEND_CPU:
-            mc_ops_cpu_init(&m->ops_table);
-            break;
-        default:
-            return mc_fail(err, MC_ERR_INVALID, "backend: unknown backend %d", (int)opts->backend);
-    }
-    m->backend = opts->backend == MC_BACKEND_REF ? MC_BACKEND_REF : MC_BACKEND_CPU;
-    m->ops = &m->ops_table;
-    return MC_OK;
+    m->n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_physical_cores();
+    m->ops = mc_ops_get(opts->backend, err);
+    return m->ops != NULL ? MC_OK : err != NULL ? err->code : MC_ERR_UNSUPPORTED;
 }
 
 static int64_t matrix_bytes(const mc_weight *w) {
@@ -339,6 +326,8 @@ const char *mc_backend_name(mc_backend backend) {
             return "ref";
         case MC_BACKEND_CPU:
             return "cpu";
+        case MC_BACKEND_CUDA:
+            return "cuda";
     }
     return "?";
 }
@@ -429,8 +418,8 @@ const char *mc_model_dir(const mc_model *m) {
 
 void mc_model_get_info(const mc_model *m, mc_model_info *info) {
     *info = m->info;
-    info->n_threads = m->exec.n_threads;
-    info->backend = m->backend;
+    info->n_threads = m->n_threads;
+    info->backend = m->ops->backend;
 }
 
 const char *mc_dtype_name(mc_dtype dtype) {

@@ -33,18 +33,18 @@ struct mc_model {
     void **owned;     // converted copies (f32 vectors, realigned matrices), freed with the model
     int64_t n_owned, cap_owned;
     mc_model_info info;
-    const mc_ops *ops; // points at ops_table
-    mc_ops ops_table;
-    mc_exec exec;
-    mc_backend backend;
+    const mc_ops *ops; // the backend (a static table shared by every model)
+    int n_threads;     // each state's context starts with this many threads
 };
 
 struct mc_state {
     int64_t n_seq, n_layer, d_inner, d_conv, d_state;
+    const mc_ops *ops; // the model's backend: conv, ssm and scratch live in its memory
+    mc_exec exec;      // this state's context (threads; a device's stream and handles)
     float *conv; // [NL, n_seq, E, K]
     float *ssm;  // [NL, n_seq, E, N]
     float *scratch; // the forward's activations, kept between calls (not part of the recurrent state)
-    int64_t scratch_rows;
+    int64_t scratch_rows; // its size in floats
     bool profiling;
     int64_t profile_ns[MC_PROFILE_COUNT]; // summed while profiling
 };

@@ -34,8 +34,10 @@ mc_status mc_model_score(const mc_model *m, const int32_t *ids, int64_t n_ids, m
         st = mc_model_forward(m, state, ids + t0, 1, T, true, logits, err);
         if (st == MC_OK) {
             double row_nll[MC_SCORE_CHUNK];
-            m->ops->nll(&m->exec, row_nll, logits, T, V, ids + t0 + 1);
-            for (int64_t t = 0; t < T; t++) { // summed in order, whatever the thread count
+            state->exec.err = err;
+            st = m->ops->nll(&state->exec, row_nll, logits, T, V, ids + t0 + 1);
+            state->exec.err = NULL;
+            for (int64_t t = 0; st == MC_OK && t < T; t++) { // summed in order, whatever the thread count
                 total += row_nll[t];
             }
         }

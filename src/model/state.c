@@ -19,14 +19,25 @@ mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_
         return mc_fail(err, MC_ERR_INVALID, "state: size for %lld sequences overflows", (long long)n_seq);
     }
     mc_state *s = calloc(1, sizeof(*s));
-    if (s != NULL) {
-        s->conv = calloc((size_t)n_conv, sizeof(float));
-        s->ssm = calloc((size_t)n_ssm, sizeof(float));
+    if (s == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "state: out of memory");
     }
-    if (s == NULL || s->conv == NULL || s->ssm == NULL) {
+    s->ops = model->ops;
+    mc_status st = s->ops->exec_init(&s->exec, model->n_threads, err);
+    if (st != MC_OK) {
+        free(s);
+        return st;
+    }
+    s->exec.err = err;
+    st = s->ops->alloc(&s->exec, (void **)&s->conv, (size_t)n_conv * sizeof(float));
+    if (st == MC_OK) {
+        st = s->ops->alloc(&s->exec, (void **)&s->ssm, (size_t)n_ssm * sizeof(float));
+    }
+    s->exec.err = NULL;
+    if (st != MC_OK) {
         mc_state_free(s);
-        return mc_fail(err, MC_ERR_NOMEM, "state: cannot allocate %lld floats for %lld sequences",
-                       (long long)(n_conv + n_ssm), (long long)n_seq);
+        return mc_fail(err, st, "state: cannot allocate %lld floats for %lld sequences", (long long)(n_conv + n_ssm),
+                       (long long)n_seq);
     }
     s->n_seq = n_seq;
     s->n_layer = c->num_hidden_layers;
@@ -41,9 +52,10 @@ void mc_state_free(mc_state *s) {
     if (s == NULL) {
         return;
     }
-    free(s->conv);
-    free(s->ssm);
-    free(s->scratch);
+    s->ops->free(&s->exec, s->conv);
+    s->ops->free(&s->exec, s->ssm);
+    s->ops->free(&s->exec, s->scratch);
+    s->ops->exec_free(&s->exec);
     free(s);
 }
 
@@ -51,9 +63,16 @@ int64_t mc_state_n_seq(const mc_state *s) {
     return s->n_seq;
 }
 
-void mc_state_reset(mc_state *s) {
-    memset(s->conv, 0, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_conv) * sizeof(float));
-    memset(s->ssm, 0, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_state) * sizeof(float));
+mc_status mc_state_reset(mc_state *s, mc_error *err) {
+    s->exec.err = err;
+    mc_status st = s->ops->zero(&s->exec, s->conv, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_conv) *
+                                                       sizeof(float));
+    if (st == MC_OK) {
+        st = s->ops->zero(&s->exec, s->ssm, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_state) *
+                                                sizeof(float));
+    }
+    s->exec.err = NULL;
+    return st;
 }
 
 void mc_state_profile(mc_state *s, bool on) {
@@ -84,12 +103,21 @@ mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src,
         return mc_fail(err, MC_ERR_INVALID, "state copy: sequence %lld -> %lld out of range (%lld, %lld)",
                        (long long)src_seq, (long long)dst_seq, (long long)src->n_seq, (long long)dst->n_seq);
     }
-    const int64_t nc = dst->d_inner * dst->d_conv, ns = dst->d_inner * dst->d_state;
-    for (int64_t l = 0; l < dst->n_layer; l++) {
-        memcpy(dst->conv + (l * dst->n_seq + dst_seq) * nc, src->conv + (l * src->n_seq + src_seq) * nc,
-               (size_t)nc * sizeof(float));
-        memcpy(dst->ssm + (l * dst->n_seq + dst_seq) * ns, src->ssm + (l * src->n_seq + src_seq) * ns,
-               (size_t)ns * sizeof(float));
+    if (dst->ops != src->ops) {
+        return mc_fail(err, MC_ERR_INVALID, "state copy: the two states belong to different backends (%s, %s)",
+                       dst->ops->name, src->ops->name);
     }
-    return MC_OK;
+    const int64_t nc = dst->d_inner * dst->d_conv, ns = dst->d_inner * dst->d_state;
+    mc_status st = MC_OK;
+    dst->exec.err = err;
+    for (int64_t l = 0; st == MC_OK && l < dst->n_layer; l++) {
+        st = dst->ops->copy(&dst->exec, dst->conv + (l * dst->n_seq + dst_seq) * nc,
+                            src->conv + (l * src->n_seq + src_seq) * nc, (size_t)nc * sizeof(float));
+        if (st == MC_OK) {
+            st = dst->ops->copy(&dst->exec, dst->ssm + (l * dst->n_seq + dst_seq) * ns,
+                                src->ssm + (l * src->n_seq + src_seq) * ns, (size_t)ns * sizeof(float));
+        }
+    }
+    dst->exec.err = NULL;
+    return st;
 }

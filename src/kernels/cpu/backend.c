@@ -1,17 +1,148 @@
-// Builds the CPU backend's op table from the per-op selectors; each picks its variant for the running CPU.
+// The CPU backend's tables: one kernel table per instruction set, and the op table built from the best one this CPU
+// runs (the batch and the status around the kernels; memory is host memory).
 #include "kernels/cpu/cpu.h"
 
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/simd.h"
+
+static const mc_cpu_kernels kernels_c = {
+    MC_CPU_ISA_C,           "c",
+    mc_cpu_matmul_c,        mc_cpu_embed_c,
+    mc_cpu_rmsnorm_c,       mc_cpu_conv1d_c,
+    mc_cpu_conv1d_step_c,   mc_cpu_selective_scan_c,
+    mc_cpu_selective_scan_step_c,
+};
+
+#if defined(__x86_64__)
+static const mc_cpu_kernels kernels_avx2 = {
+    MC_CPU_ISA_AVX2,         "avx2",
+    mc_cpu_matmul_avx2,      mc_cpu_embed_avx2,
+    mc_cpu_rmsnorm_avx2,     mc_cpu_conv1d_avx2,
+    mc_cpu_conv1d_step_avx2, mc_cpu_selective_scan_avx2,
+    mc_cpu_selective_scan_step_avx2,
+};
+
+static const mc_cpu_kernels kernels_avx512 = {
+    MC_CPU_ISA_AVX512,         "avx512",
+    mc_cpu_matmul_avx512,      mc_cpu_embed_avx512,
+    mc_cpu_rmsnorm_avx512,     mc_cpu_conv1d_avx512,
+    mc_cpu_conv1d_step_avx512, mc_cpu_selective_scan_avx512,
+    mc_cpu_selective_scan_step_avx512,
+};
+#endif
+
+const mc_cpu_kernels *mc_cpu_kernels_get(int isa) {
+    switch (isa) {
+        case MC_CPU_ISA_C:
+            return &kernels_c;
+#if defined(__x86_64__)
+        case MC_CPU_ISA_AVX2:
+            return mc_simd_has_avx2() ? &kernels_avx2 : NULL;
+        case MC_CPU_ISA_AVX512:
+            return mc_simd_has_avx512() ? &kernels_avx512 : NULL;
+#endif
+        default:
+            return NULL;
+    }
+}
+
+const mc_cpu_kernels *mc_cpu_kernels_best(void) {
+    for (int isa = MC_CPU_ISA_COUNT - 1; isa > MC_CPU_ISA_C; isa--) {
+        const mc_cpu_kernels *k = mc_cpu_kernels_get(isa);
+        if (k != NULL) {
+            return k;
+        }
+    }
+    return &kernels_c;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The op table: the best kernels, set once by mc_ops_cpu_init (under mc_ops_get's pthread_once).
+
+static const mc_cpu_kernels *best;
+
+static mc_status matmul_op(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                           const float *bias, int64_t M, int64_t N, int64_t K) {
+    best->matmul(ex, y, x, ldx, w, bias, M, N, K);
+    return MC_OK;
+}
+
+static mc_status embed_op(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi,
+                          int64_t Bt, int64_t T, int64_t H) {
+    if (ldi == T) { // the ids lie contiguously: one call
+        best->embed(ex, out, w, ids, Bt * T, H);
+        return MC_OK;
+    }
+    for (int64_t b = 0; b < Bt; b++) {
+        best->embed(ex, out + b * T * H, w, ids + b * ldi, T, H);
+    }
+    return MC_OK;
+}
+
+static mc_status rmsnorm_op(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                            int64_t H, float eps) {
+    best->rmsnorm(ex, y, x, add, w, M, H, eps);
+    return MC_OK;
+}
+
+static mc_status conv1d_op(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                           const float *bias, int64_t Bt, int64_t L, int64_t E, int64_t K) {
+    for (int64_t b = 0; b < Bt; b++) {
+        best->conv1d(ex, u + b * L * E, state + b * E * K, x + b * L * ldx, ldx, w, bias, L, E, K);
+    }
+    return MC_OK;
+}
+
+static mc_status scan_op(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                         const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                         int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N) {
+    for (int64_t b = 0; b < Bt; b++) {
+        best->selective_scan(ex, y + b * L * E, h + b * E * N, u + b * L * E, dt + b * L * E, dt_bias, A,
+                             B + b * L * ldbc, C + b * L * ldbc, ldbc, D, z + b * L * ldz, ldz, L, E, N);
+    }
+    return MC_OK;
+}
+
+static mc_status conv1d_step_op(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx,
+                                const float *w, const float *bias, int64_t n_seq, int64_t E, int64_t K) {
+    best->conv1d_step(ex, u, state, x, ldx, w, bias, n_seq, E, K);
+    return MC_OK;
+}
+
+static mc_status scan_step_op(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                              const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    best->selective_scan_step(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    return MC_OK;
+}
+
+static mc_status nll_op(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
+                        const int32_t *targets) {
+    mc_cpu_nll(ex, out, logits, T, V, targets);
+    return MC_OK;
+}
 
 void mc_ops_cpu_init(mc_ops *ops) {
-    ops->name = "cpu";
-    ops->matmul = mc_cpu_matmul_select();
-    ops->embed = mc_cpu_embed_select();
-    ops->rmsnorm = mc_cpu_rmsnorm_select();
-    ops->conv1d = mc_cpu_conv1d_select();
-    ops->selective_scan = mc_cpu_selective_scan_select();
-    ops->conv1d_step = mc_cpu_conv1d_step_select();
-    ops->selective_scan_step = mc_cpu_selective_scan_step_select();
-    ops->nll = mc_cpu_nll;
+    best = mc_cpu_kernels_best();
+    *ops = (mc_ops){
+        .name = "cpu",
+        .backend = MC_BACKEND_CPU,
+        .host_memory = true,
+        .exec_init = mc_host_exec_init,
+        .exec_free = mc_host_exec_free,
+        .alloc = mc_host_alloc,
+        .free = mc_host_free,
+        .upload = mc_host_copy,
+        .download = mc_host_copy,
+        .copy = mc_host_copy,
+        .zero = mc_host_zero,
+        .sync = mc_host_sync,
+        .matmul = matmul_op,
+        .embed = embed_op,
+        .rmsnorm = rmsnorm_op,
+        .conv1d = conv1d_op,
+        .selective_scan = scan_op,
+        .conv1d_step = conv1d_step_op,
+        .selective_scan_step = scan_step_op,
+        .nll = nll_op,
+    };
 }

@@ -4,7 +4,7 @@
 #include <math.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/cpu.h"
 
 // Below this many L·E·K taps the call runs on one thread: a decode step (E=1536, K=4: 6144 taps) takes ~1.5 µs
 // (bench_ssm), too short to pay for waking a second thread.
@@ -79,7 +79,7 @@ static void conv_block_c(const void *ctx, int64_t blk) {
     conv_channels_c(a, e0, e1);
 }
 
-static void conv_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+void mc_cpu_conv1d_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                    const float *b, int64_t L, int64_t E, int64_t K) {
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
     mc_simd_parallel_for(mc_simd_threads(ex, L * E * K, CONV_MIN_PARALLEL), (E + CONV_C_BLOCK - 1) / CONV_C_BLOCK,
@@ -183,10 +183,10 @@ MC_AVX512 static void conv512_block(const void *ctx, int64_t blk) {
     }
 }
 
-MC_AVX512 static void conv_avx512(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx,
+MC_AVX512 void mc_cpu_conv1d_avx512(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx,
                                   const float *w, const float *b, int64_t L, int64_t E, int64_t K) {
     if (K > CONV_MAX_K) {
-        conv_c(ex, u, state, x, ldx, w, b, L, E, K);
+        mc_cpu_conv1d_c(ex, u, state, x, ldx, w, b, L, E, K);
         return;
     }
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
@@ -265,10 +265,10 @@ MC_AVX2 static void conv256_block(const void *ctx, int64_t blk) {
     conv_state_update(a, e0, e0 + ne); // no scatter in AVX2; E·K scalar moves
 }
 
-MC_AVX2 static void conv_avx2(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+MC_AVX2 void mc_cpu_conv1d_avx2(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                               const float *b, int64_t L, int64_t E, int64_t K) {
     if (K > CONV_MAX_K) {
-        conv_c(ex, u, state, x, ldx, w, b, L, E, K);
+        mc_cpu_conv1d_c(ex, u, state, x, ldx, w, b, L, E, K);
         return;
     }
     const conv_args a = { u, state, x, w, b, ldx, L, E, K };
@@ -312,77 +312,27 @@ static void conv_step_run(const mc_exec *ex, mc_simd_item_fn block_fn, int64_t w
                          n_seq * ((s.n_blocks + STEP_GROUP - 1) / STEP_GROUP), conv_step_item, &s);
 }
 
-static void conv_step_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+void mc_cpu_conv1d_step_c(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                         const float *b, int64_t n_seq, int64_t E, int64_t K) {
     conv_step_run(ex, conv_block_c, CONV_C_BLOCK, u, state, x, ldx, w, b, n_seq, E, K);
 }
 
 #if defined(__x86_64__)
-static void conv_step_avx512(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+void mc_cpu_conv1d_step_avx512(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                              const float *b, int64_t n_seq, int64_t E, int64_t K) {
     if (K > CONV_MAX_K) {
-        conv_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
+        mc_cpu_conv1d_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
         return;
     }
     conv_step_run(ex, conv512_block, 16, u, state, x, ldx, w, b, n_seq, E, K);
 }
 
-static void conv_step_avx2(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+void mc_cpu_conv1d_step_avx2(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
                            const float *b, int64_t n_seq, int64_t E, int64_t K) {
     if (K > CONV_MAX_K) {
-        conv_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
+        mc_cpu_conv1d_step_c(ex, u, state, x, ldx, w, b, n_seq, E, K);
         return;
     }
     conv_step_run(ex, conv256_block, 8, u, state, x, ldx, w, b, n_seq, E, K);
 }
 #endif
-
-mc_cpu_conv1d_fn mc_cpu_conv1d_step_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return conv_step_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? conv_step_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? conv_step_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_conv1d_fn mc_cpu_conv1d_step_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_conv1d_fn f = mc_cpu_conv1d_step_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return conv_step_c;
-}
-
-mc_cpu_conv1d_fn mc_cpu_conv1d_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return conv_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? conv_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? conv_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_conv1d_fn mc_cpu_conv1d_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_conv1d_fn f = mc_cpu_conv1d_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return conv_c;
-}

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/dtype.h"
 
 // Below this many elements one thread is faster: the copy is memory-bound and short.
@@ -61,7 +61,7 @@ static void embed_item_c(const void *ctx, int64_t i) {
     embed_row_c(a->out + i * a->H, a->w, a->ids[i], a->H);
 }
 
-static void embed_c(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
+void mc_cpu_embed_c(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
     embed_run(ex, embed_item_c, out, w, ids, n, H);
 }
 
@@ -118,7 +118,7 @@ MC_AVX512 static void embed_item_512(const void *ctx, int64_t i) {
     embed_row_512(a->out + i * a->H, a->w, a->ids[i], a->H);
 }
 
-static void embed_avx512(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
+void mc_cpu_embed_avx512(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
     embed_run(ex, embed_item_512, out, w, ids, n, H);
 }
 
@@ -183,32 +183,7 @@ MC_AVX2 static void embed_item_256(const void *ctx, int64_t i) {
     embed_row_256(a->out + i * a->H, a->w, a->ids[i], a->H);
 }
 
-static void embed_avx2(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
+void mc_cpu_embed_avx2(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t n, int64_t H) {
     embed_run(ex, embed_item_256, out, w, ids, n, H);
 }
 #endif
-
-mc_cpu_embed_fn mc_cpu_embed_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return embed_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? embed_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? embed_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_embed_fn mc_cpu_embed_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_embed_fn f = mc_cpu_embed_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return embed_c;
-}

@@ -10,7 +10,7 @@
 //   block of NR weight rows is converted into a small per-thread f32 tile (f32 weights are used in place), and an
 //   MR×NR register tile accumulates x-panel vectors times broadcast weights over all of K. Compute-bound.
 // Threads split N into contiguous ranges; nothing is shared but the packed x, written before a barrier.
-#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/cpu.h"
 
 #include <omp.h>
 #include <stdbool.h>
@@ -191,7 +191,7 @@ static void port_rows(float *y, const float *x, int64_t ldx, const mc_weight *w,
     }
 }
 
-static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+void mc_cpu_matmul_c(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                             const float *bias, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) {
         return;
@@ -200,7 +200,7 @@ static void matmul_portable(const mc_exec *ex, float *y, const float *x, int64_t
         fill_bias(y, bias, M, N);
         return;
     }
-    if (split_rows(ex, matmul_portable, y, x, ldx, w, bias, M, N, K)) {
+    if (split_rows(ex, mc_cpu_matmul_c, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
     const int nt = pick_threads(ex, M, N, K);
@@ -735,7 +735,7 @@ MC_AVX512 static void g512_rows(float *y, const float *xp, int64_t mr, const mc_
     }
 }
 
-static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+void mc_cpu_matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                           const float *bias, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) {
         return;
@@ -744,7 +744,7 @@ static void matmul_avx512(const mc_exec *ex, float *y, const float *x, int64_t l
         fill_bias(y, bias, M, N);
         return;
     }
-    if (split_rows(ex, matmul_avx512, y, x, ldx, w, bias, M, N, K)) {
+    if (split_rows(ex, mc_cpu_matmul_avx512, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
     const int64_t mr = M <= 16 ? 16 : 32; // one vector of x rows wastes less of a small batch
@@ -1064,7 +1064,7 @@ MC_AVX2 static void g256_rows(float *y, const float *xp, int64_t mr, const mc_we
     }
 }
 
-static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+void mc_cpu_matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
                         int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) {
         return;
@@ -1073,7 +1073,7 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
         fill_bias(y, bias, M, N);
         return;
     }
-    if (split_rows(ex, matmul_avx2, y, x, ldx, w, bias, M, N, K)) {
+    if (split_rows(ex, mc_cpu_matmul_avx2, y, x, ldx, w, bias, M, N, K)) {
         return;
     }
     if (M < GEMM_MIN_M || !run_gemm(ex, g256_rows, G256_MR, G256_NR, y, x, ldx, w, bias, M, N, K)) {
@@ -1082,46 +1082,3 @@ static void matmul_avx2(const mc_exec *ex, float *y, const float *x, int64_t ldx
 }
 
 #endif // __x86_64__
-
-// ---------------------------------------------------------------------------------------------------------------
-// Selection.
-
-mc_cpu_matmul_fn mc_cpu_matmul_variant_get(int variant) {
-    switch (variant) {
-        case MC_CPU_MATMUL_PORTABLE:
-            return matmul_portable;
-#if defined(__x86_64__)
-        case MC_CPU_MATMUL_AVX2:
-            __builtin_cpu_init();
-            if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-                return matmul_avx2;
-            }
-            return NULL;
-        case MC_CPU_MATMUL_AVX512:
-            __builtin_cpu_init();
-            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
-                return matmul_avx512;
-            }
-            return NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-const char *mc_cpu_matmul_variant_name(int variant) {
-    static const char *const names[MC_CPU_MATMUL_COUNT] = { "portable", "avx2", "avx512" };
-    return variant >= 0 && variant < MC_CPU_MATMUL_COUNT ? names[variant] : "?";
-}
-
-mc_cpu_matmul_fn mc_cpu_matmul_select(void) {
-    for (int v = MC_CPU_MATMUL_COUNT - 1; v > 0; v--) {
-        mc_cpu_matmul_fn fn = mc_cpu_matmul_variant_get(v);
-        if (fn != NULL) {
-            return fn;
-        }
-    }
-    return matmul_portable;
-}

@@ -5,7 +5,7 @@
 #include <math.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/cpu.h"
 
 // Below this many elements the call runs on one thread: a row of H=768 takes ~65 ns (bench_ssm), so even a decode
 // step of 32 sequences (~2 µs) is too short to pay for waking a second thread.
@@ -58,7 +58,7 @@ static void rmsnorm_item_c(const void *ctx, int64_t m) {
     rmsnorm_row_c(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
 }
 
-static void rmsnorm_c(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
+void mc_cpu_rmsnorm_c(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
                       float eps) {
     rmsnorm_run(ex, rmsnorm_item_c, y, x, add, w, M, H, eps);
 }
@@ -104,7 +104,7 @@ MC_AVX512 static void rmsnorm_item_512(const void *ctx, int64_t m) {
     rmsnorm_row_512(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
 }
 
-static void rmsnorm_avx512(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+void mc_cpu_rmsnorm_avx512(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
                            int64_t H, float eps) {
     rmsnorm_run(ex, rmsnorm_item_512, y, x, add, w, M, H, eps);
 }
@@ -153,33 +153,8 @@ MC_AVX2 static void rmsnorm_item_256(const void *ctx, int64_t m) {
     rmsnorm_row_256(a->y + m * a->H, a->x + m * a->H, a->add != NULL ? a->add + m * a->H : NULL, a->w, a->H, a->eps);
 }
 
-static void rmsnorm_avx2(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
+void mc_cpu_rmsnorm_avx2(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M, int64_t H,
                          float eps) {
     rmsnorm_run(ex, rmsnorm_item_256, y, x, add, w, M, H, eps);
 }
 #endif
-
-mc_cpu_rmsnorm_fn mc_cpu_rmsnorm_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return rmsnorm_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? rmsnorm_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? rmsnorm_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_rmsnorm_fn mc_cpu_rmsnorm_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_rmsnorm_fn f = mc_cpu_rmsnorm_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return rmsnorm_c;
-}

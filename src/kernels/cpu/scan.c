@@ -6,7 +6,7 @@
 #include <stdbool.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/cpu/ssm.h"
+#include "kernels/cpu/cpu.h"
 
 // Below this many L·E·N state updates the call runs on one thread. A decode step of mamba-130m (E=1536, N=16: 24576
 // updates) takes ~8.5 µs on one Zen 4 core (bench_ssm), several times an OpenMP fork/join, so it is split.
@@ -77,7 +77,7 @@ static void scan_channel_c(const void *ctx, int64_t e) {
     }
 }
 
-static void scan_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+void mc_cpu_selective_scan_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
                    const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
                    int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
@@ -213,7 +213,7 @@ MC_AVX512 static void scan512_block(const void *ctx, int64_t blk) {
     }
 }
 
-MC_AVX512 static void scan_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+MC_AVX512 void mc_cpu_selective_scan_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                                   const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                                   const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
@@ -345,7 +345,7 @@ MC_AVX2 static void scan256_block_n16_item(const void *ctx, int64_t blk) {
     }
 }
 
-MC_AVX2 static void scan_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+MC_AVX2 void mc_cpu_selective_scan_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                               const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                               const float *D, const float *z, int64_t ldz, int64_t L, int64_t E, int64_t N) {
     const scan_args a = { y, h, u, dt, dt_bias, A, D, B, C, z, ldbc, ldz, L, E, N };
@@ -399,74 +399,24 @@ static void scan_step_run(const mc_exec *ex, mc_simd_item_fn block_fn, int64_t w
                          n_seq * ((s.n_blocks + STEP_GROUP - 1) / STEP_GROUP), scan_step_item, &s);
 }
 
-static void scan_step_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+void mc_cpu_selective_scan_step_c(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
                         const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
                         int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
     scan_step_run(ex, scan_channel_c, 1, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
 }
 
 #if defined(__x86_64__)
-static void scan_step_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+void mc_cpu_selective_scan_step_avx512(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                              const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
     scan_step_run(ex, N == 16 ? scan512_block_n16 : scan512_block, 16, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz,
                   n_seq, E, N);
 }
 
-static void scan_step_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+void mc_cpu_selective_scan_step_avx2(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
                            const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
                            int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
     scan_step_run(ex, N == 16 ? scan256_block_n16_item : scan256_block, 8, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z,
                   ldz, n_seq, E, N);
 }
 #endif
-
-mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return scan_step_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? scan_step_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? scan_step_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_selective_scan_fn mc_cpu_selective_scan_step_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_step_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return scan_step_c;
-}
-
-mc_cpu_selective_scan_fn mc_cpu_selective_scan_variant(int isa) {
-    switch (isa) {
-        case MC_SSM_ISA_C:
-            return scan_c;
-#if defined(__x86_64__)
-        case MC_SSM_ISA_AVX2:
-            return mc_simd_has_avx2() ? scan_avx2 : NULL;
-        case MC_SSM_ISA_AVX512:
-            return mc_simd_has_avx512() ? scan_avx512 : NULL;
-#endif
-        default:
-            return NULL;
-    }
-}
-
-mc_cpu_selective_scan_fn mc_cpu_selective_scan_select(void) {
-    for (int isa = MC_SSM_ISA_COUNT - 1; isa > MC_SSM_ISA_C; isa--) {
-        mc_cpu_selective_scan_fn f = mc_cpu_selective_scan_variant(isa);
-        if (f != NULL) {
-            return f;
-        }
-    }
-    return scan_c;
-}

@@ -129,14 +129,85 @@ void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, 
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The ref backend's op table: the twins above, once per sequence of a batch. They cannot fail.
+
+static mc_status matmul_op(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                           const float *bias, int64_t M, int64_t N, int64_t K) {
+    mc_ref_matmul(ex, y, x, ldx, w, bias, M, N, K);
+    return MC_OK;
+}
+
+static mc_status embed_op(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi,
+                          int64_t Bt, int64_t T, int64_t H) {
+    for (int64_t b = 0; b < Bt; b++) {
+        mc_ref_embed(ex, out + b * T * H, w, ids + b * ldi, T, H);
+    }
+    return MC_OK;
+}
+
+static mc_status rmsnorm_op(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                            int64_t H, float eps) {
+    mc_ref_rmsnorm(ex, y, x, add, w, M, H, eps);
+    return MC_OK;
+}
+
+static mc_status conv1d_op(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                           const float *bias, int64_t Bt, int64_t L, int64_t E, int64_t K) {
+    for (int64_t b = 0; b < Bt; b++) {
+        mc_ref_conv1d(ex, u + b * L * E, state + b * E * K, x + b * L * ldx, ldx, w, bias, L, E, K);
+    }
+    return MC_OK;
+}
+
+static mc_status scan_op(const mc_exec *ex, float *y, float *h, const float *u, const float *dt, const float *dt_bias,
+                         const float *A, const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                         int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N) {
+    for (int64_t b = 0; b < Bt; b++) {
+        mc_ref_selective_scan(ex, y + b * L * E, h + b * E * N, u + b * L * E, dt + b * L * E, dt_bias, A,
+                              B + b * L * ldbc, C + b * L * ldbc, ldbc, D, z + b * L * ldz, ldz, L, E, N);
+    }
+    return MC_OK;
+}
+
+static mc_status conv1d_step_op(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx,
+                                const float *w, const float *bias, int64_t n_seq, int64_t E, int64_t K) {
+    mc_ref_conv1d_step(ex, u, state, x, ldx, w, bias, n_seq, E, K);
+    return MC_OK;
+}
+
+static mc_status scan_step_op(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                              const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    mc_ref_selective_scan_step(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    return MC_OK;
+}
+
+static mc_status nll_op(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
+                        const int32_t *targets) {
+    mc_ref_nll(ex, out, logits, T, V, targets);
+    return MC_OK;
+}
+
 const mc_ops mc_ops_ref = {
     .name = "ref",
-    .matmul = mc_ref_matmul,
-    .embed = mc_ref_embed,
-    .rmsnorm = mc_ref_rmsnorm,
-    .conv1d = mc_ref_conv1d,
-    .selective_scan = mc_ref_selective_scan,
-    .conv1d_step = mc_ref_conv1d_step,
-    .selective_scan_step = mc_ref_selective_scan_step,
-    .nll = mc_ref_nll,
+    .backend = MC_BACKEND_REF,
+    .host_memory = true,
+    .exec_init = mc_host_exec_init,
+    .exec_free = mc_host_exec_free,
+    .alloc = mc_host_alloc,
+    .free = mc_host_free,
+    .upload = mc_host_copy,
+    .download = mc_host_copy,
+    .copy = mc_host_copy,
+    .zero = mc_host_zero,
+    .sync = mc_host_sync,
+    .matmul = matmul_op,
+    .embed = embed_op,
+    .rmsnorm = rmsnorm_op,
+    .conv1d = conv1d_op,
+    .selective_scan = scan_op,
+    .conv1d_step = conv1d_step_op,
+    .selective_scan_step = scan_step_op,
+    .nll = nll_op,
 };
