@@ -277,6 +277,51 @@ static void test_long_sequence_chunking(void **unused) {
     free(ids);
 }
 
+// Several sequences past the chunk length in one call: each sequence's rows of every position, and its last
+// position alone, must equal that sequence run by itself. Catches a wrong sequence stride wherever a chunk's ids
+// are read or a batch's logits are written, on every backend.
+static void test_long_batch_equals_alone(void **unused) {
+    for (int fi = 0; fi < g_n_fix && fi < 2; fi++) { // the first fixture on each backend
+        const mc_model *m = g_fix[fi].model;
+        const int64_t V = mc_model_config(m)->vocab_size, B = 3, L = 300;
+        int32_t *ids = malloc((size_t)(B * L) * sizeof(int32_t));
+        uint64_t x = 7 + (uint64_t)fi;
+        for (int64_t i = 0; i < B * L; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int32_t)((x >> 33) % (uint64_t)V);
+        }
+        float *batch = malloc((size_t)(B * L * V) * sizeof(float)), *alone = malloc((size_t)(L * V) * sizeof(float));
+        float *batch_last = malloc((size_t)(B * V) * sizeof(float)), *alone_last = malloc((size_t)V * sizeof(float));
+        mc_state *sb = NULL, *s1 = NULL;
+        mc_error err = { 0 };
+        assert_int_equal(mc_state_new(m, B, &sb, &err), MC_OK);
+        assert_int_equal(mc_state_new(m, 1, &s1, &err), MC_OK);
+        assert_int_equal(mc_model_forward(m, sb, ids, B, L, true, batch, &err), MC_OK);
+        assert_int_equal(mc_state_reset(sb, &err), MC_OK);
+        assert_int_equal(mc_model_forward(m, sb, ids, B, L, false, batch_last, &err), MC_OK);
+        for (int64_t b = 0; b < B; b++) {
+            char label[256];
+            assert_int_equal(mc_state_reset(s1, &err), MC_OK);
+            assert_int_equal(mc_model_forward(m, s1, ids + b * L, 1, L, true, alone, &err), MC_OK);
+            snprintf(label, sizeof(label), "%s: sequence %lld of %lld x %lld, all positions", g_fix[fi].name,
+                     (long long)b, (long long)B, (long long)L);
+            assert_true(mc_check_close(batch + b * L * V, alone, L * V, 1e-5, label));
+            assert_int_equal(mc_state_reset(s1, &err), MC_OK);
+            assert_int_equal(mc_model_forward(m, s1, ids + b * L, 1, L, false, alone_last, &err), MC_OK);
+            snprintf(label, sizeof(label), "%s: sequence %lld of %lld x %lld, last position", g_fix[fi].name,
+                     (long long)b, (long long)B, (long long)L);
+            assert_true(mc_check_close(batch_last + b * V, alone_last, V, 1e-5, label));
+        }
+        mc_state_free(sb);
+        mc_state_free(s1);
+        free(batch);
+        free(alone);
+        free(batch_last);
+        free(alone_last);
+        free(ids);
+    }
+}
+
 static void test_param_count(void **unused) {
     for (int i = 0; i < g_n_fix; i++) {
         const cJSON *n = cJSON_GetObjectItem(g_fix[i].doc, "n_params");
@@ -397,6 +442,7 @@ int main(void) {
         cmocka_unit_test(test_logits_match_transformers),
         cmocka_unit_test(test_step_and_chunks_reproduce_sequence),
         cmocka_unit_test(test_long_sequence_chunking),
+        cmocka_unit_test(test_long_batch_equals_alone),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_bad_ids),
         cmocka_unit_test(test_converted_weights),
