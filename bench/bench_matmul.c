@@ -260,7 +260,7 @@ static const char *const isa_names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" }
 
 static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64_t *group, double *min_s, int *rounds,
                       filters *f) {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // every flag takes a value
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -290,7 +290,6 @@ static int parse_args(int argc, char **argv, int *n_threads, int *variant, int64
         } else {
             return -1;
         }
-        i++;
     }
     return *n_threads >= 1 && *group >= 1 && *variant >= 0 && *rounds >= 1 ? 0 : -1;
 }
