@@ -314,6 +314,67 @@ MC_API mc_status mc_generate(const mc_model *model, const int32_t *const *prompt
                              int64_t n_seq, const mc_generate_opts *opts, int32_t **out_ids, int64_t *out_len,
                              mc_error *err);
 
+// ---------------------------------------------------------------------------------------------------------------
+// Training (src/train/): gradients of the causal-LM loss (spec §6) for every weight, or for LoRA adapters with
+// PEFT's math (spec §8) over a frozen model.
+
+typedef enum mc_lora_bias {
+    MC_LORA_BIAS_NONE = 0, // PEFT bias="none": no bias trained (the only mode implemented so far)
+    MC_LORA_BIAS_ALL,
+    MC_LORA_BIAS_LORA_ONLY,
+} mc_lora_bias;
+
+// The modules a LoRA adapter may adapt (PEFT target names "embeddings", "in_proj", "x_proj", "out_proj").
+enum { MC_LORA_EMBEDDINGS = 1, MC_LORA_IN_PROJ = 2, MC_LORA_X_PROJ = 4, MC_LORA_OUT_PROJ = 8 };
+
+typedef struct mc_lora_spec {
+    int r;             // rank
+    double alpha;      // lora_alpha
+    bool use_rslora;   // scaling alpha / sqrt(r) instead of alpha / r
+    double dropout;    // lora_dropout (0 only, so far)
+    unsigned targets;  // MC_LORA_* bits, at least one
+    mc_lora_bias bias;
+} mc_lora_spec;
+
+typedef struct mc_trainer mc_trainer;
+
+// One trainable tensor: its Hugging Face name (all weights) or PEFT adapter key (LoRA), shape as saved, and its f32
+// value and gradient (numel floats each, in the backend's memory; host memory on ref and cpu). A lora_embedding_A
+// [r, V] is held transposed ([V, r]) inside: `transposed` says so.
+typedef struct mc_train_tensor {
+    const char *name;
+    int ndim;
+    int64_t shape[3];
+    int64_t numel;
+    float *value;
+    float *grad;
+    bool decay;      // transformers' Trainer applies weight decay to it (not biases, not layers.i.norm.weight)
+    bool transposed; // value and grad are the transpose of the 2-D shape
+} mc_train_tensor;
+
+// lora == NULL: every weight of the model becomes trainable (f32 master copies). Else the model stays frozen and
+// new adapters are made with PEFT's default initialisation (Linear A ~ U(±1/sqrt(in)), B = 0; embedding A = 0,
+// B ~ N(0, 1)) from seed, so the adapted model starts equal to the base. The model must outlive the trainer.
+MC_API mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64_t seed, mc_trainer **out,
+                                mc_error *err);
+MC_API void mc_trainer_free(mc_trainer *t);
+MC_API int64_t mc_trainer_n_tensors(const mc_trainer *t);
+MC_API void mc_trainer_tensor(const mc_trainer *t, int64_t i, mc_train_tensor *out);
+MC_API void mc_trainer_zero_grad(mc_trainer *t);
+
+// Runs n_seq sequences of n_tok ids through the model and back: position t predicts labels[t + 1] (labels may equal
+// ids; −100 ignores a target). Adds scale · ∂(Σ NLL)/∂θ to every gradient, and returns Σ NLL over the kept targets
+// and their count (scale = 1 / count gives the mean loss's gradient, as transformers computes it).
+MC_API mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labels, int64_t n_seq,
+                                 int64_t n_tok, double scale, double *nll_sum, int64_t *n_targets, mc_error *err);
+
+// Call after changing tensor values (an optimizer step, loading): refreshes what is derived from them (A = −exp(A_log)).
+MC_API mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err);
+
+// Writes every trainable tensor's gradient under its name (F32, shapes as saved) plus "loss" (a one-element F32
+// tensor) to a safetensors file.
+MC_API mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,6 +2,7 @@
 // no configs, files or tokens. Every entry has a plain twin in ref/ that the tests use as the oracle.
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mambac.h"
@@ -93,6 +94,33 @@ typedef struct mc_ops {
     // in double. targets were checked by the caller.
     mc_status (*nll)(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
                      const int32_t *targets);
+
+    // y[i] = a · y[i] + b · x[i] for i < n (x may be NULL: then y = a · y). x may equal y.
+    mc_status (*axpby)(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
+    // y[i] += a[i] · b[i] for i < n.
+    mc_status (*mul_acc)(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
+
+    // Training: the backward twins. Contracts (shapes, what accumulates, aliasing) are those of the mc_ref_* functions
+    // of the same names in kernels/ref/backward.h; every pointer is in the backend's memory.
+    mc_status (*matmul_dx)(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
+                           int64_t N, int64_t K, bool accumulate);
+    mc_status (*matmul_dw)(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                           int64_t M, int64_t N, int64_t K);
+    mc_status (*embed_bwd)(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
+                           int64_t H);
+    mc_status (*rmsnorm_bwd)(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                             int64_t M, int64_t H, float eps);
+    mc_status (*conv1d_bwd)(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
+                            const float *dstate_final, const float *x, int64_t ldx, const float *state0,
+                            const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K);
+    mc_status (*selective_scan_bwd)(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
+                                    float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                    const float *dh_final, const float *u, const float *dt, const float *dt_bias,
+                                    const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+                                    const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
+                                    int64_t N);
+    mc_status (*cross_entropy)(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
+                               const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale);
 } mc_ops;
 
 // The op table of a backend: AUTO resolves to the fastest one built and usable here. MC_ERR_UNSUPPORTED names a

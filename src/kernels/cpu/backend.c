@@ -3,6 +3,8 @@
 #include "kernels/cpu/cpu.h"
 
 #include "kernels/cpu/simd.h"
+#include "kernels/ref/backward.h"
+#include "kernels/ref/ref.h"
 
 static const mc_cpu_kernels kernels_c = {
     MC_CPU_ISA_C,           "c",
@@ -121,6 +123,31 @@ static mc_status nll_op(const mc_exec *ex, double *out, const float *logits, int
     return MC_OK;
 }
 
+typedef struct axpby_args {
+    float *y;
+    const float *x;
+    float a, b;
+    int64_t n;
+} axpby_args;
+
+static void axpby_item(const void *ctx, int64_t i) { // block i of 4096 elements
+    const axpby_args *p = ctx;
+    const int64_t lo = i * 4096, hi = lo + 4096 < p->n ? lo + 4096 : p->n;
+    mc_ref_axpby(NULL, p->y + lo, p->a, p->x != NULL ? p->x + lo : NULL, p->b, hi - lo);
+}
+
+static mc_status axpby_op(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n) {
+    const axpby_args p = { y, x, a, b, n };
+    mc_simd_parallel_for(mc_simd_threads(ex, n, 1 << 15), (n + 4095) / 4096, axpby_item, &p);
+    return MC_OK;
+}
+
+static mc_status mul_acc_op(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
+    (void)ex;
+    mc_ref_mul_acc(ex, y, a, b, n);
+    return MC_OK;
+}
+
 void mc_ops_cpu_init(mc_ops *ops) {
     best = mc_cpu_kernels_best();
     *ops = (mc_ops){
@@ -144,5 +171,15 @@ void mc_ops_cpu_init(mc_ops *ops) {
         .conv1d_step = conv1d_step_op,
         .selective_scan_step = scan_step_op,
         .nll = nll_op,
+        .axpby = axpby_op,
+        .mul_acc = mul_acc_op,
+        // Training: the reference twins until the fast ones land.
+        .matmul_dx = mc_ref_matmul_dx,
+        .matmul_dw = mc_ref_matmul_dw,
+        .embed_bwd = mc_ref_embed_bwd,
+        .rmsnorm_bwd = mc_ref_rmsnorm_bwd,
+        .conv1d_bwd = mc_ref_conv1d_bwd,
+        .selective_scan_bwd = mc_ref_selective_scan_bwd,
+        .cross_entropy = mc_ref_cross_entropy,
     };
 }

@@ -5,6 +5,7 @@
 
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
+#include "kernels/ref/backward.h"
 #include "kernels/ref/ref.h"
 
 void mc_ref_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
@@ -129,6 +130,20 @@ void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, 
     }
 }
 
+void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n) {
+    (void)ex;
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = a * y[i] + (x != NULL ? b * x[i] : 0.0f);
+    }
+}
+
+void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
+    (void)ex;
+    for (int64_t i = 0; i < n; i++) {
+        y[i] += a[i] * b[i];
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The ref backend's op table: the twins above, once per sequence of a batch. They cannot fail.
 
@@ -183,6 +198,16 @@ static mc_status scan_step_op(const mc_exec *ex, float *y, float *h, const float
     return MC_OK;
 }
 
+static mc_status axpby_op(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n) {
+    mc_ref_axpby(ex, y, a, x, b, n);
+    return MC_OK;
+}
+
+static mc_status mul_acc_op(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
+    mc_ref_mul_acc(ex, y, a, b, n);
+    return MC_OK;
+}
+
 static mc_status nll_op(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
                         const int32_t *targets) {
     mc_ref_nll(ex, out, logits, T, V, targets);
@@ -210,4 +235,13 @@ const mc_ops mc_ops_ref = {
     .conv1d_step = conv1d_step_op,
     .selective_scan_step = scan_step_op,
     .nll = nll_op,
+    .axpby = axpby_op,
+    .mul_acc = mul_acc_op,
+    .matmul_dx = mc_ref_matmul_dx,
+    .matmul_dw = mc_ref_matmul_dw,
+    .embed_bwd = mc_ref_embed_bwd,
+    .rmsnorm_bwd = mc_ref_rmsnorm_bwd,
+    .conv1d_bwd = mc_ref_conv1d_bwd,
+    .selective_scan_bwd = mc_ref_selective_scan_bwd,
+    .cross_entropy = mc_ref_cross_entropy,
 };

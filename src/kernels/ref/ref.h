@@ -22,3 +22,9 @@ void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, 
 
 // One row of mc_ref_nll, which the fast backends run on their threads (so their losses equal the reference's).
 double mc_ref_nll_row(const float *row, int64_t V, int32_t target);
+
+// y = a·y + b·x elementwise (ops.h `axpby`; x may be NULL).
+void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
+
+// y += a ⊙ b elementwise (ops.h `mul_acc`).
+void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);

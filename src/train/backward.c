@@ -1,0 +1,280 @@
+// One training pass over a batch: the forward walk of model/forward.c that keeps each layer's activations (and
+// the LoRA branches), the causal-LM loss fused with its logit gradient in row chunks (so [M, V] logits are never
+// held whole), and the backward walk through the ops' backward twins (spec §6.1). The scan's inner states are
+// recomputed by its backward op, not stored. Every sequence starts from an empty state.
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "train/trainer.h"
+
+#define LOSS_ROWS 64 // positions per logits chunk: [64, V] floats
+
+// Where one batch's buffers lie.
+typedef struct acts {
+    layer_acts *layer; // [NL]
+    float *emb_xa;     // [M, r] s·(embedding LoRA A lookup)
+    float *hfin;       // [M, H] stream after the last layer
+    float *normf;      // [M, H]
+    float *dh, *dnormed, *dxz, *du, *dq, *ddt, *dy; // backward, reused by every layer
+    float *tmp;        // [M, max(2E, H, R + 2N)]
+    float *tr;         // [M, r]
+    float *conv;       // [Bt, E, K] conv window (zero at each layer's start)
+    float *h;          // [Bt, E, N] SSM state
+    float *zero_conv;  // [Bt, E, K] zeros: the starting window the backward reads
+    float *logits;     // [LOSS_ROWS, V]
+    float *dA;         // [E, N]
+    int32_t *ids;      // [M] the batch's ids and targets in the backend's memory
+    int32_t *targets;  // [M]
+} acts;
+
+#define TRY(call)                                                                                                    \
+    do {                                                                                                             \
+        mc_status st_ = (call);                                                                                      \
+        if (st_ != MC_OK) {                                                                                          \
+            return st_;                                                                                              \
+        }                                                                                                            \
+    } while (0)
+
+static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt, int64_t T) {
+    const mc_config *c = &t->base->cfg;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, K = c->conv_kernel,
+                  RN = c->time_step_rank + 2 * N, NL = c->num_hidden_layers, V = c->vocab_size, M = Bt * T;
+    const int64_t r = t->lora ? t->spec.r : 0;
+    int64_t wide = 2 * E > H ? 2 * E : H;
+    wide = wide > RN ? wide : RN;
+    const int64_t per_layer = 3 * H + 5 * E + RN + SITE_COUNT * r;
+    const int64_t per_row = NL * per_layer + r + 2 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
+    const int64_t total = M * (per_row + 2) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
+    if (total > t->act_rows) { // act_rows counts floats
+        float *grown = NULL;
+        TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
+        t->ops->free(&t->exec, t->act);
+        t->act = grown;
+        t->act_rows = total;
+    }
+    float *p = t->act;
+#define TAKE(n) (p += (n), p - (n))
+    for (int64_t l = 0; l < NL; l++) {
+        layer_acts *la = &layers[l];
+        la->hin = TAKE(M * H);
+        la->normed = TAKE(M * H);
+        la->xz = TAKE(M * 2 * E);
+        la->u = TAKE(M * E);
+        la->q = TAKE(M * RN);
+        la->dt = TAKE(M * E);
+        la->y = TAKE(M * E);
+        la->out = TAKE(M * H);
+        for (int s = 0; s < SITE_COUNT; s++) {
+            la->xa[s] = TAKE(M * r);
+        }
+    }
+    a->layer = layers;
+    a->emb_xa = TAKE(M * r);
+    a->hfin = TAKE(M * H);
+    a->normf = TAKE(M * H);
+    a->dh = TAKE(M * H);
+    a->dnormed = TAKE(M * H);
+    a->dxz = TAKE(M * 2 * E);
+    a->du = TAKE(M * E);
+    a->dq = TAKE(M * RN);
+    a->ddt = TAKE(M * E);
+    a->dy = TAKE(M * E);
+    a->tmp = TAKE(M * wide);
+    a->tr = TAKE(M * r);
+    a->conv = TAKE(Bt * E * K);
+    a->zero_conv = TAKE(Bt * E * K);
+    a->h = TAKE(Bt * E * N);
+    a->logits = TAKE(LOSS_ROWS * V);
+    a->dA = TAKE(E * N);
+    a->ids = (int32_t *)TAKE(M); // int32 and float share size and alignment
+    a->targets = (int32_t *)TAKE(M);
+#undef TAKE
+    return t->ops->zero(&t->exec, a->zero_conv, (size_t)(Bt * E * K) * sizeof(float));
+}
+
+// y[M, N] = x·Wᵀ + bias (+ s·(x·Aᵀ)·Bᵀ when the site is adapted; xa keeps s·(x·Aᵀ)).
+static mc_status linear_fwd(mc_trainer *t, const lora_lin *ll, float *xa, float *tmp, float *y, const float *x,
+                            int64_t ldx, const mc_weight *w, const float *bias, int64_t M, int64_t N, int64_t K) {
+    const mc_ops *ops = t->ops;
+    const mc_exec *ex = &t->exec;
+    TRY(ops->matmul(ex, y, x, ldx, w, bias, M, N, K));
+    if (ll == NULL || !ll->on) {
+        return MC_OK;
+    }
+    const int64_t r = ll->A.rows;
+    TRY(ops->matmul(ex, xa, x, ldx, &ll->A, NULL, M, r, K));
+    TRY(ops->axpby(ex, xa, t->lora_scale, NULL, 0.0f, M * r));
+    TRY(ops->matmul(ex, tmp, xa, r, &ll->B, NULL, M, N, r));
+    return ops->axpby(ex, y, 1.0f, tmp, 1.0f, M * N);
+}
+
+// Backward of linear_fwd: dx (written, or added to when accumulate) from dy; dW, dbias (+=, when not NULL) and the
+// adapter's gradients.
+static mc_status linear_bwd(mc_trainer *t, const lora_lin *ll, const float *xa, float *tr, float *dx, int64_t lddx,
+                            bool accumulate, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                            const mc_weight *w, int64_t M, int64_t N, int64_t K) {
+    const mc_ops *ops = t->ops;
+    const mc_exec *ex = &t->exec;
+    if (dw != NULL) {
+        TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
+    }
+    TRY(ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate));
+    if (ll == NULL || !ll->on) {
+        return MC_OK;
+    }
+    const int64_t r = ll->A.rows;
+    TRY(ops->matmul_dw(ex, ll->gB, NULL, dy, xa, r, M, N, r)); // dB += dyᵀ · s(x·Aᵀ)
+    TRY(ops->matmul_dx(ex, tr, r, dy, &ll->B, M, N, r, false)); // tr = s · dy·B
+    TRY(ops->axpby(ex, tr, t->lora_scale, NULL, 0.0f, M * r));
+    TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, x, ldx, M, r, K)); // dA += trᵀ · x
+    return ops->matmul_dx(ex, dx, lddx, tr, &ll->A, M, r, K, true); // dx += tr · A
+}
+
+static const lora_lin *site(const mc_trainer *t, int64_t l, int s) {
+    return t->lora ? &t->sites[l][s] : NULL;
+}
+
+static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, int64_t Bt, int64_t T) {
+    const mc_model *m = &t->view;
+    const mc_config *c = &m->cfg;
+    const mc_ops *ops = t->ops;
+    const mc_exec *ex = &t->exec;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
+                  K = c->conv_kernel, RN = R + 2 * N, M = Bt * T, NL = c->num_hidden_layers;
+    const float eps = (float)c->layer_norm_epsilon;
+    TRY(ops->embed(ex, a->layer[0].hin, &m->embed, ids, T, Bt, T, H));
+    if (t->emb_on) { // + s·(Aᵀ[id])·Bᵀ, no dropout on this branch (spec §8.4)
+        const int64_t r = t->spec.r;
+        TRY(ops->embed(ex, a->emb_xa, &t->emb_AT, ids, T, Bt, T, r));
+        TRY(ops->axpby(ex, a->emb_xa, t->lora_scale, NULL, 0.0f, M * r));
+        TRY(ops->matmul(ex, a->tmp, a->emb_xa, r, &t->emb_B, NULL, M, H, r));
+        TRY(ops->axpby(ex, a->layer[0].hin, 1.0f, a->tmp, 1.0f, M * H));
+    }
+    for (int64_t li = 0; li < NL; li++) {
+        const mc_layer *l = &m->layers[li];
+        const layer_acts *la = &a->layer[li];
+        if (li > 0) { // hin = previous hin + previous out, normed in the same op
+            TRY(ops->copy(ex, la->hin, a->layer[li - 1].hin, (size_t)(M * H) * sizeof(float)));
+        }
+        TRY(ops->rmsnorm(ex, la->normed, la->hin, li > 0 ? a->layer[li - 1].out : NULL, l->norm, M, H, eps));
+        TRY(linear_fwd(t, site(t, li, SITE_IN), la->xa[SITE_IN], a->tmp, la->xz, la->normed, H, &l->in_proj,
+                       l->in_bias, M, 2 * E, H));
+        TRY(ops->zero(ex, a->conv, (size_t)(Bt * E * K) * sizeof(float)));
+        TRY(ops->conv1d(ex, la->u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
+        TRY(linear_fwd(t, site(t, li, SITE_X), la->xa[SITE_X], a->tmp, la->q, la->u, E, &l->x_proj, NULL, M, RN, E));
+        TRY(ops->matmul(ex, la->dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
+        TRY(ops->zero(ex, a->h, (size_t)(Bt * E * N) * sizeof(float)));
+        TRY(ops->selective_scan(ex, la->y, a->h, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                la->xz + E, 2 * E, Bt, T, E, N));
+        TRY(linear_fwd(t, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->tmp, la->out, la->y, E, &l->out_proj,
+                       l->out_bias, M, H, E));
+    }
+    TRY(ops->copy(ex, a->hfin, a->layer[NL - 1].hin, (size_t)(M * H) * sizeof(float)));
+    return ops->rmsnorm(ex, a->normf, a->hfin, a->layer[NL - 1].out, m->norm_f, M, H, eps);
+}
+
+// The loss over every position, LOSS_ROWS rows of logits at a time: Σ NLL, the count, the head's gradients, and
+// dnormed = ∂/∂normf.
+static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, int64_t M, double scale,
+                          double *nll_sum, int64_t *n_targets) {
+    const mc_model *m = &t->view;
+    const int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    const mc_ops *ops = t->ops;
+    const mc_exec *ex = &t->exec;
+    double sum = 0;
+    int64_t count = 0;
+    for (int64_t r0 = 0; r0 < M; r0 += LOSS_ROWS) {
+        const int64_t rows = M - r0 < LOSS_ROWS ? M - r0 : LOSS_ROWS;
+        TRY(ops->matmul(ex, a->logits, a->normf + r0 * H, H, &m->lm_head, NULL, rows, V, H));
+        TRY(ops->cross_entropy(ex, a->logits, &sum, &count, a->logits, targets + r0, rows, V, (float)scale));
+        TRY(ops->matmul_dx(ex, a->dnormed + r0 * H, H, a->logits, &m->lm_head, rows, V, H, false));
+        if (t->g_head != NULL) {
+            TRY(ops->matmul_dw(ex, t->g_head, NULL, a->logits, a->normf + r0 * H, H, rows, V, H));
+        }
+    }
+    *nll_sum = sum;
+    *n_targets = count;
+    return MC_OK;
+}
+
+static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int64_t Bt, int64_t T) {
+    const mc_model *m = &t->view;
+    const mc_config *c = &m->cfg;
+    const mc_ops *ops = t->ops;
+    const mc_exec *ex = &t->exec;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
+                  K = c->conv_kernel, RN = R + 2 * N, M = Bt * T, NL = c->num_hidden_layers, V = c->vocab_size;
+    const float eps = (float)c->layer_norm_epsilon;
+    // Frozen small parameters' gradients land in junk (the ops always write them).
+    float *junk_h = t->junk, *junk_conv = junk_h + H, *junk_e = junk_conv + E * K, *junk_en = junk_e + 3 * E;
+    TRY(ops->zero(ex, a->dh, (size_t)(M * H) * sizeof(float)));
+    TRY(ops->rmsnorm_bwd(ex, a->dh, t->g_norm_f != NULL ? t->g_norm_f : junk_h, a->dnormed, a->hfin, m->norm_f, M, H,
+                         eps));
+    for (int64_t li = NL - 1; li >= 0; li--) {
+        const mc_layer *l = &m->layers[li];
+        const layer_grads *g = &t->lg[li];
+        const layer_acts *la = &a->layer[li];
+        // dh is ∂/∂(this layer's output): out_proj back to dy.
+        TRY(linear_bwd(t, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->tr, a->dy, E, false, g->out_proj, g->out_bias,
+                       a->dh, la->y, E, &l->out_proj, M, H, E));
+        // The scan writes du, ddt, dz (into dxz's z half), dB and dC (into dq's B and C columns).
+        float *dA = g->A_log != NULL ? a->dA : junk_en;
+        if (g->A_log != NULL) {
+            TRY(ops->zero(ex, a->dA, (size_t)(E * N) * sizeof(float)));
+        }
+        TRY(ops->selective_scan_bwd(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA,
+                                    g->D != NULL ? g->D : junk_e, g->dt_bias != NULL ? g->dt_bias : junk_e + E, NULL,
+                                    a->dy, NULL, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                    la->xz + E, 2 * E, NULL, Bt, T, E, N));
+        if (g->A_log != NULL) { // A = −exp(A_log): ∂/∂A_log = ∂/∂A · A
+            TRY(ops->mul_acc(ex, g->A_log, a->dA, l->A, E * N));
+        }
+        // dt_proj: dq's δ columns (written) and its weight.
+        TRY(linear_bwd(t, NULL, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
+                       R));
+        // x_proj: adds into du.
+        TRY(linear_bwd(t, site(t, li, SITE_X), la->xa[SITE_X], a->tr, a->du, E, true, g->x_proj, NULL, a->dq, la->u,
+                       E, &l->x_proj, M, RN, E));
+        // conv1d + SiLU: dx into dxz's x half.
+        TRY(ops->conv1d_bwd(ex, a->dxz, g->conv_w != NULL ? g->conv_w : junk_conv,
+                            l->conv_b != NULL ? (g->conv_b != NULL ? g->conv_b : junk_e + 2 * E) : NULL, NULL, a->du,
+                            NULL, la->xz, 2 * E, a->zero_conv, l->conv_w, l->conv_b, Bt, T, E, K));
+        // in_proj back to the normed input.
+        TRY(linear_bwd(t, site(t, li, SITE_IN), la->xa[SITE_IN], a->tr, a->dnormed, H, false, g->in_proj, g->in_bias,
+                       a->dxz, la->normed, H, &l->in_proj, M, 2 * E, H));
+        // The norm adds its branch to dh, which then is ∂/∂(this layer's input stream).
+        TRY(ops->rmsnorm_bwd(ex, a->dh, g->norm != NULL ? g->norm : junk_h, a->dnormed, la->hin, l->norm, M, H, eps));
+    }
+    if (t->g_embed != NULL) {
+        TRY(ops->embed_bwd(ex, t->g_embed, a->dh, ids, M, V, H));
+    }
+    if (t->emb_on) { // out += s·(Aᵀ[id])·Bᵀ: dB += dhᵀ · s(Aᵀ[id]); dAᵀ[id] += s · dh·B
+        const int64_t r = t->spec.r;
+        TRY(ops->matmul_dw(ex, t->g_emb_B, NULL, a->dh, a->emb_xa, r, M, H, r));
+        TRY(ops->matmul_dx(ex, a->tr, r, a->dh, &t->emb_B, M, H, r, false));
+        TRY(ops->axpby(ex, a->tr, t->lora_scale, NULL, 0.0f, M * r));
+        TRY(ops->embed_bwd(ex, t->g_emb_AT, a->tr, ids, M, V, r));
+    }
+    return MC_OK;
+}
+
+mc_status mc_trainer_run(mc_trainer *t, const int32_t *ids, const int32_t *targets, int64_t Bt, int64_t T,
+                         double scale, double *nll_sum, int64_t *n_targets) {
+    const int64_t NL = t->base->cfg.num_hidden_layers;
+    layer_acts *layers = calloc((size_t)NL, sizeof(*layers));
+    if (layers == NULL) {
+        return mc_fail(t->exec.err, MC_ERR_NOMEM, "train: out of memory");
+    }
+    acts a;
+    const size_t id_bytes = (size_t)(Bt * T) * sizeof(int32_t);
+    mc_status st = acts_get(t, &a, layers, Bt, T);
+    if (st == MC_OK) st = t->ops->upload(&t->exec, a.ids, ids, id_bytes);
+    if (st == MC_OK) st = t->ops->upload(&t->exec, a.targets, targets, id_bytes);
+    if (st == MC_OK) st = forward_keep(t, &a, a.ids, Bt, T);
+    if (st == MC_OK) st = loss_bwd(t, &a, a.targets, Bt * T, scale, nll_sum, n_targets);
+    if (st == MC_OK) st = backward(t, &a, a.ids, Bt, T);
+    if (st == MC_OK) st = t->ops->sync(&t->exec);
+    free(layers);
+    return st;
+}

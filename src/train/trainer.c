@@ -1,0 +1,537 @@
+// The trainer: which tensors train (every weight, or LoRA adapters over a frozen model), one f32 block of their
+// values and one of their gradients, the model view the forward reads, and the gradient dump of `mambac grad`.
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/checked.h"
+#include "base/error.h"
+#include "base/rng.h"
+#include "io/safetensors.h"
+#include "kernels/dtype.h"
+#include "train/trainer.h"
+
+// How a tensor's first values are made.
+typedef enum init_kind { INIT_WEIGHT, INIT_F32, INIT_UNIFORM, INIT_NORMAL, INIT_ZERO } init_kind;
+
+typedef struct init_src {
+    init_kind kind;
+    const mc_weight *w; // INIT_WEIGHT: a matrix of any dtype
+    const float *f;     // INIT_F32
+    double bound;       // INIT_UNIFORM: U(−bound, bound); INIT_NORMAL: N(0, bound²)
+} init_src;
+
+// transformers' Trainer (5.17, spec §9.1): no decay for names containing "bias", "layernorm" or "rmsnorm", a path
+// component "norm" or one ending in "_norm".
+static bool decay_applies(const char *name) {
+    char low[160];
+    size_t n = strlen(name) < sizeof(low) - 1 ? strlen(name) : sizeof(low) - 1;
+    for (size_t i = 0; i < n; i++) {
+        low[i] = (char)tolower((unsigned char)name[i]);
+    }
+    low[n] = '\0';
+    if (strstr(low, "bias") != NULL || strstr(low, "layernorm") != NULL || strstr(low, "rmsnorm") != NULL) {
+        return false;
+    }
+    for (const char *c = low; *c != '\0';) {
+        const char *end = strchr(c, '.');
+        size_t len = end != NULL ? (size_t)(end - c) : strlen(c);
+        if ((len == 4 && strncmp(c, "norm", 4) == 0) || (len >= 5 && strncmp(c + len - 5, "_norm", 5) == 0)) {
+            return false;
+        }
+        c += len + (end != NULL ? 1 : 0);
+    }
+    return true;
+}
+
+typedef struct builder {
+    mc_trainer *t;
+    init_src *init; // [n_tensors]
+    int64_t cap;
+} builder;
+
+// Registers a tensor; its offset follows the previous one's. Returns its index, or −1 when out of memory.
+static int64_t add_tensor(builder *b, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, init_src src,
+                          bool transposed) {
+    mc_trainer *t = b->t;
+    if (t->n_tensors == b->cap) {
+        int64_t cap = b->cap > 0 ? 2 * b->cap : 64;
+        tensor_entry *te = realloc(t->tensors, (size_t)cap * sizeof(*te));
+        init_src *is = te != NULL ? realloc(b->init, (size_t)cap * sizeof(*is)) : NULL;
+        if (te != NULL) {
+            t->tensors = te;
+        }
+        if (is == NULL) {
+            return -1;
+        }
+        b->init = is;
+        b->cap = cap;
+    }
+    tensor_entry *e = &t->tensors[t->n_tensors];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->ndim = ndim;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->shape[2] = d2;
+    e->numel = d0 * (ndim > 1 ? d1 : 1) * (ndim > 2 ? d2 : 1);
+    e->offset = t->n_params;
+    e->decay = decay_applies(name);
+    e->transposed = transposed;
+    t->n_params += e->numel;
+    b->init[t->n_tensors] = src;
+    return t->n_tensors++;
+}
+
+static init_src from_weight(const mc_weight *w) {
+    return (init_src){ .kind = INIT_WEIGHT, .w = w };
+}
+
+static init_src from_f32(const float *f) {
+    return (init_src){ .kind = INIT_F32, .f = f };
+}
+
+// The HF name of a layer tensor.
+static const char *layer_name(char *buf, size_t cap, int64_t i, const char *suffix) {
+    snprintf(buf, cap, "backbone.layers.%lld.%s", (long long)i, suffix);
+    return buf;
+}
+
+// Registers every weight of the model (full training), in the order of the HF state dict.
+static bool register_full(builder *b) {
+    const mc_model *m = b->t->base;
+    const mc_config *c = &m->cfg;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
+                  K = c->conv_kernel, V = c->vocab_size;
+    char nm[160];
+    bool ok = add_tensor(b, "backbone.embeddings.weight", 2, V, H, 0, from_weight(&m->embed), false) >= 0;
+    for (int64_t i = 0; ok && i < c->num_hidden_layers; i++) {
+        const mc_layer *l = &m->layers[i];
+        ok = add_tensor(b, layer_name(nm, sizeof(nm), i, "norm.weight"), 1, H, 0, 0, from_f32(l->norm), false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.in_proj.weight"), 2, 2 * E, H, 0,
+                        from_weight(&l->in_proj), false) >= 0 &&
+             (l->in_bias == NULL || add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.in_proj.bias"), 1, 2 * E, 0, 0,
+                                               from_f32(l->in_bias), false) >= 0) &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.conv1d.weight"), 3, E, 1, K, from_f32(l->conv_w),
+                        false) >= 0 &&
+             (l->conv_b == NULL || add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.conv1d.bias"), 1, E, 0, 0,
+                                              from_f32(l->conv_b), false) >= 0) &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.x_proj.weight"), 2, R + 2 * N, E, 0,
+                        from_weight(&l->x_proj), false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.dt_proj.weight"), 2, E, R, 0,
+                        from_weight(&l->dt_proj), false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.dt_proj.bias"), 1, E, 0, 0, from_f32(l->dt_bias),
+                        false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.A_log"), 2, E, N, 0, from_f32(l->A_log), false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.D"), 1, E, 0, 0, from_f32(l->D), false) >= 0 &&
+             add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.out_proj.weight"), 2, H, E, 0,
+                        from_weight(&l->out_proj), false) >= 0 &&
+             (l->out_bias == NULL || add_tensor(b, layer_name(nm, sizeof(nm), i, "mixer.out_proj.bias"), 1, H, 0, 0,
+                                                from_f32(l->out_bias), false) >= 0);
+    }
+    ok = ok && add_tensor(b, "backbone.norm_f.weight", 1, H, 0, 0, from_f32(m->norm_f), false) >= 0;
+    if (ok && !c->tie_word_embeddings) {
+        ok = add_tensor(b, "lm_head.weight", 2, V, H, 0, from_weight(&m->lm_head), false) >= 0;
+    }
+    return ok;
+}
+
+static const char *const site_names[SITE_COUNT] = { "in_proj", "x_proj", "out_proj" };
+
+// Registers the adapters (PEFT's key names, spec §8.6) with PEFT's default initialisation.
+static bool register_lora(builder *b) {
+    const mc_trainer *t = b->t;
+    const mc_config *c = &t->base->cfg;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, RN = c->time_step_rank + 2 * c->state_size,
+                  V = c->vocab_size, r = t->spec.r;
+    const unsigned bits[SITE_COUNT] = { MC_LORA_IN_PROJ, MC_LORA_X_PROJ, MC_LORA_OUT_PROJ };
+    const int64_t in[SITE_COUNT] = { H, E, E }, out[SITE_COUNT] = { 2 * E, RN, H };
+    char nm[160];
+    bool ok = true;
+    if (t->spec.targets & MC_LORA_EMBEDDINGS) { // A = 0, B ~ N(0, 1) (reversed relative to Linear)
+        ok = add_tensor(b, "base_model.model.backbone.embeddings.lora_embedding_A", 2, r, V, 0,
+                        (init_src){ .kind = INIT_ZERO }, true) >= 0 &&
+             add_tensor(b, "base_model.model.backbone.embeddings.lora_embedding_B", 2, H, r, 0,
+                        (init_src){ .kind = INIT_NORMAL, .bound = 1.0 }, false) >= 0;
+    }
+    for (int64_t i = 0; ok && i < c->num_hidden_layers; i++) {
+        for (int s = 0; ok && s < SITE_COUNT; s++) {
+            if (!(t->spec.targets & bits[s])) {
+                continue;
+            }
+            snprintf(nm, sizeof(nm), "base_model.model.backbone.layers.%lld.mixer.%s.lora_A.weight", (long long)i,
+                     site_names[s]);
+            // kaiming_uniform(a = √5) on [r, in]: U(−1/√in, 1/√in).
+            ok = add_tensor(b, nm, 2, r, in[s], 0, (init_src){ .kind = INIT_UNIFORM, .bound = 1.0 / sqrt((double)in[s]) },
+                            false) >= 0;
+            snprintf(nm, sizeof(nm), "base_model.model.backbone.layers.%lld.mixer.%s.lora_B.weight", (long long)i,
+                     site_names[s]);
+            ok = ok && add_tensor(b, nm, 2, out[s], r, 0, (init_src){ .kind = INIT_ZERO }, false) >= 0;
+        }
+    }
+    return ok;
+}
+
+// Fills tensor i's values on the host (dst: numel floats).
+static void init_values(const tensor_entry *e, const init_src *src, mc_rng *rng, float *dst) {
+    switch (src->kind) {
+        case INIT_WEIGHT:
+            for (int64_t r = 0; r < src->w->rows; r++) {
+                for (int64_t k = 0; k < src->w->cols; k++) {
+                    dst[r * src->w->cols + k] = mc_weight_at(src->w, r, k);
+                }
+            }
+            break;
+        case INIT_F32:
+            memcpy(dst, src->f, (size_t)e->numel * sizeof(float));
+            break;
+        case INIT_UNIFORM:
+            for (int64_t j = 0; j < e->numel; j++) {
+                dst[j] = (float)((2.0 * mc_rng_uniform(rng) - 1.0) * src->bound);
+            }
+            break;
+        case INIT_NORMAL:
+            for (int64_t j = 0; j < e->numel; j++) {
+                dst[j] = (float)(mc_rng_normal(rng) * src->bound);
+            }
+            break;
+        case INIT_ZERO:
+            memset(dst, 0, (size_t)e->numel * sizeof(float));
+            break;
+    }
+}
+
+static mc_weight f32_view(const float *data, int64_t rows, int64_t cols) {
+    return (mc_weight){ .data = data, .dtype = MC_DTYPE_F32, .rows = rows, .cols = cols };
+}
+
+// Points the view's weights (full training) or the adapters (LoRA) into the blocks, walking the registry in the
+// order it was built.
+static void bind_views(mc_trainer *t) {
+    const mc_config *c = &t->base->cfg;
+    const int64_t H = c->hidden_size, E = c->intermediate_size, N = c->state_size, R = c->time_step_rank,
+                  V = c->vocab_size, RN = R + 2 * N;
+    int64_t k = 0;
+#define NEXT_V() (t->params + t->tensors[k].offset)
+#define NEXT_G() (t->grads + t->tensors[k++].offset)
+    if (!t->lora) {
+        t->view.embed = f32_view(NEXT_V(), V, H);
+        t->g_embed = NEXT_G();
+        for (int64_t i = 0; i < c->num_hidden_layers; i++) {
+            mc_layer *l = &t->layers[i];
+            layer_grads *g = &t->lg[i];
+            l->norm = NEXT_V();
+            g->norm = NEXT_G();
+            l->in_proj = f32_view(NEXT_V(), 2 * E, H);
+            g->in_proj = NEXT_G();
+            if (l->in_bias != NULL) {
+                l->in_bias = NEXT_V();
+                g->in_bias = NEXT_G();
+            }
+            l->conv_w = NEXT_V();
+            g->conv_w = NEXT_G();
+            if (l->conv_b != NULL) {
+                l->conv_b = NEXT_V();
+                g->conv_b = NEXT_G();
+            }
+            l->x_proj = f32_view(NEXT_V(), RN, E);
+            g->x_proj = NEXT_G();
+            l->dt_proj = f32_view(NEXT_V(), E, R);
+            g->dt_proj = NEXT_G();
+            l->dt_bias = NEXT_V();
+            g->dt_bias = NEXT_G();
+            l->A_log = NEXT_V();
+            g->A_log = NEXT_G();
+            l->D = NEXT_V();
+            g->D = NEXT_G();
+            l->out_proj = f32_view(NEXT_V(), H, E);
+            g->out_proj = NEXT_G();
+            if (l->out_bias != NULL) {
+                l->out_bias = NEXT_V();
+                g->out_bias = NEXT_G();
+            }
+            l->A = t->A + i * E * N;
+        }
+        t->view.norm_f = NEXT_V();
+        t->g_norm_f = NEXT_G();
+        if (c->tie_word_embeddings) {
+            t->view.lm_head = t->view.embed;
+            t->g_head = t->g_embed;
+        } else {
+            t->view.lm_head = f32_view(NEXT_V(), V, H);
+            t->g_head = NEXT_G();
+        }
+        return;
+    }
+    const int64_t r = t->spec.r;
+    const int64_t in[SITE_COUNT] = { H, E, E }, out[SITE_COUNT] = { 2 * E, RN, H };
+    const unsigned bits[SITE_COUNT] = { MC_LORA_IN_PROJ, MC_LORA_X_PROJ, MC_LORA_OUT_PROJ };
+    if (t->spec.targets & MC_LORA_EMBEDDINGS) {
+        t->emb_on = true;
+        t->emb_AT = f32_view(NEXT_V(), V, r);
+        t->g_emb_AT = NEXT_G();
+        t->emb_B = f32_view(NEXT_V(), H, r);
+        t->g_emb_B = NEXT_G();
+    }
+    for (int64_t i = 0; i < c->num_hidden_layers; i++) {
+        for (int s = 0; s < SITE_COUNT; s++) {
+            lora_lin *ll = &t->sites[i][s];
+            if (!(t->spec.targets & bits[s])) {
+                continue;
+            }
+            ll->on = true;
+            ll->A = f32_view(NEXT_V(), r, in[s]);
+            ll->gA = NEXT_G();
+            ll->B = f32_view(NEXT_V(), out[s], r);
+            ll->gB = NEXT_G();
+        }
+    }
+#undef NEXT_V
+#undef NEXT_G
+}
+
+mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err) {
+    if (t->lora) {
+        return MC_OK;
+    }
+    const mc_config *c = &t->base->cfg;
+    const int64_t EN = c->intermediate_size * c->state_size;
+    float *host = malloc((size_t)EN * sizeof(float));
+    if (host == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory");
+    }
+    mc_status st = MC_OK;
+    t->exec.err = err;
+    for (int64_t i = 0; st == MC_OK && i < c->num_hidden_layers; i++) {
+        st = t->ops->download(&t->exec, host, t->layers[i].A_log, (size_t)EN * sizeof(float));
+        for (int64_t j = 0; st == MC_OK && j < EN; j++) {
+            host[j] = -expf(host[j]); // as mc_model_derive_A computes it
+        }
+        if (st == MC_OK) {
+            st = t->ops->upload(&t->exec, t->A + i * EN, host, (size_t)EN * sizeof(float));
+        }
+    }
+    t->exec.err = NULL;
+    free(host);
+    return st;
+}
+
+static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {
+    if (s->r < 1 || s->r > 65536) {
+        return mc_fail(err, MC_ERR_INVALID, "lora: rank r = %d must be in [1, 65536]", s->r);
+    }
+    if (!(s->alpha > 0) || !isfinite(s->alpha)) {
+        return mc_fail(err, MC_ERR_INVALID, "lora: alpha %g must be a positive number", s->alpha);
+    }
+    if ((s->targets & ~(unsigned)(MC_LORA_EMBEDDINGS | MC_LORA_IN_PROJ | MC_LORA_X_PROJ | MC_LORA_OUT_PROJ)) != 0 ||
+        s->targets == 0) {
+        return mc_fail(err, MC_ERR_INVALID, "lora: targets must name at least one of embeddings, in_proj, x_proj, "
+                                            "out_proj");
+    }
+    if (s->dropout != 0) {
+        return mc_fail(err, MC_ERR_UNSUPPORTED, "lora: dropout %g: only 0 is implemented so far", s->dropout);
+    }
+    if (s->bias != MC_LORA_BIAS_NONE) {
+        return mc_fail(err, MC_ERR_UNSUPPORTED, "lora: bias training ('all', 'lora_only') is not implemented yet; "
+                                                "use 'none'");
+    }
+    return MC_OK;
+}
+
+mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64_t seed, mc_trainer **out,
+                         mc_error *err) {
+    *out = NULL;
+    if (lora != NULL) {
+        mc_status st = check_spec(lora, err);
+        if (st != MC_OK) {
+            return st;
+        }
+    }
+    const mc_config *c = &model->cfg;
+    mc_trainer *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory");
+    }
+    t->base = model;
+    t->ops = model->ops;
+    t->view = *model;
+    t->lora = lora != NULL;
+    if (lora != NULL) {
+        t->spec = *lora;
+        t->lora_scale = (float)(lora->use_rslora ? lora->alpha / sqrt((double)lora->r) : lora->alpha / lora->r);
+    }
+    const int64_t NL = c->num_hidden_layers, EN = c->intermediate_size * c->state_size;
+    t->layers = malloc((size_t)NL * sizeof(*t->layers));
+    t->lg = calloc((size_t)NL, sizeof(*t->lg));
+    t->sites = calloc((size_t)NL, sizeof(*t->sites));
+    mc_status st = t->layers != NULL && t->lg != NULL && t->sites != NULL
+                       ? t->ops->exec_init(&t->exec, model->n_threads, err)
+                       : mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory");
+    if (st != MC_OK) {
+        mc_trainer_free(t);
+        return st;
+    }
+    memcpy(t->layers, model->layers, (size_t)NL * sizeof(*t->layers));
+    t->view.layers = t->layers;
+    builder b = { .t = t };
+    if (!(t->lora ? register_lora(&b) : register_full(&b))) {
+        free(b.init);
+        mc_trainer_free(t);
+        return mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory");
+    }
+    // Values (staged on the host, then uploaded), zero gradients, A, and the sink for frozen small gradients.
+    const int64_t junk = c->hidden_size + c->intermediate_size * (c->conv_kernel + 3) + EN;
+    t->exec.err = err;
+    st = t->ops->alloc(&t->exec, (void **)&t->params, (size_t)t->n_params * sizeof(float));
+    if (st == MC_OK) st = t->ops->alloc(&t->exec, (void **)&t->grads, (size_t)t->n_params * sizeof(float));
+    if (st == MC_OK) st = t->ops->alloc(&t->exec, (void **)&t->A, (size_t)(NL * EN) * sizeof(float));
+    if (st == MC_OK) st = t->ops->alloc(&t->exec, (void **)&t->junk, (size_t)junk * sizeof(float));
+    mc_rng rng;
+    mc_rng_seed(&rng, seed);
+    for (int64_t i = 0; st == MC_OK && i < t->n_tensors; i++) {
+        const tensor_entry *e = &t->tensors[i];
+        float *host = malloc((size_t)e->numel * sizeof(float));
+        if (host == NULL) {
+            st = mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory for %s", e->name);
+            break;
+        }
+        init_values(e, &b.init[i], &rng, host);
+        st = t->ops->upload(&t->exec, t->params + e->offset, host, (size_t)e->numel * sizeof(float));
+        free(host);
+    }
+    t->exec.err = NULL;
+    free(b.init);
+    if (st == MC_OK) {
+        bind_views(t);
+        st = mc_trainer_values_changed(t, err);
+    }
+    if (st != MC_OK) {
+        mc_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return MC_OK;
+}
+
+void mc_trainer_free(mc_trainer *t) {
+    if (t == NULL) {
+        return;
+    }
+    if (t->ops != NULL) {
+        t->ops->free(&t->exec, t->params);
+        t->ops->free(&t->exec, t->grads);
+        t->ops->free(&t->exec, t->A);
+        t->ops->free(&t->exec, t->junk);
+        t->ops->free(&t->exec, t->act);
+        t->ops->exec_free(&t->exec);
+    }
+    free(t->tensors);
+    free(t->layers);
+    free(t->lg);
+    free(t->sites);
+    free(t);
+}
+
+int64_t mc_trainer_n_tensors(const mc_trainer *t) {
+    return t->n_tensors;
+}
+
+void mc_trainer_tensor(const mc_trainer *t, int64_t i, mc_train_tensor *out) {
+    const tensor_entry *e = &t->tensors[i];
+    *out = (mc_train_tensor){ .name = e->name,
+                              .ndim = e->ndim,
+                              .shape = { e->shape[0], e->shape[1], e->shape[2] },
+                              .numel = e->numel,
+                              .value = t->params + e->offset,
+                              .grad = t->grads + e->offset,
+                              .decay = e->decay,
+                              .transposed = e->transposed };
+}
+
+void mc_trainer_zero_grad(mc_trainer *t) {
+    t->ops->zero(&t->exec, t->grads, (size_t)t->n_params * sizeof(float));
+}
+
+mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labels, int64_t n_seq, int64_t n_tok,
+                          double scale, double *nll_sum, int64_t *n_targets, mc_error *err) {
+    *nll_sum = 0;
+    *n_targets = 0;
+    const int64_t V = t->base->cfg.vocab_size;
+    int64_t n = 0;
+    if (n_seq < 1 || n_tok < 1 || !mc_mul_i64(n_seq, n_tok, &n) || n > ((int64_t)1 << 31)) {
+        return mc_fail(err, MC_ERR_INVALID, "train: a batch of %lld x %lld tokens is empty or too large",
+                       (long long)n_seq, (long long)n_tok);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= V) {
+            return mc_fail(err, MC_ERR_INVALID, "token id %d (sequence %lld, position %lld) is outside the vocabulary "
+                                                "[0, %lld)", ids[i], (long long)(i / n_tok), (long long)(i % n_tok),
+                           (long long)V);
+        }
+        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= V)) {
+            return mc_fail(err, MC_ERR_INVALID, "label %d (sequence %lld, position %lld) is neither -100 nor in "
+                                                "[0, %lld)", labels[i], (long long)(i / n_tok), (long long)(i % n_tok),
+                           (long long)V);
+        }
+    }
+    int32_t *targets = malloc((size_t)n * sizeof(int32_t));
+    if (targets == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "train: out of memory for %lld targets", (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) { // position t predicts label t + 1; the last position predicts nothing
+        targets[i] = i % n_tok + 1 < n_tok ? labels[i + 1] : -100;
+    }
+    t->exec.err = err;
+    mc_status st = mc_trainer_run(t, ids, targets, n_seq, n_tok, scale, nll_sum, n_targets);
+    t->exec.err = NULL;
+    free(targets);
+    return st;
+}
+
+mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err) {
+    mc_st_entry *entries = calloc((size_t)t->n_tensors + 1, sizeof(*entries));
+    float **bufs = calloc((size_t)t->n_tensors + 1, sizeof(*bufs));
+    float loss_f = (float)loss;
+    mc_status st = entries != NULL && bufs != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "grads: out of memory");
+    mc_exec ex = t->exec;
+    ex.err = err;
+    for (int64_t i = 0; st == MC_OK && i < t->n_tensors; i++) {
+        const tensor_entry *e = &t->tensors[i];
+        float *host = malloc((size_t)e->numel * sizeof(float));
+        bufs[i] = malloc((size_t)e->numel * sizeof(float));
+        if (host == NULL || bufs[i] == NULL) {
+            free(host);
+            st = mc_fail(err, MC_ERR_NOMEM, "grads: out of memory for %s", e->name);
+            break;
+        }
+        st = t->ops->download(&ex, host, t->grads + e->offset, (size_t)e->numel * sizeof(float));
+        if (e->transposed) { // held [shape[1], shape[0]]
+            for (int64_t a = 0; a < e->shape[0]; a++) {
+                for (int64_t b = 0; b < e->shape[1]; b++) {
+                    bufs[i][a * e->shape[1] + b] = host[b * e->shape[0] + a];
+                }
+            }
+        } else {
+            memcpy(bufs[i], host, (size_t)e->numel * sizeof(float));
+        }
+        free(host);
+        entries[i] = (mc_st_entry){ .name = e->name, .dtype = "F32", .ndim = e->ndim, .data = bufs[i],
+                                    .nbytes = e->numel * (int64_t)sizeof(float) };
+        for (int d = 0; d < e->ndim; d++) {
+            entries[i].shape[d] = e->shape[d];
+        }
+    }
+    if (st == MC_OK) {
+        entries[t->n_tensors] = (mc_st_entry){ .name = "loss", .dtype = "F32", .ndim = 1, .shape = { 1 },
+                                               .data = &loss_f, .nbytes = (int64_t)sizeof(float) };
+        st = mc_st_write(path, entries, t->n_tensors + 1, err);
+    }
+    for (int64_t i = 0; bufs != NULL && i < t->n_tensors; i++) {
+        free(bufs[i]);
+    }
+    free(bufs);
+    free(entries);
+    return st;
+}

@@ -1,0 +1,226 @@
+// The trainer's gradients against central finite differences of its own loss, for every tensor (the entries with
+// the largest gradients, where the difference quotient stands clear of f32 noise), full training and LoRA, on the
+// ref and cpu backends; and bad batches. The oracle fixtures (tools/oracle/train_fixtures.py) pin the exact values.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "check.h"
+#include "mambac.h"
+
+#define B_SEQ 2
+#define T_TOK 7
+
+static mc_model *load(const char *name, mc_backend backend) {
+    char rel[128];
+    snprintf(rel, sizeof(rel), "models/%s", name);
+    char *path = mc_test_fixture(rel);
+    if (path == NULL) {
+        mc_test_skip("MC_FIXTURES is unset");
+    }
+    mc_load_opts opts;
+    mc_load_opts_init(&opts);
+    opts.backend = backend;
+    opts.n_threads = 2;
+    mc_model *m = NULL;
+    mc_error err = { 0 };
+    if (mc_model_load(path, &opts, &m, &err) != MC_OK) {
+        fprintf(stderr, "%s: %s\n", path, err.msg);
+    }
+    free(path);
+    assert_non_null(m);
+    return m;
+}
+
+static void batch(const mc_model *m, int32_t *ids, int32_t *labels, uint64_t seed) {
+    const int64_t V = mc_model_config(m)->vocab_size;
+    for (int i = 0; i < B_SEQ * T_TOK; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((seed >> 33) % (uint64_t)V);
+        labels[i] = i % 5 == 3 ? -100 : ids[i]; // some ignored targets
+    }
+}
+
+static double mean_loss(mc_trainer *t, const int32_t *ids, const int32_t *labels) {
+    double sum = 0;
+    int64_t n = 0;
+    mc_error err = { 0 };
+    assert_int_equal(mc_trainer_values_changed(t, &err), MC_OK);
+    assert_int_equal(mc_trainer_grad(t, ids, labels, B_SEQ, T_TOK, 0.0, &sum, &n, &err), MC_OK);
+    return sum / (double)n;
+}
+
+// For each tensor: the k entries with the largest |gradient| against (L(θ + ε) − L(θ − ε)) / 2ε.
+static void check_fd(mc_trainer *t, const int32_t *ids, const int32_t *labels, const char *label) {
+    mc_error err = { 0 };
+    double sum = 0;
+    int64_t n = 0;
+    mc_trainer_zero_grad(t);
+    assert_int_equal(mc_trainer_grad(t, ids, labels, B_SEQ, T_TOK, 1.0, &sum, &n, &err), MC_OK);
+    assert_true(n > 0);
+    const double inv_n = 1.0 / (double)n;
+    bool ok = true;
+    for (int64_t ti = 0; ti < mc_trainer_n_tensors(t); ti++) {
+        mc_train_tensor tt;
+        mc_trainer_tensor(t, ti, &tt);
+        float *g = malloc((size_t)tt.numel * sizeof(float));
+        memcpy(g, tt.grad, (size_t)tt.numel * sizeof(float)); // the gradient of Σ NLL; the FD is of the mean
+        for (int k = 0; k < 3; k++) {
+            int64_t best = 0;
+            for (int64_t j = 1; j < tt.numel; j++) {
+                best = fabsf(g[j]) > fabsf(g[best]) ? j : best;
+            }
+            const double want = g[best] * inv_n;
+            g[best] = 0; // next pick differs
+            const float v0 = tt.value[best];
+            const float eps = 1e-3f * fmaxf(1.0f, fabsf(v0));
+            tt.value[best] = v0 + eps;
+            const double up = mean_loss(t, ids, labels);
+            tt.value[best] = v0 - eps;
+            const double down = mean_loss(t, ids, labels);
+            tt.value[best] = v0;
+            const double h = (double)(v0 + eps) - (double)v0;
+            const double fd = (up - down) / (2.0 * h);
+            // 3% of the gradient, plus the f32 noise of two losses (~1e-6 relative each) over the step.
+            const double allowed = 3e-2 * fabs(want) + 2e-6 * fabs(up) / h;
+            const double rel = fabs(fd - want) / fmax(fabs(want), 1e-12);
+            if (fabs(fd - want) > allowed) {
+                print_error("%s: %s[%lld]: gradient %.6g, finite difference %.6g (rel %.3g)\n", label, tt.name,
+                            (long long)best, want, fd, rel);
+                ok = false;
+            }
+        }
+        free(g);
+    }
+    mean_loss(t, ids, labels); // values back as they were
+    assert_true(ok);
+}
+
+static void run_case(const char *model, mc_backend backend, const mc_lora_spec *lora) {
+    mc_model *m = load(model, backend);
+    int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
+    batch(m, ids, labels, 11);
+    mc_trainer *t = NULL;
+    mc_error err = { 0 };
+    assert_int_equal(mc_trainer_new(m, lora, 5, &t, &err), MC_OK);
+    if (lora != NULL) { // B = 0 at PEFT's init leaves A's gradient zero: give every tensor values first
+        for (int64_t ti = 0; ti < mc_trainer_n_tensors(t); ti++) {
+            mc_train_tensor tt;
+            mc_trainer_tensor(t, ti, &tt);
+            for (int64_t j = 0; j < tt.numel; j++) {
+                tt.value[j] = 0.05f * sinf(0.7f * (float)j + (float)ti);
+            }
+        }
+    }
+    char label[128];
+    snprintf(label, sizeof(label), "%s[%s]%s", model, mc_backend_name(backend), lora != NULL ? " lora" : "");
+    check_fd(t, ids, labels, label);
+    mc_trainer_free(t);
+    mc_model_free(m);
+}
+
+static void test_full_fd(void **unused) {
+    run_case("f32-tied", MC_BACKEND_REF, NULL);
+    run_case("untied-bias", MC_BACKEND_REF, NULL);
+    run_case("untied-bias", MC_BACKEND_CPU, NULL);
+}
+
+static void test_lora_fd(void **unused) {
+    const mc_lora_spec spec = { .r = 3, .alpha = 6, .targets = MC_LORA_EMBEDDINGS | MC_LORA_IN_PROJ | MC_LORA_X_PROJ |
+                                                                MC_LORA_OUT_PROJ };
+    run_case("f32-tied", MC_BACKEND_CPU, &spec);
+    mc_lora_spec rs = spec;
+    rs.use_rslora = true;
+    run_case("untied-bias", MC_BACKEND_REF, &rs);
+}
+
+// A fresh adapter leaves the model's loss as it was (B = 0, embedding A = 0), and the loss equals mean NLL of the
+// forward pass's logits.
+static void test_fresh_adapter_is_noop(void **unused) {
+    mc_model *m = load("f32-tied", MC_BACKEND_CPU);
+    int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
+    batch(m, ids, labels, 3);
+    const mc_lora_spec spec = { .r = 4, .alpha = 8, .targets = MC_LORA_EMBEDDINGS | MC_LORA_IN_PROJ | MC_LORA_X_PROJ |
+                                                                MC_LORA_OUT_PROJ };
+    mc_trainer *full = NULL, *lora = NULL;
+    mc_error err = { 0 };
+    assert_int_equal(mc_trainer_new(m, NULL, 1, &full, &err), MC_OK);
+    assert_int_equal(mc_trainer_new(m, &spec, 1, &lora, &err), MC_OK);
+    const double loss_full = mean_loss(full, ids, labels), loss_lora = mean_loss(lora, ids, labels);
+    // The forward pass: mean of −log softmax at the kept targets.
+    const int64_t V = mc_model_config(m)->vocab_size;
+    float *logits = malloc((size_t)(B_SEQ * T_TOK * V) * sizeof(float));
+    mc_state *s = NULL;
+    assert_int_equal(mc_state_new(m, B_SEQ, &s, &err), MC_OK);
+    assert_int_equal(mc_model_forward(m, s, ids, B_SEQ, T_TOK, true, logits, &err), MC_OK);
+    double sum = 0;
+    int n = 0;
+    for (int b = 0; b < B_SEQ; b++) {
+        for (int i = 0; i + 1 < T_TOK; i++) {
+            const int32_t y = labels[b * T_TOK + i + 1];
+            if (y == -100) {
+                continue;
+            }
+            const float *row = logits + (b * T_TOK + i) * V;
+            double mx = row[0], z = 0;
+            for (int64_t v = 1; v < V; v++) {
+                mx = row[v] > mx ? row[v] : mx;
+            }
+            for (int64_t v = 0; v < V; v++) {
+                z += exp(row[v] - mx);
+            }
+            sum += log(z) + mx - row[y];
+            n++;
+        }
+    }
+    const double want = sum / n;
+    assert_true(fabs(loss_full - want) < 1e-5 * fabs(want));
+    assert_true(fabs(loss_lora - want) < 1e-5 * fabs(want));
+    mc_state_free(s);
+    free(logits);
+    mc_trainer_free(full);
+    mc_trainer_free(lora);
+    mc_model_free(m);
+}
+
+static void test_bad_input(void **unused) {
+    mc_model *m = load("f32-tied", MC_BACKEND_REF);
+    mc_trainer *t = NULL;
+    mc_error err = { 0 };
+    mc_lora_spec bad = { .r = 0, .alpha = 8, .targets = MC_LORA_IN_PROJ };
+    assert_int_equal(mc_trainer_new(m, &bad, 1, &t, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "rank"));
+    bad.r = 4;
+    bad.targets = 0;
+    assert_int_equal(mc_trainer_new(m, &bad, 1, &t, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_trainer_new(m, NULL, 1, &t, &err), MC_OK);
+    int32_t ids[4] = { 1, 2, 3, 400 }, labels[4] = { 1, 2, 3, 4 };
+    double sum;
+    int64_t n;
+    assert_int_equal(mc_trainer_grad(t, ids, labels, 1, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "token id 400"));
+    ids[3] = 4;
+    labels[2] = -5;
+    assert_int_equal(mc_trainer_grad(t, ids, labels, 1, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "label -5"));
+    assert_int_equal(mc_trainer_grad(t, ids, labels, 0, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID);
+    mc_trainer_free(t);
+    mc_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fresh_adapter_is_noop),
+        cmocka_unit_test(test_full_fd),
+        cmocka_unit_test(test_lora_fd),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
