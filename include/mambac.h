@@ -371,6 +371,13 @@ MC_API mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_
 // Call after changing tensor values (an optimizer step, loading): refreshes what is derived from them (A = −exp(A_log)).
 MC_API mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err);
 
+// Sets trainable tensors from a safetensors file (F32, F16 or BF16): each tensor of the file whose name is a
+// trainable tensor's (PEFT's "<module>.base_layer.bias" spelling is read as "<module>.bias") must have its shape.
+// require_all: every trainable tensor must be in the file. Tensors of the file that train nothing are an error
+// (a mismatched adapter or checkpoint). *n_loaded counts the tensors set. Calls mc_trainer_values_changed.
+MC_API mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_all, int64_t *n_loaded,
+                                         mc_error *err);
+
 // Writes every trainable tensor's gradient under its name (F32, shapes as saved) plus "loss" (a one-element F32
 // tensor) to a safetensors file.
 MC_API mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err);

@@ -535,3 +535,92 @@ mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double lo
     free(entries);
     return st;
 }
+
+// The registry index of name, or −1.
+static int64_t find_tensor(const mc_trainer *t, const char *name) {
+    char canon[160];
+    const char *base = strstr(name, ".base_layer.");
+    if (base != NULL) { // PEFT names a wrapped module's own bias "<module>.base_layer.bias"
+        snprintf(canon, sizeof(canon), "%.*s.%s", (int)(base - name), name, base + strlen(".base_layer."));
+        name = canon;
+    }
+    for (int64_t i = 0; i < t->n_tensors; i++) {
+        if (strcmp(t->tensors[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_all, int64_t *n_loaded,
+                                  mc_error *err) {
+    *n_loaded = 0;
+    mc_st_set *set = NULL;
+    mc_status st = mc_st_open(path, &set, err);
+    if (st != MC_OK) {
+        return st;
+    }
+    bool *seen = calloc((size_t)t->n_tensors + 1, sizeof(bool));
+    st = seen != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    mc_exec ex = t->exec;
+    ex.err = err;
+    for (int64_t i = 0; st == MC_OK && i < mc_st_count(set); i++) {
+        const mc_st_tensor *f = mc_st_at(set, i);
+        const int64_t k = find_tensor(t, f->name);
+        char name[96];
+        mc_escape(name, sizeof(name), f->name, strlen(f->name));
+        if (k < 0) {
+            st = mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is not a trainable tensor of this model and setup", path,
+                         name);
+            break;
+        }
+        const tensor_entry *e = &t->tensors[k];
+        bool fits = f->ndim == e->ndim && (f->dtype == MC_DTYPE_F32 || f->dtype == MC_DTYPE_F16 ||
+                                           f->dtype == MC_DTYPE_BF16);
+        for (int d = 0; fits && d < e->ndim; d++) {
+            fits = f->shape[d] == e->shape[d];
+        }
+        if (!fits) {
+            char want[64], got[64];
+            snprintf(want, sizeof(want), "[%lld%s%lld%s%lld]", (long long)e->shape[0], e->ndim > 1 ? ", " : "",
+                     e->ndim > 1 ? (long long)e->shape[1] : 0LL, e->ndim > 2 ? ", " : "",
+                     e->ndim > 2 ? (long long)e->shape[2] : 0LL);
+            snprintf(got, sizeof(got), "%s with %d dims [%lld, ...]", f->dtype_name, f->ndim, (long long)f->shape[0]);
+            st = mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s, the model needs F32/F16/BF16 %s", path, name, got,
+                         want);
+            break;
+        }
+        float *host = malloc((size_t)e->numel * sizeof(float));
+        if (host == NULL) {
+            st = mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+            break;
+        }
+        for (int64_t j = 0; j < e->numel; j++) {
+            float v;
+            if (f->dtype == MC_DTYPE_F32) {
+                memcpy(&v, (const char *)f->data + 4 * j, 4);
+            } else {
+                uint16_t h;
+                memcpy(&h, (const char *)f->data + 2 * j, 2);
+                v = f->dtype == MC_DTYPE_F16 ? mc_f16_to_f32(h) : mc_bf16_to_f32(h);
+            }
+            if (e->transposed) { // file [s0, s1], held [s1, s0]
+                host[(j % e->shape[1]) * e->shape[0] + j / e->shape[1]] = v;
+            } else {
+                host[j] = v;
+            }
+        }
+        st = t->ops->upload(&ex, t->params + e->offset, host, (size_t)e->numel * sizeof(float));
+        free(host);
+        seen[k] = true;
+        ++*n_loaded;
+    }
+    for (int64_t k = 0; st == MC_OK && require_all && k < t->n_tensors; k++) {
+        if (!seen[k]) {
+            st = mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is missing", path, t->tensors[k].name);
+        }
+    }
+    free(seen);
+    mc_st_close(set);
+    return st == MC_OK ? mc_trainer_values_changed(t, err) : st;
+}
