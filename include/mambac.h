@@ -319,9 +319,9 @@ MC_API mc_status mc_generate(const mc_model *model, const int32_t *const *prompt
 // PEFT's math (spec §8) over a frozen model.
 
 typedef enum mc_lora_bias {
-    MC_LORA_BIAS_NONE = 0, // PEFT bias="none": no bias trained (the only mode implemented so far)
-    MC_LORA_BIAS_ALL,
-    MC_LORA_BIAS_LORA_ONLY,
+    MC_LORA_BIAS_NONE = 0,  // PEFT bias="none": no bias trained
+    MC_LORA_BIAS_ALL,       // every bias of the model trains (in_proj, conv1d, dt_proj, out_proj)
+    MC_LORA_BIAS_LORA_ONLY, // the biases of adapted modules train
 } mc_lora_bias;
 
 // The modules a LoRA adapter may adapt (PEFT target names "embeddings", "in_proj", "x_proj", "out_proj").

@@ -26,6 +26,7 @@ typedef struct acts {
     float *dA;         // [E, N]
     int32_t *ids;      // [M] the batch's ids and targets in the backend's memory
     int32_t *targets;  // [M]
+    float *ones;       // [M] ones: a bias gradient alone is dyᵀ · ones
 } acts;
 
 #define TRY(call)                                                                                                    \
@@ -45,7 +46,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     wide = wide > RN ? wide : RN;
     const int64_t per_layer = 3 * H + 5 * E + RN + SITE_COUNT * r;
     const int64_t per_row = NL * per_layer + r + 2 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
-    const int64_t total = M * (per_row + 2) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
+    const int64_t total = M * (per_row + 3) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
     if (total > t->act_rows) { // act_rows counts floats
         float *grown = NULL;
         TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
@@ -89,6 +90,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     a->dA = TAKE(E * N);
     a->ids = (int32_t *)TAKE(M); // int32 and float share size and alignment
     a->targets = (int32_t *)TAKE(M);
+    a->ones = TAKE(M);
 #undef TAKE
     return t->ops->zero(&t->exec, a->zero_conv, (size_t)(Bt * E * K) * sizeof(float));
 }
@@ -111,13 +113,16 @@ static mc_status linear_fwd(mc_trainer *t, const lora_lin *ll, float *xa, float 
 
 // Backward of linear_fwd: dx (written, or added to when accumulate) from dy; dW, dbias (+=, when not NULL) and the
 // adapter's gradients.
-static mc_status linear_bwd(mc_trainer *t, const lora_lin *ll, const float *xa, float *tr, float *dx, int64_t lddx,
-                            bool accumulate, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
-                            const mc_weight *w, int64_t M, int64_t N, int64_t K) {
+static mc_status linear_bwd(mc_trainer *t, const acts *a, const lora_lin *ll, const float *xa, float *dx,
+                            int64_t lddx, bool accumulate, float *dw, float *dbias, const float *dy, const float *x,
+                            int64_t ldx, const mc_weight *w, int64_t M, int64_t N, int64_t K) {
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
+    float *tr = a->tr;
     if (dw != NULL) {
         TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
+    } else if (dbias != NULL) { // a trainable bias of a frozen matrix: Σ_rows dy = dyᵀ · ones
+        TRY(ops->matmul_dw(ex, dbias, NULL, dy, a->ones, 1, M, N, 1));
     }
     TRY(ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate));
     if (ll == NULL || !ll->on) {
@@ -216,7 +221,7 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         const layer_grads *g = &t->lg[li];
         const layer_acts *la = &a->layer[li];
         // dh is ∂/∂(this layer's output): out_proj back to dy.
-        TRY(linear_bwd(t, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->tr, a->dy, E, false, g->out_proj, g->out_bias,
+        TRY(linear_bwd(t, a, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->dy, E, false, g->out_proj, g->out_bias,
                        a->dh, la->y, E, &l->out_proj, M, H, E));
         // The scan writes du, ddt, dz (into dxz's z half), dB and dC (into dq's B and C columns).
         float *dA = g->A_log != NULL ? a->dA : junk_en;
@@ -231,17 +236,17 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
             TRY(ops->mul_acc(ex, g->A_log, a->dA, l->A, E * N));
         }
         // dt_proj: dq's δ columns (written) and its weight.
-        TRY(linear_bwd(t, NULL, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
+        TRY(linear_bwd(t, a, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
                        R));
         // x_proj: adds into du.
-        TRY(linear_bwd(t, site(t, li, SITE_X), la->xa[SITE_X], a->tr, a->du, E, true, g->x_proj, NULL, a->dq, la->u,
+        TRY(linear_bwd(t, a, site(t, li, SITE_X), la->xa[SITE_X], a->du, E, true, g->x_proj, NULL, a->dq, la->u,
                        E, &l->x_proj, M, RN, E));
         // conv1d + SiLU: dx into dxz's x half.
         TRY(ops->conv1d_bwd(ex, a->dxz, g->conv_w != NULL ? g->conv_w : junk_conv,
                             l->conv_b != NULL ? (g->conv_b != NULL ? g->conv_b : junk_e + 2 * E) : NULL, NULL, a->du,
                             NULL, la->xz, 2 * E, a->zero_conv, l->conv_w, l->conv_b, Bt, T, E, K));
         // in_proj back to the normed input.
-        TRY(linear_bwd(t, site(t, li, SITE_IN), la->xa[SITE_IN], a->tr, a->dnormed, H, false, g->in_proj, g->in_bias,
+        TRY(linear_bwd(t, a, site(t, li, SITE_IN), la->xa[SITE_IN], a->dnormed, H, false, g->in_proj, g->in_bias,
                        a->dxz, la->normed, H, &l->in_proj, M, 2 * E, H));
         // The norm adds its branch to dh, which then is ∂/∂(this layer's input stream).
         TRY(ops->rmsnorm_bwd(ex, a->dh, g->norm != NULL ? g->norm : junk_h, a->dnormed, la->hin, l->norm, M, H, eps));
@@ -271,6 +276,13 @@ mc_status mc_trainer_run(mc_trainer *t, const int32_t *ids, const int32_t *targe
     mc_status st = acts_get(t, &a, layers, Bt, T);
     if (st == MC_OK) st = t->ops->upload(&t->exec, a.ids, ids, id_bytes);
     if (st == MC_OK) st = t->ops->upload(&t->exec, a.targets, targets, id_bytes);
+    float *ones = st == MC_OK ? malloc(id_bytes) : NULL;
+    for (int64_t i = 0; ones != NULL && i < Bt * T; i++) {
+        ones[i] = 1.0f;
+    }
+    if (st == MC_OK) st = ones != NULL ? t->ops->upload(&t->exec, a.ones, ones, id_bytes)
+                                       : mc_fail(t->exec.err, MC_ERR_NOMEM, "train: out of memory");
+    free(ones);
     if (st == MC_OK) st = forward_keep(t, &a, a.ids, Bt, T);
     if (st == MC_OK) st = loss_bwd(t, &a, a.targets, Bt * T, scale, nll_sum, n_targets);
     if (st == MC_OK) st = backward(t, &a, a.ids, Bt, T);

@@ -170,6 +170,28 @@ static bool register_lora(builder *b) {
                      site_names[s]);
             ok = ok && add_tensor(b, nm, 2, out[s], r, 0, (init_src){ .kind = INIT_ZERO }, false) >= 0;
         }
+        // Trainable biases (PEFT bias="all": every bias; "lora_only": those of adapted modules), named as PEFT
+        // saves them: a wrapped module's own bias is "<module>.base_layer.bias".
+        const mc_layer *l = &t->base->layers[i];
+        const struct {
+            const float *v;
+            const char *module;
+            int64_t n;
+            unsigned site;
+        } biases[4] = { { l->in_bias, "in_proj", 2 * E, MC_LORA_IN_PROJ },
+                        { l->conv_b, "conv1d", E, 0 },
+                        { l->dt_bias, "dt_proj", E, 0 },
+                        { l->out_bias, "out_proj", H, MC_LORA_OUT_PROJ } };
+        for (int k = 0; ok && k < 4; k++) {
+            const bool adapted = (t->spec.targets & biases[k].site) != 0;
+            if (biases[k].v == NULL || t->spec.bias == MC_LORA_BIAS_NONE ||
+                (t->spec.bias == MC_LORA_BIAS_LORA_ONLY && !adapted)) {
+                continue;
+            }
+            snprintf(nm, sizeof(nm), "base_model.model.backbone.layers.%lld.mixer.%s.%sbias", (long long)i,
+                     biases[k].module, adapted ? "base_layer." : "");
+            ok = add_tensor(b, nm, 1, biases[k].n, 0, 0, from_f32(biases[k].v), false) >= 0;
+        }
     }
     return ok;
 }
@@ -287,6 +309,21 @@ static void bind_views(mc_trainer *t) {
             ll->B = f32_view(NEXT_V(), out[s], r);
             ll->gB = NEXT_G();
         }
+        // The biases register_lora made trainable, in its order.
+        mc_layer *l = &t->layers[i];
+        layer_grads *g = &t->lg[i];
+        const float **views[4] = { &l->in_bias, &l->conv_b, &l->dt_bias, &l->out_bias };
+        float **grads[4] = { &g->in_bias, &g->conv_b, &g->dt_bias, &g->out_bias };
+        const char *const modules[4] = { "in_proj", "conv1d", "dt_proj", "out_proj" };
+        for (int b = 0; b < 4; b++) {
+            char prefix[128];
+            snprintf(prefix, sizeof(prefix), "base_model.model.backbone.layers.%lld.mixer.%s.", (long long)i,
+                     modules[b]);
+            if (k < t->n_tensors && strncmp(t->tensors[k].name, prefix, strlen(prefix)) == 0) {
+                *views[b] = NEXT_V();
+                *grads[b] = NEXT_G();
+            }
+        }
     }
 #undef NEXT_V
 #undef NEXT_G
@@ -333,9 +370,8 @@ static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {
     if (s->dropout != 0) {
         return mc_fail(err, MC_ERR_UNSUPPORTED, "lora: dropout %g: only 0 is implemented so far", s->dropout);
     }
-    if (s->bias != MC_LORA_BIAS_NONE) {
-        return mc_fail(err, MC_ERR_UNSUPPORTED, "lora: bias training ('all', 'lora_only') is not implemented yet; "
-                                                "use 'none'");
+    if (s->bias != MC_LORA_BIAS_NONE && s->bias != MC_LORA_BIAS_ALL && s->bias != MC_LORA_BIAS_LORA_ONLY) {
+        return mc_fail(err, MC_ERR_INVALID, "lora: bias mode %d is not none, all or lora_only", (int)s->bias);
     }
     return MC_OK;
 }
@@ -536,16 +572,23 @@ mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double lo
     return st;
 }
 
+// name with PEFT's "<module>.base_layer.<rest>" spelling read as "<module>.<rest>".
+static void canonical(char *out, size_t cap, const char *name) {
+    const char *base = strstr(name, ".base_layer.");
+    if (base != NULL) {
+        snprintf(out, cap, "%.*s.%s", (int)(base - name), name, base + strlen(".base_layer."));
+    } else {
+        snprintf(out, cap, "%s", name);
+    }
+}
+
 // The registry index of name, or −1.
 static int64_t find_tensor(const mc_trainer *t, const char *name) {
-    char canon[160];
-    const char *base = strstr(name, ".base_layer.");
-    if (base != NULL) { // PEFT names a wrapped module's own bias "<module>.base_layer.bias"
-        snprintf(canon, sizeof(canon), "%.*s.%s", (int)(base - name), name, base + strlen(".base_layer."));
-        name = canon;
-    }
+    char want[192], have[192];
+    canonical(want, sizeof(want), name);
     for (int64_t i = 0; i < t->n_tensors; i++) {
-        if (strcmp(t->tensors[i].name, name) == 0) {
+        canonical(have, sizeof(have), t->tensors[i].name);
+        if (strcmp(have, want) == 0) {
             return i;
         }
     }
