@@ -23,6 +23,11 @@ int cli_perplexity(int argc, char **argv);
 int cli_init(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_grad(int argc, char **argv);
+
+// LoRA flags shared by grad, finetune: a comma list of target modules into MC_LORA_* bits; none/all/lora_only.
+int cli_lora_targets(const char *cmd, const char *list, unsigned *bits);
+int cli_lora_bias(const char *cmd, const char *v, mc_lora_bias *bias);
 
 // Walks argv[1..] of a command. Accepts "-x VALUE", "--name VALUE" and "--name=VALUE"; anything else that is
 // not a known flag is an error with the usage line.

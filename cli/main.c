@@ -20,6 +20,7 @@ static const cli_command commands[] = {
     { "bench", cli_bench, "measure prefill and decode speed, memory and bandwidth" },
     { "init", cli_init, "write a randomly initialised model (presets 130m .. 2.8b)" },
     { "quantize", cli_quantize, "convert a model's weights to int8/bf16/f16 and save it" },
+    { "grad", cli_grad, "write the loss and every trainable gradient of a batch (all weights or LoRA)" },
 };
 
 static void print_help(FILE *out) {
