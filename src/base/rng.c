@@ -43,3 +43,17 @@ double mc_rng_normal(mc_rng *rng) {
     double u = 1.0 - mc_rng_uniform(rng), v = mc_rng_uniform(rng);
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
+
+uint64_t mc_rng_below(mc_rng *rng, uint64_t n) {
+    // The high word of x * n is uniform in [0, n) once the low words below 2^64 mod n are rejected.
+    unsigned __int128 m = (unsigned __int128)mc_rng_next(rng) * n;
+    uint64_t low = (uint64_t)m;
+    if (low < n) {
+        uint64_t threshold = (0 - n) % n;
+        while (low < threshold) {
+            m = (unsigned __int128)mc_rng_next(rng) * n;
+            low = (uint64_t)m;
+        }
+    }
+    return (uint64_t)(m >> 64);
+}

@@ -11,3 +11,5 @@ void mc_rng_seed(mc_rng *rng, uint64_t seed);
 uint64_t mc_rng_next(mc_rng *rng);
 double mc_rng_uniform(mc_rng *rng); // in [0, 1), 53 random bits
 double mc_rng_normal(mc_rng *rng);  // standard normal
+// Uniform integer in [0, n) without modulo bias (Lemire's multiply-and-reject); n >= 1.
+uint64_t mc_rng_below(mc_rng *rng, uint64_t n);

@@ -1,0 +1,421 @@
+// AdamW, learning-rate schedules and gradient clipping with torch's and transformers' exact operation order
+// (formulas in optim.h), and the AdamW state file. Gradients and the loop that calls these are elsewhere.
+#include "train/optim.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/safetensors.h"
+
+struct mc_adamw {
+    int64_t n_params;
+    mc_optim_group *groups;
+    int64_t n_groups;
+    mc_adamw_opts o;
+    float *m, *v; // [n_params] first and second moments (zero outside the groups)
+    int64_t step;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Trainer's weight-decay rule
+
+static bool has_component(const char *s, const char *comp) {
+    const size_t n = strlen(comp);
+    for (const char *p = strstr(s, comp); p != NULL; p = strstr(p + 1, comp)) {
+        if ((p == s || p[-1] == '.') && (p[n] == '\0' || p[n] == '.')) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool has_suffix_component(const char *s, const char *suffix) { // "_norm" followed by the end or a dot
+    const size_t n = strlen(suffix);
+    for (const char *p = strstr(s, suffix); p != NULL; p = strstr(p + 1, suffix)) {
+        if (p[n] == '\0' || p[n] == '.') {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool mc_optim_name_decays(const char *name) {
+    // transformers tests its patterns on every dotted suffix of the name; on the whole lower-cased name that is
+    // the same test, with "(?:^|\.)norm(?:$|\.)" meaning a whole component.
+    const size_t n = strlen(name);
+    char *s = malloc(n + 1);
+    if (s == NULL) {
+        return true; // cannot happen in practice; decaying is the Trainer's default
+    }
+    for (size_t i = 0; i <= n; i++) {
+        s[i] = (char)tolower((unsigned char)name[i]);
+    }
+    const bool exempt = strstr(s, "bias") != NULL || strstr(s, "layernorm") != NULL || strstr(s, "rmsnorm") != NULL ||
+                        has_component(s, "norm") || has_suffix_component(s, "_norm");
+    free(s);
+    return !exempt;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// AdamW
+
+void mc_adamw_opts_init(mc_adamw_opts *opts) {
+    *opts = (mc_adamw_opts){ .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0 };
+}
+
+static int cmp_group(const void *a, const void *b) {
+    const mc_optim_group *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static mc_status check_groups(int64_t n_params, const mc_optim_group *groups, int64_t n_groups, mc_error *err) {
+    if (n_params < 0 || n_groups < 0 || (n_groups > 0 && groups == NULL)) {
+        return mc_fail(err, MC_ERR_INVALID, "optimizer: %lld parameters in %lld groups", (long long)n_params,
+                       (long long)n_groups);
+    }
+    for (int64_t i = 0; i < n_groups; i++) {
+        const mc_optim_group *g = &groups[i];
+        if (g->offset < 0 || g->numel < 0 || g->offset > n_params - g->numel) {
+            return mc_fail(err, MC_ERR_INVALID, "optimizer: group %lld (offset %lld, numel %lld) is outside [0, %lld)",
+                           (long long)i, (long long)g->offset, (long long)g->numel, (long long)n_params);
+        }
+    }
+    mc_optim_group *sorted = malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(*sorted));
+    if (sorted == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "optimizer: out of memory for %lld groups", (long long)n_groups);
+    }
+    memcpy(sorted, groups, (size_t)n_groups * sizeof(*sorted));
+    qsort(sorted, (size_t)n_groups, sizeof(*sorted), cmp_group);
+    mc_status st = MC_OK;
+    for (int64_t i = 1; i < n_groups && st == MC_OK; i++) {
+        if (sorted[i - 1].offset + sorted[i - 1].numel > sorted[i].offset) {
+            st = mc_fail(err, MC_ERR_INVALID, "optimizer: groups at offsets %lld and %lld overlap",
+                         (long long)sorted[i - 1].offset, (long long)sorted[i].offset);
+        }
+    }
+    free(sorted);
+    return st;
+}
+
+static mc_status check_opts(const mc_adamw_opts *o, mc_error *err) {
+    if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1)) {
+        return mc_fail(err, MC_ERR_INVALID, "adamw: betas (%g, %g) must lie in [0, 1)", o->beta1, o->beta2);
+    }
+    if (!(o->eps >= 0 && isfinite(o->eps))) {
+        return mc_fail(err, MC_ERR_INVALID, "adamw: eps is %g, must be finite and >= 0", o->eps);
+    }
+    if (!(o->weight_decay >= 0 && isfinite(o->weight_decay))) {
+        return mc_fail(err, MC_ERR_INVALID, "adamw: weight_decay is %g, must be finite and >= 0", o->weight_decay);
+    }
+    return MC_OK;
+}
+
+mc_status mc_adamw_new(int64_t n_params, const mc_optim_group *groups, int64_t n_groups, const mc_adamw_opts *opts,
+                       mc_adamw **out, mc_error *err) {
+    *out = NULL;
+    mc_adamw_opts o;
+    if (opts != NULL) {
+        o = *opts;
+    } else {
+        mc_adamw_opts_init(&o);
+    }
+    mc_status st = check_groups(n_params, groups, n_groups, err);
+    if (st == MC_OK) {
+        st = check_opts(&o, err);
+    }
+    if (st != MC_OK) {
+        return st;
+    }
+    mc_adamw *opt = calloc(1, sizeof(*opt));
+    if (opt != NULL) {
+        opt->n_params = n_params;
+        opt->n_groups = n_groups;
+        opt->o = o;
+        opt->groups = malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(mc_optim_group));
+        opt->m = calloc((size_t)(n_params > 0 ? n_params : 1), sizeof(float));
+        opt->v = calloc((size_t)(n_params > 0 ? n_params : 1), sizeof(float));
+    }
+    if (opt == NULL || opt->groups == NULL || opt->m == NULL || opt->v == NULL) {
+        mc_adamw_free(opt);
+        return mc_fail(err, MC_ERR_NOMEM, "adamw: out of memory for %lld parameters", (long long)n_params);
+    }
+    memcpy(opt->groups, groups, (size_t)n_groups * sizeof(mc_optim_group));
+    *out = opt;
+    return MC_OK;
+}
+
+void mc_adamw_free(mc_adamw *opt) {
+    if (opt == NULL) {
+        return;
+    }
+    free(opt->groups);
+    free(opt->m);
+    free(opt->v);
+    free(opt);
+}
+
+int64_t mc_adamw_steps(const mc_adamw *opt) {
+    return opt->step;
+}
+
+mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double lr, mc_error *err) {
+    if (!(lr >= 0 && isfinite(lr))) {
+        return mc_fail(err, MC_ERR_INVALID, "adamw: learning rate %g, must be finite and >= 0", lr);
+    }
+    const mc_adamw_opts *o = &opt->o;
+    const int64_t t = ++opt->step;
+    // The scalars as torch forms them: Python doubles, converted to f32 where they meet an f32 tensor.
+    const double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
+    const float neg_step_size = (float)-(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float decay = (float)(1.0 - lr * o->weight_decay);
+    const float w1 = (float)(1.0 - o->beta1), beta2 = (float)o->beta2, w2 = (float)(1.0 - o->beta2);
+    const float eps = (float)o->eps;
+    for (int64_t k = 0; k < opt->n_groups; k++) {
+        const mc_optim_group *grp = &opt->groups[k];
+        const bool decays = grp->decay && o->weight_decay != 0;
+        float *restrict p = params + grp->offset, *restrict m = opt->m + grp->offset,
+                        *restrict v = opt->v + grp->offset;
+        const float *restrict g = grads + grp->offset;
+        for (int64_t i = 0; i < grp->numel; i++) {
+            float pi = p[i];
+            if (decays) {
+                pi = pi * decay;
+            }
+            m[i] = fmaf(w1, g[i] - m[i], m[i]);
+            v[i] = fmaf(w2 * g[i], g[i], v[i] * beta2);
+            const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+            p[i] = pi + (neg_step_size * m[i]) / denom;
+        }
+    }
+    return MC_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// State file
+
+mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err) {
+    int64_t *layout = malloc((size_t)(opt->n_groups > 0 ? opt->n_groups : 1) * 3 * sizeof(int64_t));
+    if (layout == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (int64_t k = 0; k < opt->n_groups; k++) {
+        layout[3 * k] = opt->groups[k].offset;
+        layout[3 * k + 1] = opt->groups[k].numel;
+        layout[3 * k + 2] = opt->groups[k].decay;
+    }
+    const int64_t n = opt->n_params, bytes = n * (int64_t)sizeof(float);
+    const mc_st_entry e[] = {
+        { .name = "groups",
+          .dtype = "I64",
+          .ndim = 2,
+          .shape = { opt->n_groups, 3 },
+          .data = layout,
+          .nbytes = opt->n_groups * 3 * (int64_t)sizeof(int64_t) },
+        { .name = "m", .dtype = "F32", .ndim = 1, .shape = { n }, .data = opt->m, .nbytes = bytes },
+        { .name = "step", .dtype = "I64", .ndim = 1, .shape = { 1 }, .data = &opt->step, .nbytes = 8 },
+        { .name = "v", .dtype = "F32", .ndim = 1, .shape = { n }, .data = opt->v, .nbytes = bytes },
+    };
+    mc_status st = mc_st_write(path, e, 4, err);
+    free(layout);
+    return st;
+}
+
+// The tensor name of dtype with shape [d0] (d1 < 0) or [d0, d1], or an error naming what differs.
+static mc_status find_tensor(const mc_st_set *set, const char *path, const char *name, const char *dtype, int64_t d0,
+                             int64_t d1, const mc_st_tensor **out, mc_error *err) {
+    const mc_st_tensor *t = mc_st_find(set, name);
+    if (t == NULL) {
+        return mc_fail(err, MC_ERR_FORMAT, "%s: no tensor \"%s\"", path, name);
+    }
+    if (strcmp(t->dtype_name, dtype) != 0) {
+        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s, expected %s", path, name, t->dtype_name, dtype);
+    }
+    const int ndim = d1 < 0 ? 1 : 2;
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char want[48];
+        if (ndim == 1) {
+            snprintf(want, sizeof(want), "[%lld]", (long long)d0);
+        } else {
+            snprintf(want, sizeof(want), "[%lld, %lld]", (long long)d0, (long long)d1);
+        }
+        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s has %d dims (first %lld), expected %s", path, name, t->ndim,
+                       (long long)(t->ndim > 0 ? t->shape[0] : 0), want);
+    }
+    *out = t;
+    return MC_OK;
+}
+
+static int64_t load_i64(const void *data, int64_t i) { // little-endian, any alignment
+    const unsigned char *b = (const unsigned char *)data + 8 * i;
+    uint64_t x = 0;
+    for (int k = 7; k >= 0; k--) {
+        x = x << 8 | b[k];
+    }
+    return (int64_t)x;
+}
+
+static mc_status check_layout(const mc_adamw *opt, const mc_st_tensor *groups, const char *path, mc_error *err) {
+    for (int64_t k = 0; k < opt->n_groups; k++) {
+        const mc_optim_group *g = &opt->groups[k];
+        const int64_t off = load_i64(groups->data, 3 * k), numel = load_i64(groups->data, 3 * k + 1),
+                      decay = load_i64(groups->data, 3 * k + 2);
+        if (off != g->offset || numel != g->numel || decay != (int64_t)g->decay) {
+            return mc_fail(err, MC_ERR_FORMAT,
+                           "%s: group %lld is (offset %lld, numel %lld, decay %lld), the optimizer's (%lld, %lld, %d)",
+                           path, (long long)k, (long long)off, (long long)numel, (long long)decay, (long long)g->offset,
+                           (long long)g->numel, g->decay);
+        }
+    }
+    return MC_OK;
+}
+
+mc_status mc_adamw_load(mc_adamw *opt, const char *path, mc_error *err) {
+    mc_st_set *set = NULL;
+    mc_status st = mc_st_open(path, &set, err);
+    const mc_st_tensor *m = NULL, *v = NULL, *step = NULL, *groups = NULL;
+    if (st == MC_OK) {
+        st = find_tensor(set, path, "groups", "I64", opt->n_groups, 3, &groups, err);
+    }
+    if (st == MC_OK) {
+        st = check_layout(opt, groups, path, err);
+    }
+    if (st == MC_OK) {
+        st = find_tensor(set, path, "m", "F32", opt->n_params, -1, &m, err);
+    }
+    if (st == MC_OK) {
+        st = find_tensor(set, path, "v", "F32", opt->n_params, -1, &v, err);
+    }
+    if (st == MC_OK) {
+        st = find_tensor(set, path, "step", "I64", 1, -1, &step, err);
+    }
+    if (st == MC_OK && load_i64(step->data, 0) < 0) {
+        st = mc_fail(err, MC_ERR_FORMAT, "%s: step is %lld, must be >= 0", path, (long long)load_i64(step->data, 0));
+    }
+    if (st == MC_OK) {
+        memcpy(opt->m, m->data, (size_t)opt->n_params * sizeof(float));
+        memcpy(opt->v, v->data, (size_t)opt->n_params * sizeof(float));
+        opt->step = load_i64(step->data, 0);
+    }
+    mc_st_close(set);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Schedules
+
+void mc_lr_schedule_init(mc_lr_schedule *s) {
+    *s = (mc_lr_schedule){ .kind = MC_LR_LINEAR, .lr = 5e-5, .warmup_steps = 0, .total_steps = 0, .num_cycles = 0.5 };
+}
+
+mc_status mc_lr_schedule_check(const mc_lr_schedule *s, mc_error *err) {
+    if ((int)s->kind < 0 || s->kind > MC_LR_CONSTANT_WITH_WARMUP) {
+        return mc_fail(err, MC_ERR_INVALID, "lr schedule: unknown kind %d", (int)s->kind);
+    }
+    if (!(s->lr >= 0 && isfinite(s->lr))) {
+        return mc_fail(err, MC_ERR_INVALID, "lr schedule: learning rate %g, must be finite and >= 0", s->lr);
+    }
+    if (s->warmup_steps < 0) {
+        return mc_fail(err, MC_ERR_INVALID, "lr schedule: warmup_steps %lld, must be >= 0", (long long)s->warmup_steps);
+    }
+    if ((s->kind == MC_LR_LINEAR || s->kind == MC_LR_COSINE) && s->total_steps < 1) {
+        return mc_fail(err, MC_ERR_INVALID, "lr schedule: total_steps %lld, must be >= 1 for %s",
+                       (long long)s->total_steps, s->kind == MC_LR_LINEAR ? "linear" : "cosine");
+    }
+    if (!isfinite(s->num_cycles)) {
+        return mc_fail(err, MC_ERR_INVALID, "lr schedule: num_cycles %g, must be finite", s->num_cycles);
+    }
+    return MC_OK;
+}
+
+// transformers' lambdas, with its int/float conversions: every quotient is of two doubles.
+static double lr_lambda(const mc_lr_schedule *s, int64_t step) {
+    const int64_t W = s->warmup_steps, S = s->total_steps;
+    if (s->kind == MC_LR_CONSTANT) {
+        return 1.0;
+    }
+    if (step < W) {
+        return (double)step / (double)(W > 1 ? W : 1);
+    }
+    switch (s->kind) {
+        case MC_LR_LINEAR: {
+            const double f = (double)(S - step) / (double)(S - W > 1 ? S - W : 1);
+            return f > 0.0 ? f : 0.0;
+        }
+        case MC_LR_COSINE: {
+            const double progress = (double)(step - W) / (double)(S - W > 1 ? S - W : 1);
+            const double f = 0.5 * (1.0 + cos(M_PI * s->num_cycles * 2.0 * progress));
+            return f > 0.0 ? f : 0.0;
+        }
+        default: // MC_LR_CONSTANT_WITH_WARMUP
+            return 1.0;
+    }
+}
+
+double mc_lr_schedule_at(const mc_lr_schedule *s, int64_t step) {
+    return s->lr * lr_lambda(s, step); // LambdaLR: base_lr * lambda(last_epoch)
+}
+
+mc_status mc_lr_kind_parse(const char *name, mc_lr_kind *kind, mc_error *err) {
+    static const char *const names[] = { "linear", "cosine", "constant", "constant_with_warmup" };
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *kind = (mc_lr_kind)i;
+            return MC_OK;
+        }
+    }
+    char esc[64];
+    mc_escape(esc, sizeof(esc), name, strlen(name));
+    return mc_fail(err, MC_ERR_INVALID,
+                   "lr scheduler \"%s\": expected linear, cosine, constant or constant_with_warmup", esc);
+}
+
+int64_t mc_lr_warmup_steps(double warmup, int64_t total_steps) {
+    if (!(warmup > 0)) {
+        return 0;
+    }
+    return warmup >= 1 ? (int64_t)warmup : (int64_t)ceil((double)total_steps * warmup);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Clipping
+
+mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t n_groups, double max_norm,
+                             double *total_norm, mc_error *err) {
+    if (!(max_norm >= 0 && isfinite(max_norm))) {
+        return mc_fail(err, MC_ERR_INVALID, "max_grad_norm is %g, must be finite and >= 0", max_norm);
+    }
+    double sum = 0; // of the squared per-group norms, each rounded to f32 as torch keeps them
+    for (int64_t k = 0; k < n_groups; k++) {
+        const float *g = grads + groups[k].offset;
+        double s = 0;
+        for (int64_t i = 0; i < groups[k].numel; i++) {
+            s += (double)g[i] * (double)g[i];
+        }
+        const double norm = (double)(float)sqrt(s);
+        sum += norm * norm;
+    }
+    const float norm = (float)sqrt(sum);
+    if (total_norm != NULL) {
+        *total_norm = norm;
+    }
+    if (max_norm == 0) {
+        return MC_OK;
+    }
+    float c = (1.0f / (norm + 1e-6f)) * (float)max_norm; // max_norm / (norm + 1e-6) as Tensor.__rtruediv__ does it
+    c = c < 1.0f ? c : isnan(c) ? c : 1.0f;              // torch.clamp(max=1.0) keeps NaN
+    if (c == 1.0f) {
+        return MC_OK; // multiplying by 1 changes nothing
+    }
+    for (int64_t k = 0; k < n_groups; k++) {
+        float *g = grads + groups[k].offset;
+        for (int64_t i = 0; i < groups[k].numel; i++) {
+            g[i] = g[i] * c;
+        }
+    }
+    return MC_OK;
+}
