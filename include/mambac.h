@@ -378,6 +378,16 @@ MC_API mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err);
 MC_API mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_all, int64_t *n_loaded,
                                          mc_error *err);
 
+// Saves what trains into folder dir (created if missing): all weights as a model folder (config.json and
+// model.safetensors, as mc_model_save), or a LoRA adapter as PEFT saves one (adapter_config.json with every key
+// PEFT 0.21 writes, adapter_model.safetensors under PEFT's keys), loadable by PeftModel.from_pretrained.
+MC_API mc_status mc_trainer_save(const mc_trainer *t, const char *dir, mc_error *err);
+
+// Reads a PEFT adapter folder's adapter_config.json into spec. Refuses (MC_ERR_UNSUPPORTED, naming the key) what
+// mambac does not implement: DoRA, lora_bias, rank/alpha patterns, modules_to_save, a regex target, a target other
+// than embeddings, in_proj, x_proj, out_proj.
+MC_API mc_status mc_lora_spec_load(const char *dir, mc_lora_spec *spec, mc_error *err);
+
 // Writes every trainable tensor's gradient under its name (F32, shapes as saved) plus "loss" (a one-element F32
 // tensor) to a safetensors file.
 MC_API mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err);

@@ -133,11 +133,21 @@ static void run_grad_case(const cJSON *c, mc_backend backend) {
     int32_t *labels = ints_2d(cJSON_GetObjectItem(c, "labels"), &B2, &T2);
     assert_true(B == B2 && T == T2);
     mc_lora_spec spec = { 0 };
-    if (strcmp(kind, "lora_grad") == 0) {
-        spec = spec_of(lora);
+    mc_error err = { 0 };
+    if (strcmp(kind, "lora_grad") == 0) { // PEFT's own adapter_config.json, checked against the case's record
+        char *dir = mc_test_fixture(cJSON_GetObjectItem(lora, "adapter_dir")->valuestring);
+        if (mc_lora_spec_load(dir, &spec, &err) != MC_OK) {
+            print_error("%s\n", err.msg);
+            fail();
+        }
+        free(dir);
+        const mc_lora_spec want = spec_of(lora);
+        assert_int_equal(spec.r, want.r);
+        assert_true(spec.alpha == want.alpha && spec.use_rslora == want.use_rslora && spec.dropout == 0);
+        assert_int_equal(spec.targets, want.targets);
+        assert_int_equal(spec.bias, want.bias);
     }
     mc_trainer *t = NULL;
-    mc_error err = { 0 };
     char label[160];
     snprintf(label, sizeof(label), "%s[%s]", name, mc_backend_name(backend));
     mc_status st = mc_trainer_new(m, lora != NULL ? &spec : NULL, 0, &t, &err);

@@ -1,6 +1,5 @@
 // The trainer: which tensors train (every weight, or LoRA adapters over a frozen model), one f32 block of their
 // values and one of their gradients, the model view the forward reads, and the gradient dump of `mambac grad`.
-#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "base/rng.h"
 #include "io/safetensors.h"
 #include "kernels/dtype.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 // How a tensor's first values are made.
@@ -22,29 +22,6 @@ typedef struct init_src {
     const float *f;     // INIT_F32
     double bound;       // INIT_UNIFORM: U(−bound, bound); INIT_NORMAL: N(0, bound²)
 } init_src;
-
-// transformers' Trainer (5.17, spec §9.1): no decay for names containing "bias", "layernorm" or "rmsnorm", a path
-// component "norm" or one ending in "_norm".
-static bool decay_applies(const char *name) {
-    char low[160];
-    size_t n = strlen(name) < sizeof(low) - 1 ? strlen(name) : sizeof(low) - 1;
-    for (size_t i = 0; i < n; i++) {
-        low[i] = (char)tolower((unsigned char)name[i]);
-    }
-    low[n] = '\0';
-    if (strstr(low, "bias") != NULL || strstr(low, "layernorm") != NULL || strstr(low, "rmsnorm") != NULL) {
-        return false;
-    }
-    for (const char *c = low; *c != '\0';) {
-        const char *end = strchr(c, '.');
-        size_t len = end != NULL ? (size_t)(end - c) : strlen(c);
-        if ((len == 4 && strncmp(c, "norm", 4) == 0) || (len >= 5 && strncmp(c + len - 5, "_norm", 5) == 0)) {
-            return false;
-        }
-        c += len + (end != NULL ? 1 : 0);
-    }
-    return true;
-}
 
 typedef struct builder {
     mc_trainer *t;
@@ -78,7 +55,7 @@ static int64_t add_tensor(builder *b, const char *name, int ndim, int64_t d0, in
     e->shape[2] = d2;
     e->numel = d0 * (ndim > 1 ? d1 : 1) * (ndim > 2 ? d2 : 1);
     e->offset = t->n_params;
-    e->decay = decay_applies(name);
+    e->decay = mc_optim_name_decays(name);
     e->transposed = transposed;
     t->n_params += e->numel;
     b->init[t->n_tensors] = src;
@@ -526,7 +503,7 @@ mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labe
     return st;
 }
 
-mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err) {
+mc_status mc_trainer_write_tensors(const mc_trainer *t, const char *path, bool grads, double loss, mc_error *err) {
     mc_st_entry *entries = calloc((size_t)t->n_tensors + 1, sizeof(*entries));
     float **bufs = calloc((size_t)t->n_tensors + 1, sizeof(*bufs));
     float loss_f = (float)loss;
@@ -542,7 +519,7 @@ mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double lo
             st = mc_fail(err, MC_ERR_NOMEM, "grads: out of memory for %s", e->name);
             break;
         }
-        st = t->ops->download(&ex, host, t->grads + e->offset, (size_t)e->numel * sizeof(float));
+        st = t->ops->download(&ex, host, (grads ? t->grads : t->params) + e->offset, (size_t)e->numel * sizeof(float));
         if (e->transposed) { // held [shape[1], shape[0]]
             for (int64_t a = 0; a < e->shape[0]; a++) {
                 for (int64_t b = 0; b < e->shape[1]; b++) {
@@ -560,9 +537,10 @@ mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double lo
         }
     }
     if (st == MC_OK) {
+        const bool with_loss = !isnan(loss);
         entries[t->n_tensors] = (mc_st_entry){ .name = "loss", .dtype = "F32", .ndim = 1, .shape = { 1 },
                                                .data = &loss_f, .nbytes = (int64_t)sizeof(float) };
-        st = mc_st_write(path, entries, t->n_tensors + 1, err);
+        st = mc_st_write(path, entries, t->n_tensors + (with_loss ? 1 : 0), err);
     }
     for (int64_t i = 0; bufs != NULL && i < t->n_tensors; i++) {
         free(bufs[i]);
@@ -666,4 +644,8 @@ mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_
     free(seen);
     mc_st_close(set);
     return st == MC_OK ? mc_trainer_values_changed(t, err) : st;
+}
+
+mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err) {
+    return mc_trainer_write_tensors(t, path, true, loss, err);
 }

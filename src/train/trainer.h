@@ -71,3 +71,7 @@ struct mc_trainer {
 // (backward.c). targets [Bt, T] are the shifted labels (−100 = none).
 mc_status mc_trainer_run(mc_trainer *t, const int32_t *ids, const int32_t *targets, int64_t Bt, int64_t T,
                          double scale, double *nll_sum, int64_t *n_targets);
+
+// Writes every trainable tensor's values (grads false) or gradients under its name, F32 in its saved shape, plus
+// "loss" [1] unless loss is NaN.
+mc_status mc_trainer_write_tensors(const mc_trainer *t, const char *path, bool grads, double loss, mc_error *err);
