@@ -24,6 +24,8 @@ int cli_init(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_grad(int argc, char **argv);
+int cli_train(int argc, char **argv);
+int cli_finetune(int argc, char **argv);
 
 // LoRA flags shared by grad, finetune: a comma list of target modules into MC_LORA_* bits; none/all/lora_only.
 int cli_lora_targets(const char *cmd, const char *list, unsigned *bits);

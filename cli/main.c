@@ -20,6 +20,8 @@ static const cli_command commands[] = {
     { "bench", cli_bench, "measure prefill and decode speed, memory and bandwidth" },
     { "init", cli_init, "write a randomly initialised model (presets 130m .. 2.8b)" },
     { "quantize", cli_quantize, "convert a model's weights to int8/bf16/f16 and save it" },
+    { "train", cli_train, "train every weight on a dataset (AdamW, schedules, checkpoints, --resume)" },
+    { "finetune", cli_finetune, "fine-tune LoRA adapters that PEFT reads (the Hugging Face example's job)" },
     { "grad", cli_grad, "write the loss and every trainable gradient of a batch (all weights or LoRA)" },
 };
 

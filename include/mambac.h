@@ -392,6 +392,62 @@ MC_API mc_status mc_lora_spec_load(const char *dir, mc_lora_spec *spec, mc_error
 // tensor) to a safetensors file.
 MC_API mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err);
 
+// ---------------------------------------------------------------------------------------------------------------
+// The training loop (mambac train / finetune): transformers' Trainer defaults (spec §9), SFTTrainer's batches.
+
+typedef struct mc_train_stats {
+    int64_t step, total_steps; // optimizer steps done / planned
+    int64_t epoch;             // the epoch the next batch comes from (0-based)
+    double loss;               // mean loss of the steps since the last report
+    double lr;                 // the learning rate of the last step
+    double grad_norm;          // the global gradient norm before clipping, last step
+    double tokens_per_s;       // real (unpadded) tokens per second since the run (or resume) started
+    double elapsed_s, eta_s;
+} mc_train_stats;
+
+// Called after every optimizer step (logged: true at logging steps). Returning false stops the run after
+// saving a checkpoint.
+typedef bool (*mc_train_progress_cb)(void *user, const mc_train_stats *stats, bool logged);
+
+typedef struct mc_train_opts {
+    const char *data;          // dataset file: .jsonl/.json, .csv, .txt (required)
+    const char *text_field;    // JSON key or CSV column of the text ("text")
+    int data_format;           // 0 by extension, 1 JSON Lines, 2 CSV, 3 text lines, 4 one text document (packed)
+    int64_t max_length;        // truncation length, or block length when packing (1024)
+    bool packing;              // concatenate examples into max_length blocks (false: pad each batch)
+    int eos;                   // 0 as TRL (EOS appended to a "text" field only), 1 always, 2 never
+    double epochs;             // num_train_epochs (3)
+    int64_t max_steps;         // > 0 overrides epochs (−1)
+    int64_t batch_size;        // per_device_train_batch_size (8)
+    int64_t grad_accum;        // gradient_accumulation_steps (1)
+    double lr;                 // learning_rate (5e-5)
+    double weight_decay;       // (0)
+    double max_grad_norm;      // (1.0; 0 = no clipping)
+    double warmup;             // warmup_steps: >= 1 steps, < 1 a ratio of the total (0)
+    const char *lr_scheduler;  // linear, cosine, constant, constant_with_warmup ("linear")
+    uint64_t seed;             // (42)
+    bool shuffle;              // (true)
+    int64_t logging_steps;     // (500)
+    int64_t save_steps;        // checkpoint every N steps, 0 = only at the end (500)
+    int64_t save_total_limit;  // keep at most N checkpoints, 0 = all (0)
+    const char *output_dir;    // the result and checkpoint-N folders (required)
+    const char *logging_dir;   // log.jsonl and loss.svg (default: output_dir)
+    const char *resume;        // a checkpoint-N folder, or an output_dir whose newest complete checkpoint is used
+    const char *init_adapter;  // LoRA: start from this PEFT adapter folder (its config replaces lora)
+    const mc_lora_spec *lora;  // NULL: train every weight
+    mc_train_progress_cb progress;
+    void *user;
+} mc_train_opts;
+
+MC_API void mc_train_opts_init(mc_train_opts *opts); // the defaults in the comments above
+
+// Trains model (frozen base for LoRA) on opts->data, tokenized with tok. Checkpoints: output_dir/checkpoint-N,
+// each complete before it appears (written to a temporary folder, then renamed); --resume continues exactly (same
+// batches, optimizer state, step). A NaN or infinite loss stops the run with an error naming the step; the last
+// checkpoint stays. On success the final weights or adapter are in output_dir and *final_stats the last report.
+MC_API mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_train_opts *opts,
+                          mc_train_stats *final_stats, mc_error *err);
+
 #ifdef __cplusplus
 }
 #endif
