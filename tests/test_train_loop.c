@@ -1,0 +1,196 @@
+// The training loop against torch + transformers (tools/oracle/train_fixtures.py, adam_* cases): three optimizer
+// steps of mc_train on the case's batch (a pre-tokenized JSON Lines file with its labels, batch 2, no shuffle,
+// linear schedule with 1 warmup step, clipping at 1.0, AdamW with the Trainer's decay groups) give the recorded
+// loss of every step and the recorded final weights. Also: --resume continues bit for bit, and bad runs fail
+// with their message.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "check.h"
+#include "io/safetensors.h"
+#include "mambac.h"
+
+// Losses: f32 against the f64 reference (the oracle's own f32 rerun: up to 3.5e-5 absolute on a loss of 13.7).
+#define LOSS_TOL 1e-5
+// Final weights after three steps at lr 1e-2: the oracle's f32 rerun differs by up to 1.5e-4 absolute.
+#define WEIGHT_TOL 5e-4
+
+static cJSON *g_index;
+
+static int setup(void **state) {
+    char *path = mc_test_fixture("expect/train/index.json");
+    char *text = path != NULL ? mc_test_read_text(path) : NULL;
+    free(path);
+    if (text == NULL) {
+        mc_test_skip("no expect/train/index.json (run tools/oracle/train_fixtures.py)");
+    }
+    g_index = cJSON_Parse(text);
+    free(text);
+    return mc_test_dir_setup(state);
+}
+
+static int teardown(void **state) {
+    cJSON_Delete(g_index);
+    return mc_test_dir_teardown(state);
+}
+
+static mc_model *load_model(const char *rel) {
+    char *path = mc_test_fixture(rel);
+    mc_load_opts opts;
+    mc_load_opts_init(&opts);
+    opts.n_threads = 2;
+    mc_model *m = NULL;
+    mc_error err = { 0 };
+    if (mc_model_load(path, &opts, &m, &err) != MC_OK) {
+        print_error("%s: %s\n", path, err.msg);
+    }
+    free(path);
+    assert_non_null(m);
+    return m;
+}
+
+// Writes the case's rows as {"input_ids": [...], "labels": [...]} lines.
+static void write_jsonl(const char *path, const cJSON *c) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    const cJSON *ids = cJSON_GetObjectItem(c, "input_ids"), *labels = cJSON_GetObjectItem(c, "labels");
+    for (int b = 0; b < cJSON_GetArraySize(ids); b++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "input_ids", cJSON_Duplicate(cJSON_GetArrayItem(ids, b), true));
+        cJSON_AddItemToObject(o, "labels", cJSON_Duplicate(cJSON_GetArrayItem(labels, b), true));
+        char *line = cJSON_PrintUnformatted(o);
+        fprintf(f, "%s\n", line);
+        free(line);
+        cJSON_Delete(o);
+    }
+    fclose(f);
+}
+
+// The loss of every logged step of dir/log.jsonl into losses (at most cap).
+static int read_losses(const char *dir, double *losses, int cap) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/log.jsonl", dir);
+    char *text = mc_test_read_text(path);
+    assert_non_null(text);
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line != NULL && n < cap; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        losses[n++] = cJSON_GetObjectItem(j, "loss")->valuedouble;
+        cJSON_Delete(j);
+    }
+    free(text);
+    return n;
+}
+
+static void run_adam_case(const cJSON *c, const char *tmp) {
+    const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+    const bool lora = strcmp(cJSON_GetObjectItem(c, "kind")->valuestring, "adam_lora") == 0;
+    const cJSON *opt = cJSON_GetObjectItem(c, "optimizer"), *sched = cJSON_GetObjectItem(c, "schedule");
+    char data[512], out[512];
+    snprintf(data, sizeof(data), "%s/%s.jsonl", tmp, name);
+    snprintf(out, sizeof(out), "%s/%s", tmp, name);
+    write_jsonl(data, c);
+    mc_model *m = load_model(cJSON_GetObjectItem(c, "model")->valuestring);
+    mc_train_opts o;
+    mc_train_opts_init(&o);
+    o.data = data;
+    o.output_dir = out;
+    o.batch_size = 2;
+    o.shuffle = false;
+    o.max_steps = (int64_t)cJSON_GetObjectItem(c, "steps")->valuedouble;
+    o.lr = cJSON_GetObjectItem(opt, "lr")->valuedouble;
+    o.weight_decay = cJSON_GetObjectItem(opt, "weight_decay")->valuedouble;
+    o.max_grad_norm = cJSON_GetObjectItem(c, "max_grad_norm")->valuedouble;
+    o.warmup = cJSON_GetObjectItem(sched, "warmup_steps")->valuedouble;
+    o.lr_scheduler = cJSON_GetObjectItem(sched, "type")->valuestring;
+    o.logging_steps = 1;
+    o.save_steps = 0;
+    char *adapter = lora ? mc_test_fixture(cJSON_GetObjectItem(c, "initial")->valuestring) : NULL;
+    o.init_adapter = adapter;
+    mc_train_stats s;
+    mc_error err = { 0 };
+    if (mc_train(m, NULL, &o, &s, &err) != MC_OK) {
+        print_error("%s: %s\n", name, err.msg);
+        fail();
+    }
+    // Every step's loss.
+    double losses[16];
+    const cJSON *want = cJSON_GetObjectItem(c, "loss_per_step");
+    const int n = read_losses(out, losses, 16);
+    assert_int_equal(n, cJSON_GetArraySize(want));
+    for (int i = 0; i < n; i++) {
+        const double w = cJSON_GetArrayItem(want, i)->valuedouble;
+        if (fabs(losses[i] - w) > LOSS_TOL * fabs(w)) {
+            print_error("%s: step %d loss %.9g, torch %.9g\n", name, i + 1, losses[i], w);
+            fail();
+        }
+    }
+    // The final trainable tensors, from the saved result.
+    char saved[600];
+    snprintf(saved, sizeof(saved), "%s/%s", out, lora ? "adapter_model.safetensors" : "model.safetensors");
+    char *ref_path = mc_test_fixture(cJSON_GetObjectItem(c, "file")->valuestring);
+    mc_st_set *got = NULL, *ref = NULL;
+    assert_int_equal(mc_st_open(saved, &got, &err), MC_OK);
+    assert_int_equal(mc_st_open(ref_path, &ref, &err), MC_OK);
+    const cJSON *t;
+    double worst = 0;
+    bool ok = true;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "final")) {
+        const char *tn = cJSON_GetObjectItem(t, "name")->valuestring;
+        const mc_st_tensor *a = mc_st_find(got, tn), *b = mc_st_find(ref, tn);
+        if (a == NULL || b == NULL || a->numel != b->numel || a->dtype != MC_DTYPE_F32) {
+            print_error("%s: %s missing or mis-shaped in %s\n", name, tn, saved);
+            ok = false;
+            continue;
+        }
+        for (int64_t j = 0; j < a->numel; j++) {
+            float x, y;
+            memcpy(&x, (const char *)a->data + 4 * j, 4);
+            memcpy(&y, (const char *)b->data + 4 * j, 4);
+            const double d = fabs((double)x - (double)y);
+            worst = d > worst ? d : worst;
+            if (!(d <= WEIGHT_TOL)) {
+                print_error("%s: %s[%lld] = %.7g, torch %.7g\n", name, tn, (long long)j, (double)x, (double)y);
+                ok = false;
+                break;
+            }
+        }
+    }
+    printf("%s: %d step losses within %.0e, final weights max |diff| %.2e\n", name, n, LOSS_TOL, worst);
+    assert_true(ok);
+    mc_st_close(got);
+    mc_st_close(ref);
+    free(ref_path);
+    free(adapter);
+    mc_model_free(m);
+}
+
+static void test_adam_steps(void **state) {
+    const mc_test_dir *d = *state;
+    const cJSON *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g_index, "cases")) {
+        const char *kind = cJSON_GetObjectItem(c, "kind")->valuestring;
+        if (strcmp(kind, "adam_lora") == 0 || strcmp(kind, "adam_full") == 0) {
+            run_adam_case(c, d->dir);
+            n++;
+        }
+    }
+    assert_true(n >= 4);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adam_steps),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
