@@ -248,6 +248,8 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
     *matched = true;
     if (cli_flag_is(f, NULL, "--revision")) {
         rc = cli_flag_value(f, &opts->revision);
+    } else if (cli_flag_is(f, NULL, "--lora")) {
+        rc = cli_flag_value(f, &opts->lora);
     } else if (cli_flag_is(f, "-t", "--threads")) {
         int64_t n = 0;
         rc = cli_flag_i64(f, 1, 4096, &n);

@@ -7,7 +7,8 @@
 #include "common.h"
 
 static const char usage[] = "usage: mambac grad -m MODEL --ids 1,2,3 [--ids 4,5,6]... --out FILE.safetensors "
-                            "[--lora DIR | --lora-r R --lora-targets LIST ...] [--quiet] " CLI_LOAD_USAGE;
+                            "[--lora DIR | --lora-r R --lora-alpha A --lora-targets LIST --rslora --lora-bias MODE "
+                            "--seed S] [--quiet] " CLI_LOAD_USAGE;
 
 static const char help[] =
     "Runs each --ids list as one sequence of a batch (all the same length) with labels = ids, as\n"
@@ -21,7 +22,7 @@ static const char help[] =
     "      --ids 1,2,3        token ids of one sequence; repeat for a batch (required)\n"
     "  -o, --out FILE         the .safetensors file to write (required)\n"
     "      --lora DIR         a PEFT adapter folder (adapter_config.json + adapter_model.safetensors): the\n"
-    "                         gradients of its tensors at its values\n"
+    "                         gradients of its tensors at its values (here it is not merged)\n"
     "      --lora-r R         a new adapter of rank R instead (PEFT's initialisation, so B = 0)\n"
     "      --lora-alpha A     its lora_alpha (default: R)\n"
     "      --lora-targets L   comma list of embeddings, in_proj, x_proj, out_proj (default: all four)\n"
@@ -107,8 +108,6 @@ static int parse_args(int argc, char **argv, grad_args *a) {
         } else if (cli_flag_is(&f, NULL, "--ids")) {
             rc = cli_flag_ids(&f, &a->ids[a->n_seq], &a->n_ids[a->n_seq]);
             a->n_seq += rc == CLI_OK;
-        } else if (cli_flag_is(&f, NULL, "--lora")) {
-            rc = cli_flag_value(&f, &a->lora_dir);
         } else if (cli_flag_is(&f, NULL, "--lora-r")) {
             rc = cli_flag_i64(&f, 1, 65536, &n);
             a->spec.r = (int)n;
@@ -136,6 +135,8 @@ static int parse_args(int argc, char **argv, grad_args *a) {
             return rc;
         }
     }
+    a->lora_dir = a->load.lora; // here --lora names the adapter whose gradients are wanted, not one to merge
+    a->load.lora = NULL;
     if (a->model == NULL) {
         return cli_missing("grad", usage, "-m MODEL is required");
     }
@@ -147,10 +148,6 @@ static int parse_args(int argc, char **argv, grad_args *a) {
     }
     if (a->lora_dir != NULL && a->lora) {
         return cli_missing("grad", usage, "--lora DIR and --lora-r/--lora-targets exclude each other");
-    }
-    if (a->lora_dir != NULL) {
-        return cli_fail("grad", "--lora DIR: reading adapter_config.json is not implemented yet; give --lora-r, "
-                                "--lora-alpha and --lora-targets");
     }
     if (a->lora && !a->alpha_set) {
         a->spec.alpha = a->spec.r;
@@ -179,8 +176,21 @@ static int run_grad(const grad_args *a, const mc_model *model) {
     int rc = CLI_OK;
     double sum = 0, t0 = cli_now();
     int64_t n = 0;
-    if (mc_trainer_new(model, a->lora ? &a->spec : NULL, a->seed, &t, &err) != MC_OK) {
+    mc_lora_spec spec = a->spec;
+    if (a->lora_dir != NULL && mc_lora_spec_load(a->lora_dir, &spec, &err) != MC_OK) {
         rc = cli_fail_err("grad", &err);
+    }
+    const bool lora = a->lora || a->lora_dir != NULL;
+    if (rc == CLI_OK && mc_trainer_new(model, lora ? &spec : NULL, a->seed, &t, &err) != MC_OK) {
+        rc = cli_fail_err("grad", &err);
+    }
+    if (rc == CLI_OK && a->lora_dir != NULL) {
+        char path[4200];
+        int64_t n_loaded = 0;
+        snprintf(path, sizeof(path), "%s/adapter_model.safetensors", a->lora_dir);
+        if (mc_trainer_load_tensors(t, path, true, &n_loaded, &err) != MC_OK) {
+            rc = cli_fail_err("grad", &err);
+        }
     }
     // The mean loss's gradient needs the target count first: a pass with scale 0 would double the work, so the
     // count is taken from the labels (= ids: every position but the last of each sequence).

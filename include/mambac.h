@@ -107,6 +107,8 @@ typedef struct mc_load_opts {
     mc_backend backend;            // MC_BACKEND_AUTO by default
     int n_threads;                 // <= 0: the number of physical cores
     mc_weight_dtype weight_dtype;  // the matrices (projections, embedding, head) are converted to this on load
+    const char *lora;              // a PEFT LoRA adapter folder merged into the weights on load (NULL: none); an
+                                   // adapted tied embedding is untied, so the head keeps the base (PEFT's semantics)
 } mc_load_opts;
 
 MC_API void mc_load_opts_init(mc_load_opts *opts); // revision main, auto backend, all cores, weights as stored

@@ -368,6 +368,9 @@ mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **o
         m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof(mc_layer));
         st = m->layers != NULL ? bind_all(m, err) : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", m->dir);
     }
+    if (st == MC_OK && opts->lora != NULL) {
+        st = mc_model_apply_lora(m, opts->lora, err);
+    }
     if (st == MC_OK) {
         st = mc_model_finish(m, opts, err);
     }

@@ -65,3 +65,6 @@ mc_status mc_model_derive_A(mc_model *m, mc_error *err);
 mc_status mc_model_convert_weights(mc_model *m, mc_weight_dtype target, mc_error *err);
 
 mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc_config *cfg, mc_error *err);
+
+// Merges the PEFT adapter in folder dir into the model's weights (f32), before any dtype conversion (load.c).
+mc_status mc_model_apply_lora(mc_model *m, const char *dir, mc_error *err);
