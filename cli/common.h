@@ -24,6 +24,7 @@ int cli_init(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_grad(int argc, char **argv);
+int cli_merge(int argc, char **argv);
 int cli_train(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 

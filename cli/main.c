@@ -22,6 +22,7 @@ static const cli_command commands[] = {
     { "quantize", cli_quantize, "convert a model's weights to int8/bf16/f16 and save it" },
     { "train", cli_train, "train every weight on a dataset (AdamW, schedules, checkpoints, --resume)" },
     { "finetune", cli_finetune, "fine-tune LoRA adapters that PEFT reads (the Hugging Face example's job)" },
+    { "merge", cli_merge, "merge a PEFT LoRA adapter into a model and save it" },
     { "grad", cli_grad, "write the loss and every trainable gradient of a batch (all weights or LoRA)" },
 };
 

@@ -48,6 +48,18 @@ run 0 train -m "$F32" --data "$DATA" --batch-size 4 --max-steps 3 --output-dir "
 [ -s "$TMP/full/model.safetensors" ] && [ -s "$TMP/full/config.json" ] || fail "train wrote no model"
 run 0 forward -m "$TMP/full" --ids 1,2,3 --out "$TMP/l.npy" -q
 
+# the adapter applied on load equals the merged model (the head keeps the base embedding: an untied copy)
+run 0 merge -m "$F32" --lora "$TMP/a" -o "$TMP/merged"
+err_has "merge: "
+grep -q '"tie_word_embeddings":[[:space:]]*false' "$TMP/merged/config.json" || fail "merged model is still tied"
+run 0 forward -m "$TMP/merged" --ids 5,9,2,7 --out "$TMP/m1.npy" -q
+run 0 forward -m "$F32" --lora "$TMP/a" --ids 5,9,2,7 --out "$TMP/m2.npy" -q
+cmp -s "$TMP/m1.npy" "$TMP/m2.npy" || fail "merged model and --lora differ"
+run 2 merge -m "$F32" -o "$TMP/merged2"
+err_has "--lora"
+run 1 merge -m "$MODELS/untied-bias" --lora "$TMP/a" -o "$TMP/merged3"
+err_has "the model needs"
+
 # bad input
 printf '{"input_ids": [1, 2, 3]}\nnot json\n' >"$TMP/bad.jsonl"
 run 1 finetune -m "$F32" --data "$TMP/bad.jsonl" --output-dir "$TMP/x"
