@@ -17,7 +17,7 @@ static const char train_usage[] =
 
 static const char finetune_usage[] =
     "usage: mambac finetune -m MODEL --data FILE --output-dir DIR [--lora-r R] [--lora-alpha A] "
-    "[--lora-targets LIST] [--lora-bias MODE] [--rslora] [--init-adapter DIR] [--text-field NAME] [--epochs N] "
+    "[--lora-targets LIST] [--lora-dropout P] [--lora-bias MODE] [--rslora] [--init-adapter DIR] [--text-field NAME] [--epochs N] "
     "[--max-steps N] [--batch-size N] [--grad-accum N] [--lr LR] [--lr-scheduler NAME] [--warmup-steps N] "
     "[--weight-decay W] [--max-grad-norm G] [--max-length N] [--packing] [--format NAME] [--eos MODE] [--seed S] "
     "[--no-shuffle] [--logging-steps N] [--logging-dir DIR] [--save-steps N] [--save-total-limit N] "
@@ -73,6 +73,7 @@ static const char finetune_help[] =
     "      --lora-r R           rank (default 8)\n"
     "      --lora-alpha A       lora_alpha (default 8)\n"
     "      --lora-targets LIST  comma list of embeddings, in_proj, x_proj, out_proj (default: all four)\n"
+    "      --lora-dropout P     dropout on the adapters' input while training, in [0, 1) (default 0)\n"
     "      --lora-bias MODE     none (default), all, lora_only\n"
     "      --rslora             scaling alpha / sqrt(r) instead of alpha / r\n"
     "      --init-adapter DIR   start from this PEFT adapter (its config replaces the --lora flags)\n" COMMON_HELP "\n"
@@ -199,6 +200,11 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
         } else if (lora && cli_flag_is(&f, NULL, "--lora-targets")) {
             rc = cli_flag_value(&f, &v);
             rc = rc == CLI_OK && cli_lora_targets(a->cmd, v, &a->spec.targets) != CLI_OK ? CLI_USAGE : rc;
+        } else if (lora && cli_flag_is(&f, NULL, "--lora-dropout")) {
+            rc = cli_flag_f64(&f, &a->spec.dropout);
+            rc = rc == CLI_OK && !(a->spec.dropout >= 0 && a->spec.dropout < 1)
+                     ? cli_flag_bad(&f, "--lora-dropout must be in [0, 1)")
+                     : rc;
         } else if (lora && cli_flag_is(&f, NULL, "--lora-bias")) {
             rc = cli_flag_value(&f, &v);
             rc = rc == CLI_OK && cli_lora_bias(a->cmd, v, &a->spec.bias) != CLI_OK ? CLI_USAGE : rc;

@@ -333,7 +333,7 @@ typedef struct mc_lora_spec {
     int r;             // rank
     double alpha;      // lora_alpha
     bool use_rslora;   // scaling alpha / sqrt(r) instead of alpha / r
-    double dropout;    // lora_dropout (0 only, so far)
+    double dropout;    // lora_dropout: inverted dropout on the Linear adapters' input while training, in [0, 1)
     unsigned targets;  // MC_LORA_* bits, at least one
     mc_lora_bias bias;
 } mc_lora_spec;
@@ -369,6 +369,10 @@ MC_API void mc_trainer_zero_grad(mc_trainer *t);
 // and their count (scale = 1 / count gives the mean loss's gradient, as transformers computes it).
 MC_API mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labels, int64_t n_seq,
                                  int64_t n_tok, double scale, double *nll_sum, int64_t *n_targets, mc_error *err);
+
+// LoRA dropout masks are drawn from (the trainer's seed, stream, layer, module): the same stream gives the same
+// masks. The training loop sets the stream to the micro-batch's global index, so a resumed run repeats the masks.
+MC_API void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream);
 
 // Call after changing tensor values (an optimizer step, loading): refreshes what is derived from them (A = −exp(A_log)).
 MC_API mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err);

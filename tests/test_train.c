@@ -139,6 +139,40 @@ static void test_lora_fd(void **unused) {
     mc_lora_spec rs = spec;
     rs.use_rslora = true;
     run_case("untied-bias", MC_BACKEND_REF, &rs);
+    // Dropout: the masks repeat for the same stream, so the loss is a fixed function of the weights.
+    mc_lora_spec dr = spec;
+    dr.dropout = 0.3;
+    dr.bias = MC_LORA_BIAS_ALL;
+    run_case("untied-bias", MC_BACKEND_CPU, &dr);
+}
+
+// Dropout changes the adapted loss, the masks follow the stream, and p = 0 is no dropout.
+static void test_lora_dropout(void **unused) {
+    mc_model *m = load("f32-tied", MC_BACKEND_CPU);
+    int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
+    batch(m, ids, labels, 9);
+    mc_lora_spec spec = { .r = 4, .alpha = 8, .targets = MC_LORA_IN_PROJ | MC_LORA_X_PROJ | MC_LORA_OUT_PROJ };
+    double loss[4];
+    for (int k = 0; k < 4; k++) {
+        spec.dropout = k == 0 ? 0.0 : 0.5;
+        mc_trainer *t = NULL;
+        mc_error err = { 0 };
+        assert_int_equal(mc_trainer_new(m, &spec, 3, &t, &err), MC_OK);
+        for (int64_t ti = 0; ti < mc_trainer_n_tensors(t); ti++) { // non-zero adapters
+            mc_train_tensor tt;
+            mc_trainer_tensor(t, ti, &tt);
+            for (int64_t j = 0; j < tt.numel; j++) {
+                tt.value[j] = 0.2f * sinf(0.3f * (float)j + (float)ti);
+            }
+        }
+        mc_trainer_set_dropout_stream(t, k == 3 ? 1 : 0);
+        loss[k] = mean_loss(t, ids, labels);
+        mc_trainer_free(t);
+    }
+    assert_true(loss[1] != loss[0]); // masks drop inputs
+    assert_true(loss[2] == loss[1]); // the same stream: the same masks
+    assert_true(loss[3] != loss[1]); // another stream: other masks
+    mc_model_free(m);
 }
 
 // A fresh adapter leaves the model's loss as it was (B = 0, embedding A = 0), and the loss equals mean NLL of the
@@ -220,6 +254,7 @@ int main(void) {
         cmocka_unit_test(test_fresh_adapter_is_noop),
         cmocka_unit_test(test_full_fd),
         cmocka_unit_test(test_lora_fd),
+        cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

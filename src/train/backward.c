@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/rng.h"
 #include "train/trainer.h"
 
 #define LOSS_ROWS 64 // positions per logits chunk: [64, V] floats
@@ -27,6 +28,7 @@ typedef struct acts {
     int32_t *ids;      // [M] the batch's ids and targets in the backend's memory
     int32_t *targets;  // [M]
     float *ones;       // [M] ones: a bias gradient alone is dyᵀ · ones
+    float *mask, *xd;  // [M, max(H, E)] LoRA dropout (only with dropout > 0): the mask and mask ⊙ x
 } acts;
 
 #define TRY(call)                                                                                                    \
@@ -46,7 +48,8 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     wide = wide > RN ? wide : RN;
     const int64_t per_layer = 3 * H + 5 * E + RN + SITE_COUNT * r;
     const int64_t per_row = NL * per_layer + r + 2 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
-    const int64_t total = M * (per_row + 3) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
+    const int64_t drop = t->lora && t->spec.dropout > 0 ? 2 * (H > E ? H : E) : 0;
+    const int64_t total = M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
     if (total > t->act_rows) { // act_rows counts floats
         float *grown = NULL;
         TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
@@ -91,13 +94,48 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     a->ids = (int32_t *)TAKE(M); // int32 and float share size and alignment
     a->targets = (int32_t *)TAKE(M);
     a->ones = TAKE(M);
+    a->mask = TAKE(M * drop / 2);
+    a->xd = TAKE(M * drop / 2);
 #undef TAKE
     return t->ops->zero(&t->exec, a->zero_conv, (size_t)(Bt * E * K) * sizeof(float));
 }
 
-// y[M, N] = x·Wᵀ + bias (+ s·(x·Aᵀ)·Bᵀ when the site is adapted; xa keeps s·(x·Aᵀ)).
-static mc_status linear_fwd(mc_trainer *t, const lora_lin *ll, float *xa, float *tmp, float *y, const float *x,
-                            int64_t ldx, const mc_weight *w, const float *bias, int64_t M, int64_t N, int64_t K) {
+// LoRA dropout (PEFT: inverted dropout on the adapter's input, Linear sites only): a->mask = the mask of site s of
+// layer li for this call (0, or 1/(1−p) with probability 1−p) and a->xd = mask ⊙ x. The mask is drawn from a
+// generator seeded by (seed, call stream, layer, site), so the backward draws the same one again instead of keeping
+// it, and a resumed run draws what the uninterrupted one did.
+static mc_status dropped(mc_trainer *t, const acts *a, int64_t li, int s, const float *x, int64_t M, int64_t K) {
+    const double p = t->spec.dropout;
+    if (M * K > t->mask_cap) {
+        float *grown = realloc(t->mask_host, (size_t)(M * K) * sizeof(float));
+        if (grown == NULL) {
+            return mc_fail(t->exec.err, MC_ERR_NOMEM, "train: out of memory for a dropout mask");
+        }
+        t->mask_host = grown;
+        t->mask_cap = M * K;
+    }
+    mc_rng rng;
+    mc_rng_seed(&rng, t->dropout_seed ^ (t->dropout_stream * 0x9E3779B97F4A7C15ull) ^
+                          ((uint64_t)li * 0xBF58476D1CE4E5B9ull + (uint64_t)s * 0x94D049BB133111EBull));
+    const float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.0f;
+    for (int64_t i = 0; i < M * K; i++) {
+        t->mask_host[i] = mc_rng_uniform(&rng) >= p ? keep : 0.0f;
+    }
+    const mc_ops *ops = t->ops;
+    TRY(ops->upload(&t->exec, a->mask, t->mask_host, (size_t)(M * K) * sizeof(float)));
+    TRY(ops->zero(&t->exec, a->xd, (size_t)(M * K) * sizeof(float)));
+    return ops->mul_acc(&t->exec, a->xd, a->mask, x, M * K);
+}
+
+static bool has_dropout(const mc_trainer *t) {
+    return t->lora && t->spec.dropout > 0;
+}
+
+// y[M, N] = x·Wᵀ + bias (+ s·(drop(x)·Aᵀ)·Bᵀ when site s of layer li is adapted; xa keeps s·(drop(x)·Aᵀ)).
+// x rows are contiguous (ldx = K) where dropout applies.
+static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, const lora_lin *ll, float *xa, float *y,
+                            const float *x, int64_t ldx, const mc_weight *w, const float *bias, int64_t M, int64_t N,
+                            int64_t K) {
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
     TRY(ops->matmul(ex, y, x, ldx, w, bias, M, N, K));
@@ -105,17 +143,22 @@ static mc_status linear_fwd(mc_trainer *t, const lora_lin *ll, float *xa, float 
         return MC_OK;
     }
     const int64_t r = ll->A.rows;
+    if (has_dropout(t)) {
+        TRY(dropped(t, a, li, s, x, M, K));
+        x = a->xd;
+        ldx = K;
+    }
     TRY(ops->matmul(ex, xa, x, ldx, &ll->A, NULL, M, r, K));
     TRY(ops->axpby(ex, xa, t->lora_scale, NULL, 0.0f, M * r));
-    TRY(ops->matmul(ex, tmp, xa, r, &ll->B, NULL, M, N, r));
-    return ops->axpby(ex, y, 1.0f, tmp, 1.0f, M * N);
+    TRY(ops->matmul(ex, a->tmp, xa, r, &ll->B, NULL, M, N, r));
+    return ops->axpby(ex, y, 1.0f, a->tmp, 1.0f, M * N);
 }
 
 // Backward of linear_fwd: dx (written, or added to when accumulate) from dy; dW, dbias (+=, when not NULL) and the
 // adapter's gradients.
-static mc_status linear_bwd(mc_trainer *t, const acts *a, const lora_lin *ll, const float *xa, float *dx,
-                            int64_t lddx, bool accumulate, float *dw, float *dbias, const float *dy, const float *x,
-                            int64_t ldx, const mc_weight *w, int64_t M, int64_t N, int64_t K) {
+static mc_status linear_bwd(mc_trainer *t, const acts *a, int64_t li, int s, const lora_lin *ll, const float *xa,
+                            float *dx, int64_t lddx, bool accumulate, float *dw, float *dbias, const float *dy,
+                            const float *x, int64_t ldx, const mc_weight *w, int64_t M, int64_t N, int64_t K) {
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
     float *tr = a->tr;
@@ -129,11 +172,17 @@ static mc_status linear_bwd(mc_trainer *t, const acts *a, const lora_lin *ll, co
         return MC_OK;
     }
     const int64_t r = ll->A.rows;
-    TRY(ops->matmul_dw(ex, ll->gB, NULL, dy, xa, r, M, N, r)); // dB += dyᵀ · s(x·Aᵀ)
+    TRY(ops->matmul_dw(ex, ll->gB, NULL, dy, xa, r, M, N, r)); // dB += dyᵀ · s(drop(x)·Aᵀ)
     TRY(ops->matmul_dx(ex, tr, r, dy, &ll->B, M, N, r, false)); // tr = s · dy·B
     TRY(ops->axpby(ex, tr, t->lora_scale, NULL, 0.0f, M * r));
-    TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, x, ldx, M, r, K)); // dA += trᵀ · x
-    return ops->matmul_dx(ex, dx, lddx, tr, &ll->A, M, r, K, true); // dx += tr · A
+    if (!has_dropout(t)) {
+        TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, x, ldx, M, r, K)); // dA += trᵀ · x
+        return ops->matmul_dx(ex, dx, lddx, tr, &ll->A, M, r, K, true); // dx += tr · A
+    }
+    TRY(dropped(t, a, li, s, x, M, K)); // the forward's mask again
+    TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, a->xd, K, M, r, K)); // dA += trᵀ · drop(x)
+    TRY(ops->matmul_dx(ex, a->xd, K, tr, &ll->A, M, r, K, false)); // (tr · A), then ⊙ mask into dx
+    return ops->mul_acc(ex, dx, a->xd, a->mask, M * K);
 }
 
 static const lora_lin *site(const mc_trainer *t, int64_t l, int s) {
@@ -163,16 +212,17 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
             TRY(ops->copy(ex, la->hin, a->layer[li - 1].hin, (size_t)(M * H) * sizeof(float)));
         }
         TRY(ops->rmsnorm(ex, la->normed, la->hin, li > 0 ? a->layer[li - 1].out : NULL, l->norm, M, H, eps));
-        TRY(linear_fwd(t, site(t, li, SITE_IN), la->xa[SITE_IN], a->tmp, la->xz, la->normed, H, &l->in_proj,
+        TRY(linear_fwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], la->xz, la->normed, H, &l->in_proj,
                        l->in_bias, M, 2 * E, H));
         TRY(ops->zero(ex, a->conv, (size_t)(Bt * E * K) * sizeof(float)));
         TRY(ops->conv1d(ex, la->u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
-        TRY(linear_fwd(t, site(t, li, SITE_X), la->xa[SITE_X], a->tmp, la->q, la->u, E, &l->x_proj, NULL, M, RN, E));
+        TRY(linear_fwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], la->q, la->u, E, &l->x_proj, NULL, M, RN,
+                       E));
         TRY(ops->matmul(ex, la->dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
         TRY(ops->zero(ex, a->h, (size_t)(Bt * E * N) * sizeof(float)));
         TRY(ops->selective_scan(ex, la->y, a->h, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
                                 la->xz + E, 2 * E, Bt, T, E, N));
-        TRY(linear_fwd(t, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->tmp, la->out, la->y, E, &l->out_proj,
+        TRY(linear_fwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], la->out, la->y, E, &l->out_proj,
                        l->out_bias, M, H, E));
     }
     TRY(ops->copy(ex, a->hfin, a->layer[NL - 1].hin, (size_t)(M * H) * sizeof(float)));
@@ -221,7 +271,7 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         const layer_grads *g = &t->lg[li];
         const layer_acts *la = &a->layer[li];
         // dh is ∂/∂(this layer's output): out_proj back to dy.
-        TRY(linear_bwd(t, a, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->dy, E, false, g->out_proj, g->out_bias,
+        TRY(linear_bwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->dy, E, false, g->out_proj, g->out_bias,
                        a->dh, la->y, E, &l->out_proj, M, H, E));
         // The scan writes du, ddt, dz (into dxz's z half), dB and dC (into dq's B and C columns).
         float *dA = g->A_log != NULL ? a->dA : junk_en;
@@ -236,17 +286,17 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
             TRY(ops->mul_acc(ex, g->A_log, a->dA, l->A, E * N));
         }
         // dt_proj: dq's δ columns (written) and its weight.
-        TRY(linear_bwd(t, a, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
+        TRY(linear_bwd(t, a, li, -1, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
                        R));
         // x_proj: adds into du.
-        TRY(linear_bwd(t, a, site(t, li, SITE_X), la->xa[SITE_X], a->du, E, true, g->x_proj, NULL, a->dq, la->u,
+        TRY(linear_bwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], a->du, E, true, g->x_proj, NULL, a->dq, la->u,
                        E, &l->x_proj, M, RN, E));
         // conv1d + SiLU: dx into dxz's x half.
         TRY(ops->conv1d_bwd(ex, a->dxz, g->conv_w != NULL ? g->conv_w : junk_conv,
                             l->conv_b != NULL ? (g->conv_b != NULL ? g->conv_b : junk_e + 2 * E) : NULL, NULL, a->du,
                             NULL, la->xz, 2 * E, a->zero_conv, l->conv_w, l->conv_b, Bt, T, E, K));
         // in_proj back to the normed input.
-        TRY(linear_bwd(t, a, site(t, li, SITE_IN), la->xa[SITE_IN], a->dnormed, H, false, g->in_proj, g->in_bias,
+        TRY(linear_bwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], a->dnormed, H, false, g->in_proj, g->in_bias,
                        a->dxz, la->normed, H, &l->in_proj, M, 2 * E, H));
         // The norm adds its branch to dh, which then is ∂/∂(this layer's input stream).
         TRY(ops->rmsnorm_bwd(ex, a->dh, g->norm != NULL ? g->norm : junk_h, a->dnormed, la->hin, l->norm, M, H, eps));

@@ -379,6 +379,7 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
         }
         double part = 0;
         int64_t n = 0;
+        mc_trainer_set_dropout_stream(r->t, (uint64_t)(mc_adamw_steps(r->opt) * ga + k));
         mc_status st = mc_trainer_grad(r->t, r->ids + off, r->labels + off, rows[k], toks[k],
                                        1.0 / (double)total_targets, &part, &n, err);
         if (st != MC_OK) {

@@ -344,8 +344,8 @@ static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {
         return mc_fail(err, MC_ERR_INVALID, "lora: targets must name at least one of embeddings, in_proj, x_proj, "
                                             "out_proj");
     }
-    if (s->dropout != 0) {
-        return mc_fail(err, MC_ERR_UNSUPPORTED, "lora: dropout %g: only 0 is implemented so far", s->dropout);
+    if (!(s->dropout >= 0 && s->dropout < 1)) {
+        return mc_fail(err, MC_ERR_INVALID, "lora: dropout %g must be in [0, 1)", s->dropout);
     }
     if (s->bias != MC_LORA_BIAS_NONE && s->bias != MC_LORA_BIAS_ALL && s->bias != MC_LORA_BIAS_LORA_ONLY) {
         return mc_fail(err, MC_ERR_INVALID, "lora: bias mode %d is not none, all or lora_only", (int)s->bias);
@@ -371,6 +371,7 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
     t->ops = model->ops;
     t->view = *model;
     t->lora = lora != NULL;
+    t->dropout_seed = seed;
     if (lora != NULL) {
         t->spec = *lora;
         t->lora_scale = (float)(lora->use_rslora ? lora->alpha / sqrt((double)lora->r) : lora->alpha / lora->r);
@@ -440,6 +441,7 @@ void mc_trainer_free(mc_trainer *t) {
         t->ops->free(&t->exec, t->act);
         t->ops->exec_free(&t->exec);
     }
+    free(t->mask_host);
     free(t->tensors);
     free(t->layers);
     free(t->lg);
@@ -648,4 +650,8 @@ mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_
 
 mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double loss, mc_error *err) {
     return mc_trainer_write_tensors(t, path, true, loss, err);
+}
+
+void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream) {
+    t->dropout_stream = stream;
 }

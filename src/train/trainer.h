@@ -62,6 +62,9 @@ struct mc_trainer {
     float *params, *grads; // one block each
     int64_t n_params;
     float *junk; // gradients of frozen small parameters land here
+    uint64_t dropout_seed, dropout_stream; // LoRA dropout masks: see mc_trainer_set_dropout_stream
+    float *mask_host;
+    int64_t mask_cap;
     // Activations, sized for act_rows positions.
     float *act;
     int64_t act_rows, act_B;
