@@ -11,7 +11,7 @@
 static const char train_usage[] =
     "usage: mambac train -m MODEL --data FILE --output-dir DIR [--text-field NAME] [--epochs N] [--max-steps N] "
     "[--batch-size N] [--grad-accum N] [--lr LR] [--lr-scheduler NAME] [--warmup-steps N] [--weight-decay W] "
-    "[--max-grad-norm G] [--max-length N] [--packing] [--format NAME] [--eos MODE] [--seed S] [--no-shuffle] "
+    "[--max-grad-norm G] [--max-length N] [--packing] [--tbptt] [--format NAME] [--eos MODE] [--seed S] [--no-shuffle] "
     "[--logging-steps N] [--logging-dir DIR] [--save-steps N] [--save-total-limit N] [--resume DIR] "
     "[--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
@@ -19,7 +19,7 @@ static const char finetune_usage[] =
     "usage: mambac finetune -m MODEL --data FILE --output-dir DIR [--lora-r R] [--lora-alpha A] "
     "[--lora-targets LIST] [--lora-dropout P] [--lora-bias MODE] [--rslora] [--init-adapter DIR] [--text-field NAME] [--epochs N] "
     "[--max-steps N] [--batch-size N] [--grad-accum N] [--lr LR] [--lr-scheduler NAME] [--warmup-steps N] "
-    "[--weight-decay W] [--max-grad-norm G] [--max-length N] [--packing] [--format NAME] [--eos MODE] [--seed S] "
+    "[--weight-decay W] [--max-grad-norm G] [--max-length N] [--packing] [--tbptt] [--format NAME] [--eos MODE] [--seed S] "
     "[--no-shuffle] [--logging-steps N] [--logging-dir DIR] [--save-steps N] [--save-total-limit N] "
     "[--resume DIR] [--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
@@ -42,6 +42,9 @@ static const char finetune_usage[] =
     "                           1024)\n"                                                                          \
     "      --packing            concatenate examples and cut max-length blocks (default: pad each batch, as\n"    \
     "                           SFTTrainer does; every sequence then starts from an empty state)\n"               \
+    "      --tbptt              long documents in chunks: with --packing, batch-size streams of consecutive\n"      \
+    "                           blocks, each row starting from the state the row before it ended with (truncated\n"\
+    "                           backpropagation through time; the order is the file's)\n"                           \
     "      --format NAME        auto (by extension, default), jsonl, csv, lines, document (one text, packed)\n"  \
     "      --eos MODE           trl (default: EOS appended to a field named text, as SFTTrainer), always, never\n" \
     "      --seed S             shuffling and new adapters (default 42)\n"                                        \
@@ -160,6 +163,9 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
             rc = cli_flag_i64(&f, 2, 1 << 24, &o->max_length);
         } else if (cli_flag_is(&f, NULL, "--packing") && f.inline_value == NULL) {
             o->packing = true;
+        } else if (cli_flag_is(&f, NULL, "--tbptt") && f.inline_value == NULL) {
+            o->tbptt = true;
+            o->shuffle = false;
         } else if (cli_flag_is(&f, NULL, "--format")) {
             rc = cli_flag_value(&f, &v);
             rc = rc == CLI_OK && parse_format(v, &o->data_format) != CLI_OK

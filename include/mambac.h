@@ -370,6 +370,12 @@ MC_API void mc_trainer_zero_grad(mc_trainer *t);
 MC_API mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labels, int64_t n_seq,
                                  int64_t n_tok, double scale, double *nll_sum, int64_t *n_targets, mc_error *err);
 
+// Truncated backpropagation through time (long documents in chunks): n_seq > 0 makes every later mc_trainer_grad
+// (which must then have n_seq rows) start each row from the recurrent state the previous call ended that row with,
+// and carry its own end state to the next call; no gradient flows into the carried state. Calling it again zeroes
+// the state (a new stream); n_seq 0 turns carrying off.
+MC_API mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *err);
+
 // LoRA dropout masks are drawn from (the trainer's seed, stream, layer, module): the same stream gives the same
 // masks. The training loop sets the stream to the micro-batch's global index, so a resumed run repeats the masks.
 MC_API void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream);
@@ -421,6 +427,8 @@ typedef struct mc_train_opts {
     int data_format;           // 0 by extension, 1 JSON Lines, 2 CSV, 3 text lines, 4 one text document (packed)
     int64_t max_length;        // truncation length, or block length when packing (1024)
     bool packing;              // concatenate examples into max_length blocks (false: pad each batch)
+    bool tbptt;                // with packing: batch_size streams of consecutive blocks, each row continuing the
+                               // state of the row before it (truncated BPTT; no shuffling)
     int eos;                   // 0 as TRL (EOS appended to a "text" field only), 1 always, 2 never
     double epochs;             // num_train_epochs (3)
     int64_t max_steps;         // > 0 overrides epochs (−1)

@@ -224,6 +224,50 @@ static void test_fresh_adapter_is_noop(void **unused) {
     mc_model_free(m);
 }
 
+// Truncated BPTT: two chunks with the state carried sum to the whole sequence's NLL over the same targets (the
+// chunk boundary's target is the one a chunked run cannot score), on each backend; the carry resets on request.
+static void test_carry(void **unused) {
+    const mc_backend backends[2] = { MC_BACKEND_REF, MC_BACKEND_CPU };
+    for (int k = 0; k < 2; k++) {
+        mc_model *m = load("untied-bias", backends[k]);
+        enum { B = 2, T1 = 5, T2 = 9, T = T1 + T2 };
+        int32_t ids[B * T], labels[B * T], c1[B * T1], c2[B * T2], l1[B * T1], l2[B * T2];
+        const int64_t V = mc_model_config(m)->vocab_size;
+        for (int i = 0; i < B * T; i++) {
+            ids[i] = (int32_t)((i * 7919 + 13) % V);
+            labels[i] = i % T == T1 ? -100 : ids[i]; // the boundary target
+        }
+        for (int b = 0; b < B; b++) {
+            memcpy(c1 + b * T1, ids + b * T, T1 * sizeof(int32_t));
+            memcpy(c2 + b * T2, ids + b * T + T1, T2 * sizeof(int32_t));
+            memcpy(l1 + b * T1, labels + b * T, T1 * sizeof(int32_t));
+            memcpy(l2 + b * T2, labels + b * T + T1, T2 * sizeof(int32_t));
+        }
+        mc_trainer *t = NULL;
+        mc_error err = { 0 };
+        assert_int_equal(mc_trainer_new(m, NULL, 0, &t, &err), MC_OK);
+        double whole = 0, p1 = 0, p2 = 0, again = 0;
+        int64_t n = 0, n1 = 0, n2 = 0;
+        assert_int_equal(mc_trainer_grad(t, ids, labels, B, T, 1.0, &whole, &n, &err), MC_OK);
+        assert_int_equal(mc_trainer_set_carry(t, B, &err), MC_OK);
+        assert_int_equal(mc_trainer_grad(t, c1, l1, B, T1, 1.0, &p1, &n1, &err), MC_OK);
+        assert_int_equal(mc_trainer_grad(t, c2, l2, B, T2, 1.0, &p2, &n2, &err), MC_OK);
+        assert_int_equal(n1 + n2, n);
+        if (fabs(p1 + p2 - whole) > 1e-5 * whole) {
+            print_error("%s: chunks %.9g + %.9g, whole %.9g\n", mc_backend_name(backends[k]), p1, p2, whole);
+            fail();
+        }
+        // a new stream starts from zero: chunk 2 alone differs from chunk 2 after chunk 1
+        assert_int_equal(mc_trainer_set_carry(t, B, &err), MC_OK);
+        assert_int_equal(mc_trainer_grad(t, c2, l2, B, T2, 1.0, &again, &n2, &err), MC_OK);
+        assert_true(fabs(again - p2) > 1e-3);
+        assert_int_equal(mc_trainer_grad(t, c2, l2, 1, T2, 1.0, &again, &n2, &err), MC_ERR_INVALID);
+        assert_non_null(strstr(err.msg, "carried state"));
+        mc_trainer_free(t);
+        mc_model_free(m);
+    }
+}
+
 static void test_bad_input(void **unused) {
     mc_model *m = load("f32-tied", MC_BACKEND_REF);
     mc_trainer *t = NULL;
@@ -255,6 +299,7 @@ int main(void) {
         cmocka_unit_test(test_full_fd),
         cmocka_unit_test(test_lora_fd),
         cmocka_unit_test(test_lora_dropout),
+        cmocka_unit_test(test_carry),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -214,14 +214,24 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
         TRY(ops->rmsnorm(ex, la->normed, la->hin, li > 0 ? a->layer[li - 1].out : NULL, l->norm, M, H, eps));
         TRY(linear_fwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], la->xz, la->normed, H, &l->in_proj,
                        l->in_bias, M, 2 * E, H));
-        TRY(ops->zero(ex, a->conv, (size_t)(Bt * E * K) * sizeof(float)));
+        const size_t conv_bytes = (size_t)(Bt * E * K) * sizeof(float), ssm_bytes = (size_t)(Bt * E * N) * sizeof(float);
+        if (t->carry_rows > 0) { // the state the previous call left behind
+            TRY(ops->copy(ex, a->conv, t->carry_conv + li * Bt * E * K, conv_bytes));
+            TRY(ops->copy(ex, a->h, t->carry_ssm + li * Bt * E * N, ssm_bytes));
+        } else {
+            TRY(ops->zero(ex, a->conv, conv_bytes));
+            TRY(ops->zero(ex, a->h, ssm_bytes));
+        }
         TRY(ops->conv1d(ex, la->u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
         TRY(linear_fwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], la->q, la->u, E, &l->x_proj, NULL, M, RN,
                        E));
         TRY(ops->matmul(ex, la->dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
-        TRY(ops->zero(ex, a->h, (size_t)(Bt * E * N) * sizeof(float)));
         TRY(ops->selective_scan(ex, la->y, a->h, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
                                 la->xz + E, 2 * E, Bt, T, E, N));
+        if (t->carry_rows > 0) { // where the next call starts (truncated: no gradient flows back into it)
+            TRY(ops->copy(ex, t->next_conv + li * Bt * E * K, a->conv, conv_bytes));
+            TRY(ops->copy(ex, t->next_ssm + li * Bt * E * N, a->h, ssm_bytes));
+        }
         TRY(linear_fwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], la->out, la->y, E, &l->out_proj,
                        l->out_bias, M, H, E));
     }
@@ -281,7 +291,8 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         TRY(ops->selective_scan_bwd(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA,
                                     g->D != NULL ? g->D : junk_e, g->dt_bias != NULL ? g->dt_bias : junk_e + E, NULL,
                                     a->dy, NULL, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
-                                    la->xz + E, 2 * E, NULL, Bt, T, E, N));
+                                    la->xz + E, 2 * E, t->carry_rows > 0 ? t->carry_ssm + li * Bt * E * N : NULL, Bt,
+                                    T, E, N));
         if (g->A_log != NULL) { // A = −exp(A_log): ∂/∂A_log = ∂/∂A · A
             TRY(ops->mul_acc(ex, g->A_log, a->dA, l->A, E * N));
         }
@@ -294,7 +305,8 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         // conv1d + SiLU: dx into dxz's x half.
         TRY(ops->conv1d_bwd(ex, a->dxz, g->conv_w != NULL ? g->conv_w : junk_conv,
                             l->conv_b != NULL ? (g->conv_b != NULL ? g->conv_b : junk_e + 2 * E) : NULL, NULL, a->du,
-                            NULL, la->xz, 2 * E, a->zero_conv, l->conv_w, l->conv_b, Bt, T, E, K));
+                            NULL, la->xz, 2 * E, t->carry_rows > 0 ? t->carry_conv + li * Bt * E * K : a->zero_conv,
+                            l->conv_w, l->conv_b, Bt, T, E, K));
         // in_proj back to the normed input.
         TRY(linear_bwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], a->dnormed, H, false, g->in_proj, g->in_bias,
                        a->dxz, la->normed, H, &l->in_proj, M, 2 * E, H));
@@ -337,6 +349,13 @@ mc_status mc_trainer_run(mc_trainer *t, const int32_t *ids, const int32_t *targe
     if (st == MC_OK) st = loss_bwd(t, &a, a.targets, Bt * T, scale, nll_sum, n_targets);
     if (st == MC_OK) st = backward(t, &a, a.ids, Bt, T);
     if (st == MC_OK) st = t->ops->sync(&t->exec);
+    if (st == MC_OK && t->carry_rows > 0) { // the ending state becomes the next call's start
+        float *c = t->carry_conv, *h = t->carry_ssm;
+        t->carry_conv = t->next_conv;
+        t->carry_ssm = t->next_ssm;
+        t->next_conv = c;
+        t->next_ssm = h;
+    }
     free(layers);
     return st;
 }

@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "base/file.h"
+#include "io/safetensors.h"
 #include "train/batch.h"
 #include "train/data.h"
 #include "train/optim.h"
@@ -98,7 +99,73 @@ typedef struct run {
     // micro-batch copies of one optimizer step
     int32_t *ids, *labels;
     int64_t cap;
+    // truncated BPTT: batch_size streams of consecutive blocks; row b of step k is block b·streams_len + k
+    int64_t streams_len;
+    mc_batch_pos spos;
+    int32_t *sids, *slabels;
+    int64_t slen[1024], sexample[1024];
 } run;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batches: the batcher's, or with --tbptt the streams' (each row continues the row of the previous batch, and the
+// trainer carries its state).
+
+static mc_batch_pos batch_pos(const run *r) {
+    return r->o->tbptt ? r->spos : mc_batcher_pos(r->it);
+}
+
+static int64_t batches_per_epoch(const run *r) {
+    return r->o->tbptt ? r->streams_len : mc_batcher_steps_per_epoch(r->it);
+}
+
+static mc_status batch_seek(run *r, mc_batch_pos pos, mc_error *err) {
+    if (!r->o->tbptt) {
+        return mc_batcher_seek(r->it, pos, err);
+    }
+    if (pos.epoch < 0 || pos.index < 0 || pos.index >= r->streams_len) {
+        return mc_fail(err, MC_ERR_INVALID, "train: batch position %lld of epoch %lld is outside the run",
+                       (long long)pos.index, (long long)pos.epoch);
+    }
+    r->spos = pos;
+    return MC_OK;
+}
+
+static mc_status next_batch(run *r, mc_batch *b, mc_error *err) {
+    if (!r->o->tbptt) {
+        return mc_batcher_next(r->it, b, err);
+    }
+    const int64_t B = r->o->batch_size, k = r->spos.index;
+    if (k == 0) { // a new pass over the streams starts from an empty state
+        mc_status st = mc_trainer_set_carry(r->t, B, err);
+        if (st != MC_OK) {
+            return st;
+        }
+    }
+    int64_t T = 0;
+    for (int64_t row = 0; row < B; row++) {
+        int64_t len = 0;
+        mc_dataset_example(r->ds, row * r->streams_len + k, NULL, NULL, &len, NULL);
+        T = len > T ? len : T;
+    }
+    *b = (mc_batch){ .n_seq = B, .n_tok = T, .ids = r->sids, .labels = r->slabels, .len = r->slen,
+                     .example = r->sexample, .pos = r->spos };
+    for (int64_t row = 0; row < B; row++) {
+        const int32_t *ids = NULL, *labels = NULL;
+        int64_t len = 0;
+        r->sexample[row] = row * r->streams_len + k;
+        mc_dataset_example(r->ds, r->sexample[row], &ids, &labels, &len, NULL);
+        r->slen[row] = len;
+        for (int64_t t = 0; t < T; t++) { // a short last block is padded and masked
+            r->sids[row * T + t] = t < len ? ids[t] : 0;
+            r->slabels[row * T + t] = t < len ? labels[t] : -100;
+            b->n_targets += t >= 1 && t < len && labels[t] != -100;
+        }
+    }
+    b->n_targets_global = b->n_targets;
+    r->spos.index = k + 1 < r->streams_len ? k + 1 : 0;
+    r->spos.epoch += k + 1 < r->streams_len ? 0 : 1;
+    return MC_OK;
+}
 
 // The settings a resumed run must share with the one that wrote the checkpoint.
 static void make_fingerprint(run *r) {
@@ -107,13 +174,52 @@ static void make_fingerprint(run *r) {
     const mc_lora_spec *l = &r->t->spec;
     snprintf(r->fingerprint, sizeof(r->fingerprint),
              "model %lldx%lldx%lld vocab %lld; data %lld examples %lld tokens; batch %lld accum %lld; seed %llu "
-             "shuffle %d; max_length %lld packing %d; %s r %d alpha %g rslora %d targets %u bias %d",
+             "shuffle %d; max_length %lld packing %d tbptt %d; %s r %d alpha %g rslora %d targets %u bias %d",
              (long long)c->num_hidden_layers, (long long)c->hidden_size, (long long)c->intermediate_size,
              (long long)c->vocab_size, (long long)mc_dataset_count(r->ds), (long long)mc_dataset_n_tokens(r->ds),
              (long long)o->batch_size, (long long)o->grad_accum, (unsigned long long)o->seed, (int)o->shuffle,
-             (long long)o->max_length, (int)o->packing, r->t->lora ? "lora" : "full", r->t->lora ? l->r : 0,
+             (long long)o->max_length, (int)o->packing, (int)o->tbptt, r->t->lora ? "lora" : "full", r->t->lora ? l->r : 0,
              r->t->lora ? l->alpha : 0, r->t->lora ? (int)l->use_rslora : 0, r->t->lora ? l->targets : 0,
              r->t->lora ? (int)l->bias : 0);
+}
+
+// The carried recurrent state (--tbptt) as carry.safetensors: "conv" and "ssm", F32, flat.
+static mc_status carry_io(run *r, const char *dir, bool save, mc_error *err) {
+    float *conv = NULL, *ssm = NULL;
+    int64_t n_conv = 0, n_ssm = 0;
+    mc_trainer_carry_floats(r->t, &conv, &ssm, &n_conv, &n_ssm);
+    char *path = mc_path_join(dir, "carry.safetensors");
+    float *host = malloc((size_t)(n_conv + n_ssm) * sizeof(float));
+    mc_exec ex = r->t->exec;
+    ex.err = err;
+    mc_status st = path != NULL && host != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
+    if (st == MC_OK && save) {
+        st = r->t->ops->download(&ex, host, conv, (size_t)n_conv * sizeof(float));
+        if (st == MC_OK) st = r->t->ops->download(&ex, host + n_conv, ssm, (size_t)n_ssm * sizeof(float));
+        const mc_st_entry e[2] = { { .name = "conv", .dtype = "F32", .ndim = 1, .shape = { n_conv }, .data = host,
+                                     .nbytes = n_conv * 4 },
+                                   { .name = "ssm", .dtype = "F32", .ndim = 1, .shape = { n_ssm }, .data = host + n_conv,
+                                     .nbytes = n_ssm * 4 } };
+        if (st == MC_OK) st = mc_st_write(path, e, 2, err);
+    } else if (st == MC_OK) {
+        mc_st_set *set = NULL;
+        st = mc_st_open(path, &set, err);
+        const mc_st_tensor *c = st == MC_OK ? mc_st_find(set, "conv") : NULL, *h = st == MC_OK ? mc_st_find(set, "ssm") : NULL;
+        if (st == MC_OK && (c == NULL || h == NULL || c->dtype != MC_DTYPE_F32 || h->dtype != MC_DTYPE_F32 ||
+                            c->numel != n_conv || h->numel != n_ssm)) {
+            st = mc_fail(err, MC_ERR_FORMAT, "%s: not the carried state of this run", path);
+        }
+        if (st == MC_OK) {
+            memcpy(host, c->data, (size_t)n_conv * 4);
+            memcpy(host + n_conv, h->data, (size_t)n_ssm * 4);
+            st = r->t->ops->upload(&ex, conv, host, (size_t)n_conv * sizeof(float));
+        }
+        if (st == MC_OK) st = r->t->ops->upload(&ex, ssm, host + n_conv, (size_t)n_ssm * sizeof(float));
+        mc_st_close(set);
+    }
+    free(host);
+    free(path);
+    return st;
 }
 
 static mc_status save_checkpoint(run *r, int64_t step, mc_error *err) {
@@ -126,8 +232,11 @@ static mc_status save_checkpoint(run *r, int64_t step, mc_error *err) {
     char *opt_path = st == MC_OK ? mc_path_join(tmp, "optimizer.safetensors") : NULL;
     if (st == MC_OK) st = opt_path != NULL ? mc_adamw_save(r->opt, opt_path, err) : mc_fail(err, MC_ERR_NOMEM, "oom");
     free(opt_path);
+    if (st == MC_OK && r->o->tbptt) {
+        st = carry_io(r, tmp, true, err);
+    }
     if (st == MC_OK) {
-        const mc_batch_pos pos = mc_batcher_pos(r->it);
+        const mc_batch_pos pos = batch_pos(r);
         cJSON *j = cJSON_CreateObject();
         cJSON_AddNumberToObject(j, "global_step", (double)step);
         cJSON_AddNumberToObject(j, "max_steps", (double)r->total_steps);
@@ -224,7 +333,11 @@ static mc_status resume(run *r, int64_t *step, mc_error *err) {
         free(o);
     }
     if (st == MC_OK) {
-        st = mc_batcher_seek(r->it, (mc_batch_pos){ (int64_t)be->valuedouble, (int64_t)bi->valuedouble }, err);
+        st = batch_seek(r, (mc_batch_pos){ (int64_t)be->valuedouble, (int64_t)bi->valuedouble }, err);
+    }
+    if (st == MC_OK && r->o->tbptt && r->spos.index > 0) { // mid-pass: the state the streams had reached
+        st = mc_trainer_set_carry(r->t, r->o->batch_size, err);
+        if (st == MC_OK) st = carry_io(r, ckpt, false, err);
     }
     if (st == MC_OK) {
         *step = (int64_t)gs->valuedouble;
@@ -343,7 +456,7 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
     *real_tokens = 0;
     for (int64_t k = 0; k < ga; k++) { // copy the micro-batches (the iterator lends its arrays)
         mc_batch b;
-        mc_status st = mc_batcher_next(r->it, &b, err);
+        mc_status st = next_batch(r, &b, err);
         if (st != MC_OK) {
             return st;
         }
@@ -415,6 +528,9 @@ static mc_status check_opts(const mc_train_opts *o, mc_error *err) {
         return mc_fail(err, MC_ERR_INVALID, "train: learning rate, weight decay, max grad norm and warmup must be "
                                             "finite and >= 0");
     }
+    if (o->tbptt && (!o->packing || o->batch_size > 1024)) {
+        return mc_fail(err, MC_ERR_INVALID, "train: --tbptt needs --packing (or a document) and at most 1024 rows");
+    }
     if (o->logging_steps < 1 || o->save_steps < 0 || o->save_total_limit < 0) {
         return mc_fail(err, MC_ERR_INVALID, "train: logging steps must be >= 1, save steps and the checkpoint "
                                             "limit >= 0");
@@ -460,7 +576,19 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
     }
     // Steps: ceil(batches per epoch / accumulation) updates per epoch; epochs may be fractional (the Trainer's
     // max_steps = ceil(epochs · updates per epoch)).
-    const int64_t batches = mc_batcher_steps_per_epoch(r->it);
+    if (o->tbptt) {
+        r->streams_len = mc_dataset_count(r->ds) / o->batch_size;
+        r->sids = malloc((size_t)(o->batch_size * o->max_length) * sizeof(int32_t));
+        r->slabels = malloc((size_t)(o->batch_size * o->max_length) * sizeof(int32_t));
+        if (r->sids == NULL || r->slabels == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
+        }
+        if (r->streams_len < 1) {
+            return mc_fail(err, MC_ERR_INVALID, "%s: %lld blocks of %lld tokens cannot fill %lld streams", o->data,
+                           (long long)mc_dataset_count(r->ds), (long long)o->max_length, (long long)o->batch_size);
+        }
+    }
+    const int64_t batches = batches_per_epoch(r);
     r->updates_per_epoch = (batches + o->grad_accum - 1) / o->grad_accum;
     r->total_steps = o->max_steps > 0 ? o->max_steps : (int64_t)ceil(o->epochs * (double)r->updates_per_epoch);
     r->n_groups = mc_trainer_n_tensors(r->t);
@@ -498,6 +626,8 @@ static void teardown(run *r) {
     free(r->groups);
     free(r->ids);
     free(r->labels);
+    free(r->sids);
+    free(r->slabels);
 }
 
 mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_train_opts *o, mc_train_stats *final,
@@ -537,7 +667,7 @@ mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_trai
         const double el = now_s() - t0;
         s = (mc_train_stats){ .step = step,
                               .total_steps = r.total_steps,
-                              .epoch = mc_batcher_pos(r.it).epoch,
+                              .epoch = batch_pos(&r).epoch,
                               .loss = window_loss / (double)window,
                               .lr = lr,
                               .grad_norm = grad_norm,

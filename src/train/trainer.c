@@ -439,6 +439,7 @@ void mc_trainer_free(mc_trainer *t) {
         t->ops->free(&t->exec, t->A);
         t->ops->free(&t->exec, t->junk);
         t->ops->free(&t->exec, t->act);
+        mc_trainer_set_carry(t, 0, NULL);
         t->ops->exec_free(&t->exec);
     }
     free(t->mask_host);
@@ -475,6 +476,10 @@ mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labe
     *n_targets = 0;
     const int64_t V = t->base->cfg.vocab_size;
     int64_t n = 0;
+    if (t->carry_rows > 0 && n_seq != t->carry_rows) {
+        return mc_fail(err, MC_ERR_INVALID, "train: a batch of %lld sequences, but the carried state has %lld rows",
+                       (long long)n_seq, (long long)t->carry_rows);
+    }
     if (n_seq < 1 || n_tok < 1 || !mc_mul_i64(n_seq, n_tok, &n) || n > ((int64_t)1 << 31)) {
         return mc_fail(err, MC_ERR_INVALID, "train: a batch of %lld x %lld tokens is empty or too large",
                        (long long)n_seq, (long long)n_tok);
@@ -654,4 +659,40 @@ mc_status mc_trainer_save_grads(const mc_trainer *t, const char *path, double lo
 
 void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream) {
     t->dropout_stream = stream;
+}
+
+mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *err) {
+    float **bufs[4] = { &t->carry_conv, &t->carry_ssm, &t->next_conv, &t->next_ssm };
+    for (int i = 0; i < 4; i++) {
+        t->ops->free(&t->exec, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    t->carry_rows = 0;
+    if (n_seq <= 0) {
+        return MC_OK;
+    }
+    const mc_config *c = &t->base->cfg;
+    const int64_t per = c->num_hidden_layers * n_seq * c->intermediate_size;
+    mc_exec ex = t->exec;
+    ex.err = err;
+    for (int i = 0; i < 4; i++) {
+        const int64_t n = per * (i % 2 == 0 ? c->conv_kernel : c->state_size);
+        mc_status st = t->ops->alloc(&ex, (void **)bufs[i], (size_t)n * sizeof(float));
+        if (st != MC_OK) {
+            mc_trainer_set_carry(t, 0, NULL);
+            return st;
+        }
+    }
+    t->carry_rows = n_seq;
+    return MC_OK;
+}
+
+int64_t mc_trainer_carry_floats(const mc_trainer *t, float **conv, float **ssm, int64_t *n_conv, int64_t *n_ssm) {
+    const mc_config *c = &t->base->cfg;
+    const int64_t per = c->num_hidden_layers * t->carry_rows * c->intermediate_size;
+    *conv = t->carry_conv;
+    *ssm = t->carry_ssm;
+    *n_conv = per * c->conv_kernel;
+    *n_ssm = per * c->state_size;
+    return t->carry_rows;
 }

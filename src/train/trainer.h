@@ -63,6 +63,9 @@ struct mc_trainer {
     int64_t n_params;
     float *junk; // gradients of frozen small parameters land here
     uint64_t dropout_seed, dropout_stream; // LoRA dropout masks: see mc_trainer_set_dropout_stream
+    int64_t carry_rows; // > 0: truncated BPTT over that many rows; the state each call starts from and ends with
+    float *carry_conv, *carry_ssm; // [NL, rows, E, K], [NL, rows, E, N] where this call starts
+    float *next_conv, *next_ssm;   // where it ends (swapped in after a successful call)
     float *mask_host;
     int64_t mask_cap;
     // Activations, sized for act_rows positions.
@@ -78,3 +81,7 @@ mc_status mc_trainer_run(mc_trainer *t, const int32_t *ids, const int32_t *targe
 // Writes every trainable tensor's values (grads false) or gradients under its name, F32 in its saved shape, plus
 // "loss" [1] unless loss is NaN.
 mc_status mc_trainer_write_tensors(const mc_trainer *t, const char *path, bool grads, double loss, mc_error *err);
+
+// The carried state (truncated BPTT) for checkpoints: its two blocks in the backend's memory and their sizes in
+// floats; returns the carried rows (0: none).
+int64_t mc_trainer_carry_floats(const mc_trainer *t, float **conv, float **ssm, int64_t *n_conv, int64_t *n_ssm);

@@ -42,6 +42,18 @@ rm -rf "$TMP/a/checkpoint-12" "$TMP/a/checkpoint-8"
 ft 0 "$TMP/c" --epochs 2 --lora-r 4 --resume "$TMP/a" -q # the newest complete one: checkpoint-4
 cmp -s "$TMP/a/adapter_model.safetensors" "$TMP/c/adapter_model.safetensors" || fail "resume from the folder differs"
 
+# truncated BPTT over packed blocks: three streams, the state carried between steps, resumed mid-pass exactly
+tb() {
+    run 0 train -m "$F32" --data "$DATA" --packing --tbptt --max-length 8 --batch-size 3 --epochs 2 --lr 1e-2 \
+        --save-steps 5 -q "$@"
+}
+tb --output-dir "$TMP/tb1"
+[ -s "$TMP/tb1/checkpoint-5/carry.safetensors" ] || fail "no carried state in the checkpoint"
+tb --output-dir "$TMP/tb2" --resume "$TMP/tb1/checkpoint-5"
+cmp -s "$TMP/tb1/model.safetensors" "$TMP/tb2/model.safetensors" || fail "resumed --tbptt run differs"
+run 1 train -m "$F32" --data "$DATA" --tbptt --output-dir "$TMP/x"
+err_has "--packing"
+
 # continuing from a PEFT adapter folder, and full training
 ft 0 "$TMP/d" --max-steps 2 --init-adapter "$TMP/a" -q
 run 0 train -m "$F32" --data "$DATA" --batch-size 4 --max-steps 3 --output-dir "$TMP/full" -q
