@@ -16,7 +16,9 @@ struct mc_adamw {
     mc_optim_group *groups;
     int64_t n_groups;
     mc_adamw_opts o;
-    float *m, *v; // [n_params] first and second moments (zero outside the groups)
+    float *m, *v;   // first and second moments, compact: group k's at moff[k] (a rank of a sharded optimizer
+    int64_t *moff;  // holds only its own groups, so its memory is its share)
+    int64_t n_state; // floats in m and in v: the groups' total
     int64_t step;
 };
 
@@ -136,10 +138,17 @@ mc_status mc_adamw_new(int64_t n_params, const mc_optim_group *groups, int64_t n
         opt->n_groups = n_groups;
         opt->o = o;
         opt->groups = malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(mc_optim_group));
-        opt->m = calloc((size_t)(n_params > 0 ? n_params : 1), sizeof(float));
-        opt->v = calloc((size_t)(n_params > 0 ? n_params : 1), sizeof(float));
+        opt->moff = malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(int64_t));
+        for (int64_t k = 0; k < n_groups; k++) {
+            if (opt->moff != NULL) {
+                opt->moff[k] = opt->n_state;
+            }
+            opt->n_state += groups[k].numel;
+        }
+        opt->m = calloc((size_t)(opt->n_state > 0 ? opt->n_state : 1), sizeof(float));
+        opt->v = calloc((size_t)(opt->n_state > 0 ? opt->n_state : 1), sizeof(float));
     }
-    if (opt == NULL || opt->groups == NULL || opt->m == NULL || opt->v == NULL) {
+    if (opt == NULL || opt->groups == NULL || opt->moff == NULL || opt->m == NULL || opt->v == NULL) {
         mc_adamw_free(opt);
         return mc_fail(err, MC_ERR_NOMEM, "adamw: out of memory for %lld parameters", (long long)n_params);
     }
@@ -153,6 +162,7 @@ void mc_adamw_free(mc_adamw *opt) {
         return;
     }
     free(opt->groups);
+    free(opt->moff);
     free(opt->m);
     free(opt->v);
     free(opt);
@@ -178,8 +188,8 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
     for (int64_t k = 0; k < opt->n_groups; k++) {
         const mc_optim_group *grp = &opt->groups[k];
         const bool decays = grp->decay && o->weight_decay != 0;
-        float *restrict p = params + grp->offset, *restrict m = opt->m + grp->offset,
-                        *restrict v = opt->v + grp->offset;
+        float *restrict p = params + grp->offset, *restrict m = opt->m + opt->moff[k],
+                        *restrict v = opt->v + opt->moff[k];
         const float *restrict g = grads + grp->offset;
         for (int64_t i = 0; i < grp->numel; i++) {
             float pi = p[i];
@@ -198,30 +208,52 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
 // ---------------------------------------------------------------------------------------------------------------
 // State file
 
-mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err) {
-    int64_t *layout = malloc((size_t)(opt->n_groups > 0 ? opt->n_groups : 1) * 3 * sizeof(int64_t));
+void mc_adamw_export(const mc_adamw *opt, float *m_full, float *v_full) {
+    for (int64_t k = 0; k < opt->n_groups; k++) {
+        const mc_optim_group *g = &opt->groups[k];
+        memcpy(m_full + g->offset, opt->m + opt->moff[k], (size_t)g->numel * sizeof(float));
+        memcpy(v_full + g->offset, opt->v + opt->moff[k], (size_t)g->numel * sizeof(float));
+    }
+}
+
+mc_status mc_adamw_write_state(const char *path, int64_t n_params, const mc_optim_group *groups, int64_t n_groups,
+                               const float *m_full, const float *v_full, int64_t step, mc_error *err) {
+    int64_t *layout = malloc((size_t)(n_groups > 0 ? n_groups : 1) * 3 * sizeof(int64_t));
     if (layout == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
     }
-    for (int64_t k = 0; k < opt->n_groups; k++) {
-        layout[3 * k] = opt->groups[k].offset;
-        layout[3 * k + 1] = opt->groups[k].numel;
-        layout[3 * k + 2] = opt->groups[k].decay;
+    for (int64_t k = 0; k < n_groups; k++) {
+        layout[3 * k] = groups[k].offset;
+        layout[3 * k + 1] = groups[k].numel;
+        layout[3 * k + 2] = groups[k].decay;
     }
-    const int64_t n = opt->n_params, bytes = n * (int64_t)sizeof(float);
+    const int64_t bytes = n_params * (int64_t)sizeof(float);
     const mc_st_entry e[] = {
         { .name = "groups",
           .dtype = "I64",
           .ndim = 2,
-          .shape = { opt->n_groups, 3 },
+          .shape = { n_groups, 3 },
           .data = layout,
-          .nbytes = opt->n_groups * 3 * (int64_t)sizeof(int64_t) },
-        { .name = "m", .dtype = "F32", .ndim = 1, .shape = { n }, .data = opt->m, .nbytes = bytes },
-        { .name = "step", .dtype = "I64", .ndim = 1, .shape = { 1 }, .data = &opt->step, .nbytes = 8 },
-        { .name = "v", .dtype = "F32", .ndim = 1, .shape = { n }, .data = opt->v, .nbytes = bytes },
+          .nbytes = n_groups * 3 * (int64_t)sizeof(int64_t) },
+        { .name = "m", .dtype = "F32", .ndim = 1, .shape = { n_params }, .data = m_full, .nbytes = bytes },
+        { .name = "step", .dtype = "I64", .ndim = 1, .shape = { 1 }, .data = &step, .nbytes = 8 },
+        { .name = "v", .dtype = "F32", .ndim = 1, .shape = { n_params }, .data = v_full, .nbytes = bytes },
     };
     mc_status st = mc_st_write(path, e, 4, err);
     free(layout);
+    return st;
+}
+
+mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err) {
+    float *m = calloc((size_t)(opt->n_params > 0 ? opt->n_params : 1), sizeof(float));
+    float *v = calloc((size_t)(opt->n_params > 0 ? opt->n_params : 1), sizeof(float));
+    mc_status st = m != NULL && v != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    if (st == MC_OK) {
+        mc_adamw_export(opt, m, v);
+        st = mc_adamw_write_state(path, opt->n_params, opt->groups, opt->n_groups, m, v, opt->step, err);
+    }
+    free(m);
+    free(v);
     return st;
 }
 
@@ -259,16 +291,21 @@ static int64_t load_i64(const void *data, int64_t i) { // little-endian, any ali
     return (int64_t)x;
 }
 
+// Every group of opt must be a group of the file (the file may hold more: a sharded optimizer loads its share of a
+// whole state). Sets where[k] to the file's index of opt's group k.
 static mc_status check_layout(const mc_adamw *opt, const mc_st_tensor *groups, const char *path, mc_error *err) {
+    const int64_t n_file = groups->shape[0];
     for (int64_t k = 0; k < opt->n_groups; k++) {
         const mc_optim_group *g = &opt->groups[k];
-        const int64_t off = load_i64(groups->data, 3 * k), numel = load_i64(groups->data, 3 * k + 1),
-                      decay = load_i64(groups->data, 3 * k + 2);
-        if (off != g->offset || numel != g->numel || decay != (int64_t)g->decay) {
-            return mc_fail(err, MC_ERR_FORMAT,
-                           "%s: group %lld is (offset %lld, numel %lld, decay %lld), the optimizer's (%lld, %lld, %d)",
-                           path, (long long)k, (long long)off, (long long)numel, (long long)decay, (long long)g->offset,
-                           (long long)g->numel, g->decay);
+        bool found = false;
+        for (int64_t j = 0; j < n_file && !found; j++) {
+            found = load_i64(groups->data, 3 * j) == g->offset && load_i64(groups->data, 3 * j + 1) == g->numel &&
+                    load_i64(groups->data, 3 * j + 2) == (int64_t)g->decay;
+        }
+        if (!found) {
+            return mc_fail(err, MC_ERR_FORMAT, "%s: no group (offset %lld, numel %lld, decay %d) as the optimizer's "
+                                               "group %lld", path, (long long)g->offset, (long long)g->numel, g->decay,
+                           (long long)k);
         }
     }
     return MC_OK;
@@ -279,7 +316,9 @@ mc_status mc_adamw_load(mc_adamw *opt, const char *path, mc_error *err) {
     mc_status st = mc_st_open(path, &set, err);
     const mc_st_tensor *m = NULL, *v = NULL, *step = NULL, *groups = NULL;
     if (st == MC_OK) {
-        st = find_tensor(set, path, "groups", "I64", opt->n_groups, 3, &groups, err);
+        groups = mc_st_find(set, "groups");
+        st = groups != NULL && groups->ndim == 2 ? find_tensor(set, path, "groups", "I64", groups->shape[0], 3, &groups, err)
+                                                 : mc_fail(err, MC_ERR_FORMAT, "%s: no [n, 3] tensor \"groups\"", path);
     }
     if (st == MC_OK) {
         st = check_layout(opt, groups, path, err);
@@ -297,8 +336,11 @@ mc_status mc_adamw_load(mc_adamw *opt, const char *path, mc_error *err) {
         st = mc_fail(err, MC_ERR_FORMAT, "%s: step is %lld, must be >= 0", path, (long long)load_i64(step->data, 0));
     }
     if (st == MC_OK) {
-        memcpy(opt->m, m->data, (size_t)opt->n_params * sizeof(float));
-        memcpy(opt->v, v->data, (size_t)opt->n_params * sizeof(float));
+        for (int64_t k = 0; k < opt->n_groups; k++) {
+            const mc_optim_group *g = &opt->groups[k];
+            memcpy(opt->m + opt->moff[k], (const char *)m->data + g->offset * 4, (size_t)g->numel * sizeof(float));
+            memcpy(opt->v + opt->moff[k], (const char *)v->data + g->offset * 4, (size_t)g->numel * sizeof(float));
+        }
         opt->step = load_i64(step->data, 0);
     }
     mc_st_close(set);

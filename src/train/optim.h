@@ -79,7 +79,17 @@ int64_t mc_adamw_steps(const mc_adamw *opt); // steps taken: the t of the last s
 // [n_groups, 3] (offset, numel, decay) so a load can check the layout. Errors name path (MC_ERR_IO, MC_ERR_NOMEM).
 mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err);
 
-// Reads a state written by mc_adamw_save into opt, whose n_params and groups must be those of the file; the
+// The moments of opt's groups written into full-size arrays [n_params] at the groups' offsets (other elements are
+// left as they are): ranks of a sharded optimizer sum these into one whole state.
+void mc_adamw_export(const mc_adamw *opt, float *m_full, float *v_full);
+
+// Writes a state file as mc_adamw_save does, from full-size moments and a group list.
+mc_status mc_adamw_write_state(const char *path, int64_t n_params, const mc_optim_group *groups, int64_t n_groups,
+                               const float *m_full, const float *v_full, int64_t step, mc_error *err);
+
+// Reads a state written by mc_adamw_save into opt, whose n_params must be the file's and each of whose groups must be
+// one of the file's (a rank's share of a whole state loads; mambac's moments are stored per group, so a rank's
+// memory is its groups' share); the
 // hyper-parameters stay opt's. On failure opt is unchanged. Errors: MC_ERR_IO, MC_ERR_FORMAT naming the path and
 // the tensor (missing, wrong dtype or shape, a different group layout, a negative step).
 mc_status mc_adamw_load(mc_adamw *opt, const char *path, mc_error *err);
