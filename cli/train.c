@@ -270,6 +270,14 @@ static bool progress(void *user, const mc_train_stats *s, bool logged) {
 static int run_train(int argc, char **argv, bool lora) {
     train_args a = { .cmd = lora ? "finetune" : "train" };
     int rc = parse_args(argc, argv, &a, lora);
+    int rank = 0, size = 1;
+    if (rc == CLI_OK) { // under mpirun: one rank of a data-parallel job
+        mc_error err = { 0 };
+        if (mc_dist_init(&rank, &size, &err) != MC_OK) {
+            rc = cli_fail_err(a.cmd, &err);
+        }
+        a.quiet = a.quiet || rank != 0;
+    }
     mc_model *model = NULL;
     mc_tokenizer *tok = NULL;
     if (rc == CLI_OK) {
@@ -301,7 +309,12 @@ static int run_train(int argc, char **argv, bool lora) {
             if (a.tty && !a.quiet) {
                 fputc('\n', stderr);
             }
-            rc = cli_fail_err(a.cmd, &err);
+            // rank 0 reports what all ranks saw; another rank reports only its own trouble ("rank N: ...")
+            rc = rank == 0 || strncmp(err.msg, "rank ", 5) == 0 ? cli_fail_err(a.cmd, &err) : CLI_ERR;
+            if (size > 1) {
+                fflush(stderr);
+                mc_dist_abort(1); // no rank is left waiting for this one
+            }
         } else if (!a.quiet) {
             fprintf(stderr, "%s: %lld steps in %.1f s (%.0f tokens/s), last loss %.4f; saved to %s\n", a.cmd,
                     (long long)s.step, cli_now() - t0, s.tokens_per_s, s.loss, a.o.output_dir);
@@ -309,6 +322,7 @@ static int run_train(int argc, char **argv, bool lora) {
     }
     mc_tokenizer_free(tok);
     mc_model_free(model);
+    mc_dist_finalize();
     return rc == CLI_HELP ? CLI_OK : rc;
 }
 

@@ -455,6 +455,16 @@ typedef struct mc_train_opts {
 
 MC_API void mc_train_opts_init(mc_train_opts *opts); // the defaults in the comments above
 
+// Data parallel over ranks launched by mpirun (`mpirun -np 4 mambac train ...`; the library built with MPI): call
+// mc_dist_init before mc_train on every rank. mc_train then gives each rank its share of every global batch
+// (batch_size rows per rank), sums the gradients, and shards the AdamW state (ZeRO stage 1); rank 0 alone writes
+// logs, checkpoints (the whole optimizer state, so --resume works with another rank count) and the result. Outside
+// mpirun it is one rank of one. A rank that dies or hangs makes the others fail within MAMBAC_DIST_TIMEOUT seconds
+// (default 600) with a message naming the rank; mc_dist_abort then ends the job.
+MC_API mc_status mc_dist_init(int *rank, int *size, mc_error *err);
+MC_API void mc_dist_finalize(void);
+MC_API void mc_dist_abort(int code);
+
 // Trains model (frozen base for LoRA) on opts->data, tokenized with tok. Checkpoints: output_dir/checkpoint-N,
 // each complete before it appears (written to a temporary folder, then renamed); --resume continues exactly (same
 // batches, optimizer state, step). A NaN or infinite loss stops the run with an error naming the step; the last

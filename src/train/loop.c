@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "train/batch.h"
 #include "train/data.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 
@@ -90,8 +91,10 @@ typedef struct run {
     mc_batcher *it;
     mc_trainer *t;
     mc_adamw *opt;
-    mc_optim_group *groups;
+    mc_optim_group *groups; // every trainable tensor
     int64_t n_groups;
+    int *owner;             // [n_groups] the rank whose optimizer shard holds each tensor (ZeRO stage 1)
+    int rank, n_ranks;
     mc_lr_schedule sched;
     int64_t total_steps, updates_per_epoch;
     const char *log_dir;
@@ -173,11 +176,11 @@ static void make_fingerprint(run *r) {
     const mc_config *c = mc_model_config(r->model);
     const mc_lora_spec *l = &r->t->spec;
     snprintf(r->fingerprint, sizeof(r->fingerprint),
-             "model %lldx%lldx%lld vocab %lld; data %lld examples %lld tokens; batch %lld accum %lld; seed %llu "
+             "model %lldx%lldx%lld vocab %lld; data %lld examples %lld tokens; global batch %lld accum %lld; seed %llu "
              "shuffle %d; max_length %lld packing %d tbptt %d; %s r %d alpha %g rslora %d targets %u bias %d",
              (long long)c->num_hidden_layers, (long long)c->hidden_size, (long long)c->intermediate_size,
              (long long)c->vocab_size, (long long)mc_dataset_count(r->ds), (long long)mc_dataset_n_tokens(r->ds),
-             (long long)o->batch_size, (long long)o->grad_accum, (unsigned long long)o->seed, (int)o->shuffle,
+             (long long)(o->batch_size * r->n_ranks), (long long)o->grad_accum, (unsigned long long)o->seed, (int)o->shuffle,
              (long long)o->max_length, (int)o->packing, (int)o->tbptt, r->t->lora ? "lora" : "full", r->t->lora ? l->r : 0,
              r->t->lora ? l->alpha : 0, r->t->lora ? (int)l->use_rslora : 0, r->t->lora ? l->targets : 0,
              r->t->lora ? (int)l->bias : 0);
@@ -222,16 +225,51 @@ static mc_status carry_io(run *r, const char *dir, bool save, mc_error *err) {
     return st;
 }
 
+// The whole optimizer state (every rank's shard summed into full-size moments) written by rank 0.
+static mc_status save_optimizer(run *r, const char *dir, mc_error *err) {
+    const int64_t n = r->t->n_params;
+    float *m = calloc((size_t)(n > 0 ? n : 1), sizeof(float)), *v = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    mc_status st = m != NULL && v != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
+    if (st == MC_OK) {
+        mc_adamw_export(r->opt, m, v);
+        st = mc_dist_allreduce_f32(m, n, err);
+    }
+    if (st == MC_OK) st = mc_dist_allreduce_f32(v, n, err);
+    char *path = st == MC_OK && r->rank == 0 ? mc_path_join(dir, "optimizer.safetensors") : NULL;
+    if (st == MC_OK && r->rank == 0) {
+        st = path != NULL ? mc_adamw_write_state(path, n, r->groups, r->n_groups, m, v, mc_adamw_steps(r->opt), err)
+                          : mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
+    }
+    free(path);
+    free(m);
+    free(v);
+    return st;
+}
+
+// Every rank takes part (the optimizer state is gathered); rank 0 writes, and the others wait until it has.
+static mc_status save_checkpoint_rank0(run *r, int64_t step, mc_error *err);
+
 static mc_status save_checkpoint(run *r, int64_t step, mc_error *err) {
+    mc_status st = save_checkpoint_rank0(r, step, err);
+    if (r->n_ranks > 1) {
+        mc_error e2 = { 0 };
+        mc_status b = mc_dist_barrier(st == MC_OK ? err : &e2);
+        st = st == MC_OK ? b : st;
+    }
+    return st;
+}
+
+static mc_status save_checkpoint_rank0(run *r, int64_t step, mc_error *err) {
     char final[4096], tmp[4200];
     snprintf(final, sizeof(final), "%s/checkpoint-%lld", r->o->output_dir, (long long)step);
     snprintf(tmp, sizeof(tmp), "%s.tmp-%ld", final, (long)getpid());
+    if (r->rank != 0) {
+        return save_optimizer(r, tmp, err);
+    }
     rm_tree(tmp);
     mc_status st = make_dir(tmp, err);
     if (st == MC_OK) st = mc_trainer_save(r->t, tmp, err);
-    char *opt_path = st == MC_OK ? mc_path_join(tmp, "optimizer.safetensors") : NULL;
-    if (st == MC_OK) st = opt_path != NULL ? mc_adamw_save(r->opt, opt_path, err) : mc_fail(err, MC_ERR_NOMEM, "oom");
-    free(opt_path);
+    if (st == MC_OK) st = save_optimizer(r, tmp, err);
     if (st == MC_OK && r->o->tbptt) {
         st = carry_io(r, tmp, true, err);
     }
@@ -476,7 +514,7 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
         memcpy(r->labels + off, b.labels, (size_t)n * sizeof(int32_t));
         rows[k] = b.n_seq;
         toks[k] = b.n_tok;
-        total_targets += b.n_targets;
+        total_targets += b.n_targets_global;
         for (int64_t i = 0; i < b.n_seq; i++) {
             *real_tokens += b.len[i];
         }
@@ -501,13 +539,26 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
         sum += part;
         off += rows[k] * toks[k];
     }
-    *loss = total_targets > 0 ? sum / (double)total_targets : NAN;
+    // Data parallel: the ranks' gradients (each already divided by the global target count), losses and token
+    // counts summed, so every rank holds the whole global batch's gradient.
+    double sums[2] = { sum, (double)*real_tokens };
+    mc_status st = mc_dist_allreduce_f64(sums, 2, err);
+    if (st == MC_OK) st = mc_dist_allreduce_f32(r->t->grads, r->t->n_params, err);
+    if (st != MC_OK) {
+        return st;
+    }
+    *real_tokens = (int64_t)sums[1];
+    *loss = total_targets > 0 ? sums[0] / (double)total_targets : NAN;
     if (!isfinite(*loss)) {
         return MC_OK; // the caller names the step
     }
-    mc_status st = mc_grads_clip_norm(r->t->grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
+    st = mc_grads_clip_norm(r->t->grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
     *lr = mc_lr_schedule_at(&r->sched, mc_adamw_steps(r->opt));
+    // Each rank updates the tensors of its optimizer shard, then every tensor goes out from its owner.
     if (st == MC_OK) st = mc_adamw_step(r->opt, r->t->params, r->t->grads, *lr, err);
+    for (int64_t i = 0; st == MC_OK && r->n_ranks > 1 && i < r->n_groups; i++) {
+        st = mc_dist_bcast_f32(r->t->params + r->groups[i].offset, r->groups[i].numel, r->owner[i], err);
+    }
     if (st == MC_OK) st = mc_trainer_values_changed(r->t, err);
     return st;
 }
@@ -556,6 +607,8 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
     bopts.batch_size = o->batch_size;
     bopts.shuffle = o->shuffle;
     bopts.seed = o->seed;
+    bopts.rank = r->rank;
+    bopts.n_ranks = r->n_ranks;
     bopts.pad_id = c->pad_token_id >= 0 && c->pad_token_id < c->vocab_size ? c->pad_token_id : 0;
     if (st == MC_OK) st = mc_batcher_new(r->ds, &bopts, &r->it, err);
     mc_lora_spec spec;
@@ -601,10 +654,43 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
         mc_trainer_tensor(r->t, i, &tt);
         r->groups[i] = (mc_optim_group){ .offset = tt.value - r->t->params, .numel = tt.numel, .decay = tt.decay };
     }
+    // ZeRO stage 1: tensors go to ranks largest first, each to the rank holding the fewest elements so far.
+    r->owner = calloc((size_t)r->n_groups + 1, sizeof(int));
+    int64_t *load = calloc((size_t)r->n_ranks, sizeof(int64_t));
+    mc_optim_group *mine = calloc((size_t)r->n_groups + 1, sizeof(*mine));
+    bool *done = calloc((size_t)r->n_groups + 1, sizeof(bool));
+    if (r->owner == NULL || load == NULL || mine == NULL || done == NULL) {
+        free(load);
+        free(mine);
+        free(done);
+        return mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
+    }
+    int64_t n_mine = 0;
+    for (int64_t k = 0; k < r->n_groups; k++) {
+        int64_t big = -1;
+        for (int64_t i = 0; i < r->n_groups; i++) {
+            big = !done[i] && (big < 0 || r->groups[i].numel > r->groups[big].numel) ? i : big;
+        }
+        int least = 0;
+        for (int q = 1; q < r->n_ranks; q++) {
+            least = load[q] < load[least] ? q : least;
+        }
+        done[big] = true;
+        r->owner[big] = least;
+        load[least] += r->groups[big].numel;
+    }
+    for (int64_t i = 0; i < r->n_groups; i++) {
+        if (r->owner[i] == r->rank) {
+            mine[n_mine++] = r->groups[i];
+        }
+    }
     mc_adamw_opts aopts;
     mc_adamw_opts_init(&aopts);
     aopts.weight_decay = o->weight_decay;
-    st = mc_adamw_new(r->t->n_params, r->groups, r->n_groups, &aopts, &r->opt, err);
+    st = mc_adamw_new(r->t->n_params, mine, n_mine, &aopts, &r->opt, err);
+    free(load);
+    free(mine);
+    free(done);
     mc_lr_schedule_init(&r->sched);
     if (st == MC_OK) st = mc_lr_kind_parse(o->lr_scheduler != NULL ? o->lr_scheduler : "linear", &r->sched.kind, err);
     r->sched.lr = o->lr;
@@ -612,9 +698,9 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
     r->sched.warmup_steps = mc_lr_warmup_steps(o->warmup, r->total_steps);
     if (st == MC_OK) st = mc_lr_schedule_check(&r->sched, err);
     if (st == MC_OK) make_fingerprint(r);
-    if (st == MC_OK) st = make_dir(o->output_dir, err);
+    if (st == MC_OK && r->rank == 0) st = make_dir(o->output_dir, err);
     r->log_dir = o->logging_dir != NULL ? o->logging_dir : o->output_dir;
-    if (st == MC_OK) st = make_dir(r->log_dir, err);
+    if (st == MC_OK && r->rank == 0) st = make_dir(r->log_dir, err);
     return st;
 }
 
@@ -624,6 +710,7 @@ static void teardown(run *r) {
     mc_batcher_free(r->it);
     mc_dataset_free(r->ds);
     free(r->groups);
+    free(r->owner);
     free(r->ids);
     free(r->labels);
     free(r->sids);
@@ -636,8 +723,11 @@ mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_trai
     if (st != MC_OK) {
         return st;
     }
-    run r = { .o = o, .model = model };
+    run r = { .o = o, .model = model, .rank = mc_dist_rank(), .n_ranks = mc_dist_size() };
     int64_t step = 0;
+    if (o->tbptt && r.n_ranks > 1) {
+        return mc_fail(err, MC_ERR_UNSUPPORTED, "train: --tbptt runs on one rank only");
+    }
     st = setup(&r, model, tok, err);
     if (st == MC_OK && o->resume != NULL) {
         st = resume(&r, &step, err);
@@ -675,20 +765,27 @@ mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_trai
                               .elapsed_s = el,
                               .eta_s = el / (double)(step - start) * (double)(r.total_steps - step) };
         const bool logged = step % o->logging_steps == 0 || step == r.total_steps;
-        if (logged) {
+        if (logged && r.rank == 0) { // one log for the job
             st = append_log(&r, &s, err);
             if (st == MC_OK) st = write_svg(&r, err);
+        }
+        if (logged) {
             window_loss = 0;
             window = 0;
         }
-        if (st == MC_OK && o->progress != NULL && !o->progress(o->user, &s, logged)) {
+        if (st == MC_OK && r.rank == 0 && o->progress != NULL && !o->progress(o->user, &s, logged)) {
             stop = true;
+        }
+        if (r.n_ranks > 1) { // every rank stops when rank 0's caller asks
+            double flag = stop ? 1 : 0;
+            if (st == MC_OK) st = mc_dist_allreduce_f64(&flag, 1, err);
+            stop = flag > 0;
         }
         if (st == MC_OK && ((o->save_steps > 0 && step % o->save_steps == 0) || stop)) {
             st = save_checkpoint(&r, step, err);
         }
     }
-    if (st == MC_OK && !stop) {
+    if (st == MC_OK && !stop && r.rank == 0) {
         st = mc_trainer_save(r.t, o->output_dir, err);
     }
     if (final != NULL) {
