@@ -29,6 +29,8 @@ typedef struct acts {
     int32_t *targets;  // [M]
     float *ones;       // [M] ones: a bias gradient alone is dyᵀ · ones
     float *mask, *xd;  // [M, max(H, E)] LoRA dropout (only with dropout > 0): the mask and mask ⊙ x
+    double *loss_sum;  // [1] the loss op's sum and count, in the backend's memory
+    int64_t *loss_count;
 } acts;
 
 #define TRY(call)                                                                                                    \
@@ -49,7 +51,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     const int64_t per_layer = 3 * H + 5 * E + RN + SITE_COUNT * r;
     const int64_t per_row = NL * per_layer + r + 2 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
     const int64_t drop = t->lora && t->spec.dropout > 0 ? 2 * (H > E ? H : E) : 0;
-    const int64_t total = M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
+    const int64_t total = 8 + M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
     if (total > t->act_rows) { // act_rows counts floats
         float *grown = NULL;
         TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
@@ -59,6 +61,8 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     }
     float *p = t->act;
 #define TAKE(n) (p += (n), p - (n))
+    a->loss_sum = (double *)TAKE(2); // first: 8-byte aligned
+    a->loss_count = (int64_t *)TAKE(2);
     for (int64_t l = 0; l < NL; l++) {
         layer_acts *la = &layers[l];
         la->hin = TAKE(M * H);
@@ -247,20 +251,22 @@ static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, 
     const int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
-    double sum = 0;
-    int64_t count = 0;
+    // The sum and count live in the backend's memory (the op adds to them there) and come back once at the end.
+    double *sum = a->loss_sum;
+    int64_t *count = a->loss_count;
+    TRY(ops->zero(ex, sum, sizeof(double)));
+    TRY(ops->zero(ex, count, sizeof(int64_t)));
     for (int64_t r0 = 0; r0 < M; r0 += LOSS_ROWS) {
         const int64_t rows = M - r0 < LOSS_ROWS ? M - r0 : LOSS_ROWS;
         TRY(ops->matmul(ex, a->logits, a->normf + r0 * H, H, &m->lm_head, NULL, rows, V, H));
-        TRY(ops->cross_entropy(ex, a->logits, &sum, &count, a->logits, targets + r0, rows, V, (float)scale));
+        TRY(ops->cross_entropy(ex, a->logits, sum, count, a->logits, targets + r0, rows, V, (float)scale));
         TRY(ops->matmul_dx(ex, a->dnormed + r0 * H, H, a->logits, &m->lm_head, rows, V, H, false));
         if (t->g_head != NULL) {
             TRY(ops->matmul_dw(ex, t->g_head, NULL, a->logits, a->normf + r0 * H, H, rows, V, H));
         }
     }
-    *nll_sum = sum;
-    *n_targets = count;
-    return MC_OK;
+    TRY(ops->download(ex, nll_sum, sum, sizeof(double)));
+    return ops->download(ex, n_targets, count, sizeof(int64_t));
 }
 
 static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int64_t Bt, int64_t T) {

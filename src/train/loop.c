@@ -542,8 +542,10 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
     // Data parallel: the ranks' gradients (each already divided by the global target count), losses and token
     // counts summed, so every rank holds the whole global batch's gradient.
     double sums[2] = { sum, (double)*real_tokens };
+    float *values = NULL, *grads = NULL;
     mc_status st = mc_dist_allreduce_f64(sums, 2, err);
-    if (st == MC_OK) st = mc_dist_allreduce_f32(r->t->grads, r->t->n_params, err);
+    if (st == MC_OK) st = mc_trainer_host_blocks(r->t, &values, &grads, err);
+    if (st == MC_OK) st = mc_dist_allreduce_f32(grads, r->t->n_params, err);
     if (st != MC_OK) {
         return st;
     }
@@ -552,14 +554,14 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
     if (!isfinite(*loss)) {
         return MC_OK; // the caller names the step
     }
-    st = mc_grads_clip_norm(r->t->grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
+    st = mc_grads_clip_norm(grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
     *lr = mc_lr_schedule_at(&r->sched, mc_adamw_steps(r->opt));
     // Each rank updates the tensors of its optimizer shard, then every tensor goes out from its owner.
-    if (st == MC_OK) st = mc_adamw_step(r->opt, r->t->params, r->t->grads, *lr, err);
+    if (st == MC_OK) st = mc_adamw_step(r->opt, values, grads, *lr, err);
     for (int64_t i = 0; st == MC_OK && r->n_ranks > 1 && i < r->n_groups; i++) {
-        st = mc_dist_bcast_f32(r->t->params + r->groups[i].offset, r->groups[i].numel, r->owner[i], err);
+        st = mc_dist_bcast_f32(values + r->groups[i].offset, r->groups[i].numel, r->owner[i], err);
     }
-    if (st == MC_OK) st = mc_trainer_values_changed(r->t, err);
+    if (st == MC_OK) st = mc_trainer_host_values_changed(r->t, err);
     return st;
 }
 

@@ -443,6 +443,8 @@ void mc_trainer_free(mc_trainer *t) {
         t->ops->exec_free(&t->exec);
     }
     free(t->mask_host);
+    free(t->host_params);
+    free(t->host_grads);
     free(t->tensors);
     free(t->layers);
     free(t->lg);
@@ -650,6 +652,7 @@ mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_
     }
     free(seen);
     mc_st_close(set);
+    t->host_params_stale = true;
     return st == MC_OK ? mc_trainer_values_changed(t, err) : st;
 }
 
@@ -695,4 +698,42 @@ int64_t mc_trainer_carry_floats(const mc_trainer *t, float **conv, float **ssm, 
     *n_conv = per * c->conv_kernel;
     *n_ssm = per * c->state_size;
     return t->carry_rows;
+}
+
+mc_status mc_trainer_host_blocks(mc_trainer *t, float **values, float **grads, mc_error *err) {
+    if (t->ops->host_memory) {
+        *values = t->params;
+        *grads = t->grads;
+        return MC_OK;
+    }
+    const size_t bytes = (size_t)t->n_params * sizeof(float);
+    if (t->host_params == NULL) {
+        t->host_params = malloc(bytes > 0 ? bytes : 1);
+        t->host_grads = malloc(bytes > 0 ? bytes : 1);
+        t->host_params_stale = true;
+        if (t->host_params == NULL || t->host_grads == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "train: out of memory for host copies of %lld parameters",
+                           (long long)t->n_params);
+        }
+    }
+    mc_exec ex = t->exec;
+    ex.err = err;
+    mc_status st = t->host_params_stale ? t->ops->download(&ex, t->host_params, t->params, bytes) : MC_OK;
+    t->host_params_stale = st != MC_OK;
+    if (st == MC_OK) st = t->ops->download(&ex, t->host_grads, t->grads, bytes);
+    *values = t->host_params;
+    *grads = t->host_grads;
+    return st;
+}
+
+mc_status mc_trainer_host_values_changed(mc_trainer *t, mc_error *err) {
+    if (!t->ops->host_memory) {
+        mc_exec ex = t->exec;
+        ex.err = err;
+        mc_status st = t->ops->upload(&ex, t->params, t->host_params, (size_t)t->n_params * sizeof(float));
+        if (st != MC_OK) {
+            return st;
+        }
+    }
+    return mc_trainer_values_changed(t, err);
 }

@@ -63,6 +63,8 @@ struct mc_trainer {
     int64_t n_params;
     float *junk; // gradients of frozen small parameters land here
     uint64_t dropout_seed, dropout_stream; // LoRA dropout masks: see mc_trainer_set_dropout_stream
+    float *host_params, *host_grads; // host mirrors of the blocks on a device backend (NULL on host backends)
+    bool host_params_stale;          // the device's values changed since the mirror was taken
     int64_t carry_rows; // > 0: truncated BPTT over that many rows; the state each call starts from and ends with
     float *carry_conv, *carry_ssm; // [NL, rows, E, K], [NL, rows, E, N] where this call starts
     float *next_conv, *next_ssm;   // where it ends (swapped in after a successful call)
@@ -85,3 +87,10 @@ mc_status mc_trainer_write_tensors(const mc_trainer *t, const char *path, bool g
 // The carried state (truncated BPTT) for checkpoints: its two blocks in the backend's memory and their sizes in
 // floats; returns the carried rows (0: none).
 int64_t mc_trainer_carry_floats(const mc_trainer *t, float **conv, float **ssm, int64_t *n_conv, int64_t *n_ssm);
+
+// The value and gradient blocks in host memory for host-side work (clipping, the optimizer, the all-reduce): the
+// blocks themselves on a host backend; on a device, mirrors (gradients always downloaded, values when stale).
+mc_status mc_trainer_host_blocks(mc_trainer *t, float **values, float **grads, mc_error *err);
+
+// After host-side work changed the values: uploads the mirror on a device, then mc_trainer_values_changed.
+mc_status mc_trainer_host_values_changed(mc_trainer *t, mc_error *err);
