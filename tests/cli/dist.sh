@@ -9,7 +9,7 @@ command -v mpirun >/dev/null 2>&1 || skip "mpirun not installed (openmpi-bin)"
 F32="$MODELS/f32-tied"
 [ -d "$F32" ] || skip "f32-tied fixture absent"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}" # Open MPI keeps its allocations until exit
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" # Open MPI keeps allocations of MPI_Init until exit
 DATA="$TMP/data.jsonl"
 awk 'BEGIN { for (i = 0; i < 16; i++) { n = 6 + (i * 7) % 12; s = (i * 37) % 300; printf "{\"input_ids\": [";
      for (k = 0; k < n; k++) printf "%s%d", (k ? ", " : ""), (s + 3 * k) % 320; print "]}" } }' >"$DATA"
