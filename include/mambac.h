@@ -261,6 +261,61 @@ MC_API size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t l
 MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap);
 
 // ---------------------------------------------------------------------------------------------------------------
+// Tokenizer training (src/tokenizer/train.c): byte-level BPE learned as Hugging Face tokenizers' BpeTrainer learns it
+// (tokenizers 0.23.3) for a tokenizer with GPT-NeoX's pipeline: NFC normalizer, ByteLevel pre-tokenizer
+// (add_prefix_space false, the GPT-2 regex), ByteLevel post-processor and decoder, BPE model without unk token. The
+// saved tokenizer.json is byte for byte the one tokenizers writes for
+//   Tokenizer(BPE()) + NFC + ByteLevel(add_prefix_space=False) pre-tokenizer and post-processor + ByteLevel decoder,
+//   trained with BpeTrainer(vocab_size, min_frequency, special_tokens, initial_alphabet=ByteLevel.alphabet())
+//   on the same files (tools/oracle/tokenizer_train_check.py).
+// Ids: the special tokens (0, 1, ... in the order given), the 256 byte symbols by code point, then one per merge.
+// Text is read as tokenizers' train_from_files reads files: line by line (each line with its '\n' is normalized and
+// pre-tokenized alone), so no piece spans a line break. Special tokens in the text are not split out while training
+// (a fresh tokenizers Tokenizer has none yet); encoding later matches them as added tokens.
+
+typedef struct mc_bpe_train_opts {
+    int64_t vocab_size;                // tokens to reach, the special tokens and the 256 byte symbols included (8192)
+    int64_t min_frequency;             // training ends at the first pair seen fewer times than this (2, as
+                                       // tokenizers' ByteLevelBPETokenizer.train; BpeTrainer's own default is 0)
+    const char *const *special_tokens; // borrowed, n_special strings (UTF-8, non-empty; a repeat is added once)
+    int64_t n_special;                 // ({ "<|endoftext|>" }, 1)
+} mc_bpe_train_opts;
+
+MC_API void mc_bpe_train_opts_init(mc_bpe_train_opts *opts); // the defaults in the comments above
+
+typedef struct mc_bpe_trainer mc_bpe_trainer;
+
+typedef struct mc_bpe_train_stats {
+    int64_t n_files;        // texts fed
+    int64_t n_bytes;        // their bytes
+    int64_t n_sequences;    // their lines
+    int64_t n_words;        // pre-tokenized pieces counted
+    int64_t n_unique_words; // distinct pieces
+    int64_t vocab_size;     // tokens of the trained vocabulary: less than asked when min_frequency or the corpus
+                            // ran out of pairs first
+    int64_t n_merges;       // merges in the saved file
+} mc_bpe_train_stats;
+
+// A trainer for opts (copied; the strings are copied into the vocabulary). MC_ERR_INVALID: vocab_size smaller than
+// the special tokens + 256 byte symbols (tokenizers would quietly return a bigger vocabulary) or above 2^24,
+// min_frequency < 0, an empty or non-UTF-8 special token. Owned: mc_bpe_trainer_free.
+MC_API mc_status mc_bpe_trainer_new(const mc_bpe_train_opts *opts, mc_bpe_trainer **out, mc_error *err);
+MC_API void mc_bpe_trainer_free(mc_bpe_trainer *t); // NULL is a no-op
+
+// Counts the words of one file's text (len bytes, need not be NUL-terminated). name is used in messages. Text that
+// is not valid UTF-8 is refused whole, as tokenizers refuses such a file: MC_ERR_INVALID "NAME: invalid UTF-8 at
+// byte N". Feeding after training is MC_ERR_INVALID.
+MC_API mc_status mc_bpe_trainer_feed(mc_bpe_trainer *t, const char *text, size_t len, const char *name, mc_error *err);
+// Feeds the file at path (memory-mapped). MC_ERR_IO names an unreadable path.
+MC_API mc_status mc_bpe_trainer_feed_file(mc_bpe_trainer *t, const char *path, mc_error *err);
+// Learns the merges from everything fed. Deterministic: the same texts in the same order give the same result.
+// MC_ERR_INVALID when no text was fed (an empty corpus) or when already trained.
+MC_API mc_status mc_bpe_trainer_train(mc_bpe_trainer *t, mc_error *err);
+MC_API void mc_bpe_trainer_stats(const mc_bpe_trainer *t, mc_bpe_train_stats *stats);
+// Writes the trained tokenizer.json to path (through a temp file renamed into place). mc_tokenizer_load reads it.
+MC_API mc_status mc_bpe_trainer_save(const mc_bpe_trainer *t, const char *path, mc_error *err);
+
+// ---------------------------------------------------------------------------------------------------------------
 // Generation (spec §7): greedy by default; sampling with HF's processor order.
 //
 // Processors run on each row of scores in HF's order: repetition penalty, then (only when do_sample) temperature,
