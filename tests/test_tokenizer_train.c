@@ -1,6 +1,6 @@
-// Tokenizer training: the trainer's tokenizer.json equals, byte for byte, the one tokenizers' BpeTrainer wrote for
-// the fixture corpus (tools/oracle/tokenizer_train_check.py), and encodes the held-out text as tokenizers did;
-// tie-breaks, min_frequency, bad input.
+// Tokenizer training and token files: the trainer's tokenizer.json equals, byte for byte, the one tokenizers'
+// BpeTrainer wrote for the fixture corpus (tools/oracle/tokenizer_train_check.py), and encodes the held-out text as
+// tokenizers did; tie-breaks, min_frequency, bad input; token files round-trip and refuse damaged or foreign files.
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +35,13 @@ static char *read_all(const char *path, size_t *len) {
     fclose(fp);
     *len = (size_t)n;
     return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
 }
 
 static char *fixture_path(const char *name) {
@@ -354,12 +361,246 @@ static void test_train_bad_input(void **state) {
     mc_bpe_trainer_free(NULL);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Token files
+
+static mc_tokenizer *load_reference(void) {
+    char *path = fixture_path("reference.json");
+    mc_tokenizer *tok = NULL;
+    mc_error err = { 0 };
+    if (mc_tokenizer_load(path, &tok, &err) != MC_OK) {
+        fail_msg("%s", err.msg);
+    }
+    free(path);
+    return tok;
+}
+
+static void write_tokens(const char *path, const mc_tokenizer *tok, int32_t eos, const int32_t *a, int64_t na,
+                         const int32_t *b, int64_t nb) {
+    mc_tokens_writer *w = NULL;
+    mc_error err = { 0 };
+    assert_int_equal(mc_tokens_writer_new(tok, "fixture/reference.json", eos, &w, &err), MC_OK);
+    assert_int_equal(mc_tokens_writer_add(w, a, na, &err), MC_OK);
+    assert_int_equal(mc_tokens_writer_add(w, b, nb, &err), MC_OK);
+    if (mc_tokens_writer_save(w, path, &err) != MC_OK) {
+        fail_msg("%s", err.msg);
+    }
+    mc_tokens_writer_free(w);
+}
+
+static void test_tokens_round_trip(void **state) {
+    const mc_test_dir *d = *state;
+    mc_tokenizer *tok = load_reference();
+    char path[128];
+    path_in(d, "tokens.bin", path, sizeof(path));
+    const int32_t a[] = { 5, 999, 0, 1, 300 }, b[] = { 7 };
+    write_tokens(path, tok, 0, a, 5, b, 1);
+    mc_tokens *t = NULL;
+    mc_error err = { 0 };
+    if (mc_tokens_open(path, tok, &t, &err) != MC_OK) {
+        fail_msg("%s", err.msg);
+    }
+    mc_tokens_info info;
+    mc_tokens_get_info(t, &info);
+    assert_int_equal(info.n_tokens, 8); // 5 + EOS + 1 + EOS
+    assert_int_equal(info.n_docs, 2);
+    assert_int_equal(info.n_vocab, 1000);
+    assert_int_equal(info.token_bytes, 2);
+    assert_int_equal(info.eos_id, 0);
+    assert_string_equal(info.tokenizer_name, "fixture/reference.json");
+    uint8_t sha[32];
+    mc_tokenizer_sha256(tok, sha);
+    assert_memory_equal(sha, info.tokenizer_sha256, 32);
+    int32_t ids[8];
+    const int32_t want[8] = { 5, 999, 0, 1, 300, 0, 7, 0 };
+    assert_int_equal(mc_tokens_read(t, 0, 8, ids, &err), MC_OK);
+    assert_memory_equal(ids, want, sizeof(want));
+    assert_int_equal(mc_tokens_read(t, 6, 2, ids, &err), MC_OK);
+    assert_int_equal(ids[0], 7);
+    expect_message(mc_tokens_read(t, 6, 3, ids, &err), MC_ERR_INVALID, &err, "outside the 8");
+    expect_message(mc_tokens_read(t, -1, 1, ids, &err), MC_ERR_INVALID, &err, "outside");
+    mc_tokens_close(t);
+    // the header is 84 bytes + the name, padded to 64; the ids follow as little-endian uint16
+    size_t len = 0;
+    unsigned char *bytes = (unsigned char *)read_all(path, &len);
+    assert_int_equal(len, 128 + 8 * 2);
+    assert_memory_equal(bytes, "MCTOKENS", 8);
+    assert_int_equal(bytes[128 + 2] | bytes[128 + 3] << 8, 999);
+    free(bytes);
+    // without EOS; and opening without a tokenizer skips the hash check
+    write_tokens(path, tok, -1, a, 5, b, 0);
+    assert_int_equal(mc_tokens_open(path, NULL, &t, &err), MC_OK);
+    mc_tokens_get_info(t, &info);
+    assert_int_equal(info.n_tokens, 5);
+    assert_int_equal(info.eos_id, -1);
+    mc_tokens_close(t);
+    // bad ids and EOS are refused by the writer
+    mc_tokens_writer *w = NULL;
+    expect_message(mc_tokens_writer_new(tok, "x", 1000, &w, &err), MC_ERR_INVALID, &err, "EOS id 1000");
+    assert_int_equal(mc_tokens_writer_new(tok, "x", -1, &w, &err), MC_OK);
+    const int32_t bad[] = { 3, 1000 };
+    expect_message(mc_tokens_writer_add(w, bad, 2, &err), MC_ERR_INVALID, &err, "token 1 is id 1000");
+    mc_tokens_writer_free(w);
+    mc_tokenizer_free(tok);
+}
+
+// A vocabulary above 65536 ids takes uint32 ids: a tokenizer.json with the 256 byte symbols and one id 70000.
+static void test_tokens_uint32(void **state) {
+    const mc_test_dir *d = *state;
+    char tok_path[128], path[128];
+    path_in(d, "big.json", tok_path, sizeof(tok_path));
+    path_in(d, "big.bin", path, sizeof(path));
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int b = 0; b < 256; b++) {
+        int32_t cp = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE ? b : -1;
+        if (cp < 0) {
+            continue; // the other bytes are left out: not needed here
+        }
+        char s[4] = { 0 };
+        if (cp < 0x80) {
+            s[0] = (char)cp;
+        } else {
+            s[0] = (char)(0xC0 | cp >> 6);
+            s[1] = (char)(0x80 | (cp & 0x3F));
+        }
+        cJSON_AddNumberToObject(vocab, s, b);
+    }
+    cJSON_AddNumberToObject(vocab, "zz", 70000);
+    cJSON_AddArrayToObject(model, "merges");
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddFalseToObject(pre, "add_prefix_space");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "decoder"), "type", "ByteLevel");
+    char *text = cJSON_Print(root);
+    write_all(tok_path, text, strlen(text));
+    free(text);
+    cJSON_Delete(root);
+    mc_tokenizer *tok = NULL;
+    mc_error err = { 0 };
+    if (mc_tokenizer_load(tok_path, &tok, &err) != MC_OK) {
+        fail_msg("%s", err.msg);
+    }
+    const int32_t a[] = { 70000, 65 };
+    write_tokens(path, tok, 70000, a, 2, a, 0);
+    mc_tokens *t = NULL;
+    assert_int_equal(mc_tokens_open(path, tok, &t, &err), MC_OK);
+    mc_tokens_info info;
+    mc_tokens_get_info(t, &info);
+    assert_int_equal(info.token_bytes, 4);
+    assert_int_equal(info.n_tokens, 4);
+    int32_t ids[4];
+    assert_int_equal(mc_tokens_read(t, 0, 4, ids, &err), MC_OK);
+    assert_int_equal(ids[0], 70000);
+    assert_int_equal(ids[1], 65);
+    assert_int_equal(ids[3], 70000);
+    mc_tokens_close(t);
+    mc_tokenizer_free(tok);
+}
+
+// Damaged files: each one-line message names the file and the problem.
+static void test_tokens_bad_files(void **state) {
+    const mc_test_dir *d = *state;
+    mc_tokenizer *tok = load_reference();
+    char good[128], bad[128];
+    path_in(d, "good.bin", good, sizeof(good));
+    path_in(d, "bad.bin", bad, sizeof(bad));
+    const int32_t a[] = { 5, 6, 7, 8 };
+    write_tokens(good, tok, -1, a, 4, a, 0);
+    size_t len = 0;
+    unsigned char *bytes = (unsigned char *)read_all(good, &len);
+    assert_int_equal(len, 128 + 8);
+    mc_tokens *t = NULL;
+    mc_error err = { 0 };
+    // truncated anywhere: in the ids, in the header, inside the magic
+    const size_t cuts[] = { len - 1, 128, 100, 40, 5 };
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        write_all(bad, bytes, cuts[i]);
+        expect_message(mc_tokens_open(bad, tok, &t, &err), MC_ERR_FORMAT, &err, "truncated");
+        assert_null(t);
+        assert_non_null(strstr(err.msg, bad));
+    }
+    write_all(bad, bytes, 0);
+    expect_message(mc_tokens_open(bad, tok, &t, &err), MC_ERR_FORMAT, &err, "empty file");
+    // bytes after the ids
+    unsigned char *longer = malloc(len + 2);
+    assert_non_null(longer);
+    memcpy(longer, bytes, len);
+    longer[len] = longer[len + 1] = 0;
+    write_all(bad, longer, len + 2);
+    expect_message(mc_tokens_open(bad, tok, &t, &err), MC_ERR_FORMAT, &err, "2 bytes after the 4 tokens");
+    free(longer);
+
+    // bad magic, a later version, an odd id width, an id outside the vocabulary
+    struct {
+        size_t at;
+        unsigned char value;
+        mc_status code;
+        const char *text;
+    } edits[] = {
+        { 0, 'X', MC_ERR_FORMAT, "bad magic" },        { 8, 2, MC_ERR_UNSUPPORTED, "version 2" },
+        { 16, 3, MC_ERR_FORMAT, "3 bytes per token" }, { 12, 0, MC_ERR_FORMAT, "header size" },
+        { 20, 0xFE, MC_ERR_FORMAT, "EOS id" },         { 128 + 1, 0x30, MC_ERR_FORMAT, "token 0 is id 12293" },
+    };
+
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        unsigned char saved = bytes[edits[i].at];
+        bytes[edits[i].at] = edits[i].value;
+        write_all(bad, bytes, len);
+        expect_message(mc_tokens_open(bad, tok, &t, &err), edits[i].code, &err, edits[i].text);
+        bytes[edits[i].at] = saved;
+    }
+    // made with another tokenizer (the same file plus one trailing newline: another SHA-256)
+    char *ref = fixture_path("reference.json");
+    size_t ref_len = 0;
+    char *ref_text = read_all(ref, &ref_len);
+    char other_path[128];
+    path_in(d, "other.json", other_path, sizeof(other_path));
+    ref_text[ref_len] = '\n';
+    write_all(other_path, ref_text, ref_len + 1);
+    mc_tokenizer *other = NULL;
+    assert_int_equal(mc_tokenizer_load(other_path, &other, &err), MC_OK);
+    expect_message(mc_tokens_open(good, other, &t, &err), MC_ERR_INVALID, &err,
+                   "made with tokenizer fixture/reference.json (sha256 ");
+    assert_non_null(strstr(err.msg, "not the one in use"));
+    expect_message(mc_tokens_open("/nonexistent/tokens.bin", tok, &t, &err), MC_ERR_IO, &err, "/nonexistent");
+    mc_tokenizer_free(other);
+    free(ref_text);
+    free(ref);
+    free(bytes);
+    mc_tokenizer_free(tok);
+}
+
+static void test_sha256(void **unused) {
+    // The digest of the fixture's bytes, as Python's hashlib computed it for expect.json.
+    mc_tokenizer *tok = load_reference();
+    uint8_t sha[32];
+    mc_tokenizer_sha256(tok, sha);
+    char hex[65];
+    for (int i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    }
+    fixture f = { 0 };
+    fixture_load(&f);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(f.expect, "meta");
+    assert_string_equal(hex, cJSON_GetObjectItemCaseSensitive(meta, "reference_sha256")->valuestring);
+    fixture_free(&f);
+    mc_tokenizer_free(tok);
+    mc_tokenizer_sha256(NULL, sha);
+    assert_int_equal(sha[0] | sha[31], 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_train_matches_tokenizers, mc_test_dir_setup, mc_test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_trained_encodes_as_tokenizers, mc_test_dir_setup, mc_test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_tie_break_and_min_frequency, mc_test_dir_setup, mc_test_dir_teardown),
         cmocka_unit_test_setup_teardown(test_train_bad_input, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_tokens_round_trip, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_tokens_uint32, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_tokens_bad_files, mc_test_dir_setup, mc_test_dir_teardown),
+        cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
