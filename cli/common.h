@@ -18,6 +18,8 @@ int cli_generate(int argc, char **argv);
 int cli_forward(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
+int cli_tokenizer(int argc, char **argv);
+int cli_data(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_perplexity(int argc, char **argv);
 int cli_init(int argc, char **argv);

@@ -15,6 +15,8 @@ static const cli_command commands[] = {
     { "forward", cli_forward, "write the logits of token ids to a .npy file" },
     { "tokenize", cli_tokenize, "print the token ids of stdin's text" },
     { "detokenize", cli_detokenize, "print the text of token ids" },
+    { "tokenizer", cli_tokenizer, "train a byte-level BPE tokenizer.json on text files (as tokenizers does)" },
+    { "data", cli_data, "tokenize text files into a binary token file for training" },
     { "info", cli_info, "print a model's config, parameter count and memory" },
     { "perplexity", cli_perplexity, "score a text file: perplexity and bits per byte" },
     { "bench", cli_bench, "measure prefill and decode speed, memory and bandwidth" },

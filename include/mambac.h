@@ -260,6 +260,120 @@ MC_API size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t l
 // Ends the stream: writes U+FFFD (3 bytes, out_cap >= 3) for a held incomplete sequence, resets s.
 MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap);
 
+// SHA-256 of the tokenizer.json bytes the tokenizer was loaded from (what `sha256sum tokenizer.json` prints); token
+// files record it (mc_tokens_open checks it). All zero for a NULL tokenizer.
+MC_API void mc_tokenizer_sha256(const mc_tokenizer *tok, uint8_t out[32]);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tokenizer training (src/tokenizer/train.c): byte-level BPE learned as Hugging Face tokenizers' BpeTrainer learns it
+// (tokenizers 0.23.3) for a tokenizer with GPT-NeoX's pipeline: NFC normalizer, ByteLevel pre-tokenizer
+// (add_prefix_space false, the GPT-2 regex), ByteLevel post-processor and decoder, BPE model without unk token. The
+// saved tokenizer.json is byte for byte the one tokenizers writes for
+//   Tokenizer(BPE()) + NFC + ByteLevel(add_prefix_space=False) pre-tokenizer and post-processor + ByteLevel decoder,
+//   trained with BpeTrainer(vocab_size, min_frequency, special_tokens, initial_alphabet=ByteLevel.alphabet())
+//   on the same files (tools/oracle/tokenizer_train_check.py).
+// Ids: the special tokens (0, 1, ... in the order given), the 256 byte symbols by code point, then one per merge.
+// Text is read as tokenizers' train_from_files reads files: line by line (each line with its '\n' is normalized and
+// pre-tokenized alone), so no piece spans a line break. Special tokens in the text are not split out while training
+// (a fresh tokenizers Tokenizer has none yet); encoding later matches them as added tokens.
+
+typedef struct mc_bpe_train_opts {
+    int64_t vocab_size;                // tokens to reach, the special tokens and the 256 byte symbols included (8192)
+    int64_t min_frequency;             // training ends at the first pair seen fewer times than this (2, as
+                                       // tokenizers' ByteLevelBPETokenizer.train; BpeTrainer's own default is 0)
+    const char *const *special_tokens; // borrowed, n_special strings (UTF-8, non-empty; a repeat is added once)
+    int64_t n_special;                 // ({ "<|endoftext|>" }, 1)
+} mc_bpe_train_opts;
+
+MC_API void mc_bpe_train_opts_init(mc_bpe_train_opts *opts); // the defaults in the comments above
+
+typedef struct mc_bpe_trainer mc_bpe_trainer;
+
+typedef struct mc_bpe_train_stats {
+    int64_t n_files;        // texts fed
+    int64_t n_bytes;        // their bytes
+    int64_t n_sequences;    // their lines
+    int64_t n_words;        // pre-tokenized pieces counted
+    int64_t n_unique_words; // distinct pieces
+    int64_t vocab_size;     // tokens of the trained vocabulary: less than asked when min_frequency or the corpus
+                            // ran out of pairs first
+    int64_t n_merges;       // merges in the saved file
+} mc_bpe_train_stats;
+
+// A trainer for opts (copied; the strings are copied into the vocabulary). MC_ERR_INVALID: vocab_size smaller than
+// the special tokens + 256 byte symbols (tokenizers would quietly return a bigger vocabulary) or above 2^24,
+// min_frequency < 0, an empty or non-UTF-8 special token. Owned: mc_bpe_trainer_free.
+MC_API mc_status mc_bpe_trainer_new(const mc_bpe_train_opts *opts, mc_bpe_trainer **out, mc_error *err);
+MC_API void mc_bpe_trainer_free(mc_bpe_trainer *t); // NULL is a no-op
+
+// Counts the words of one file's text (len bytes, need not be NUL-terminated). name is used in messages. Text that
+// is not valid UTF-8 is refused whole, as tokenizers refuses such a file: MC_ERR_INVALID "NAME: invalid UTF-8 at
+// byte N". Feeding after training is MC_ERR_INVALID.
+MC_API mc_status mc_bpe_trainer_feed(mc_bpe_trainer *t, const char *text, size_t len, const char *name, mc_error *err);
+// Feeds the file at path (memory-mapped). MC_ERR_IO names an unreadable path.
+MC_API mc_status mc_bpe_trainer_feed_file(mc_bpe_trainer *t, const char *path, mc_error *err);
+// Learns the merges from everything fed. Deterministic: the same texts in the same order give the same result.
+// MC_ERR_INVALID when no text was fed (an empty corpus) or when already trained.
+MC_API mc_status mc_bpe_trainer_train(mc_bpe_trainer *t, mc_error *err);
+MC_API void mc_bpe_trainer_stats(const mc_bpe_trainer *t, mc_bpe_train_stats *stats);
+// Writes the trained tokenizer.json to path (through a temp file renamed into place). mc_tokenizer_load reads it.
+MC_API mc_status mc_bpe_trainer_save(const mc_bpe_trainer *t, const char *path, mc_error *err);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Token files (mambac data; src/tokenizer/tokens_file.c): a tokenized corpus for training, tied to its tokenizer.
+//
+// Layout, all integers little-endian:
+//   offset  bytes  field
+//        0      8  magic "MCTOKENS"
+//        8      4  u32 version (1)
+//       12      4  u32 header_bytes: where the ids start (a multiple of 64, so a mapping reads them aligned)
+//       16      4  u32 token_bytes: 2 (uint16 ids, when the tokenizer's n_vocab <= 65536) or 4 (uint32 ids)
+//       20      4  i32 eos_id: the id written after every document, -1 when documents are not separated
+//       24      8  u64 n_tokens
+//       32      8  u64 n_docs: documents (input files) written
+//       40      8  u64 n_vocab: the tokenizer's mc_tokenizer_n_vocab; every id is below it
+//       48     32  SHA-256 of the tokenizer.json bytes (as `sha256sum tokenizer.json` prints it)
+//       80      4  u32 name_len
+//       84  name_len  the tokenizer's name: the path it was loaded from, UTF-8, no NUL
+//        …         zero bytes up to header_bytes
+//   header_bytes   n_tokens × token_bytes: the ids, documents one after another
+// The file's size is exactly header_bytes + n_tokens × token_bytes.
+
+typedef struct mc_tokens mc_tokens; // an open token file (memory-mapped, read-only)
+
+typedef struct mc_tokens_info {
+    int64_t n_tokens;
+    int64_t n_docs;
+    int64_t n_vocab;
+    int token_bytes; // 2 or 4
+    int32_t eos_id;  // -1: none
+    uint8_t tokenizer_sha256[32];
+    const char *tokenizer_name; // borrowed: valid while the file (or writer) is open
+} mc_tokens_info;
+
+// Opens a token file and checks it whole: MC_ERR_IO (unreadable), MC_ERR_FORMAT (bad magic, truncated header or
+// ids, bytes after the ids, inconsistent fields, an id >= n_vocab), MC_ERR_UNSUPPORTED (another version). When tok is
+// not NULL, the file must have been made with that very tokenizer.json (same SHA-256), else MC_ERR_INVALID naming
+// both hashes. Messages name the path. Owned: mc_tokens_close.
+MC_API mc_status mc_tokens_open(const char *path, const mc_tokenizer *tok, mc_tokens **out, mc_error *err);
+MC_API void mc_tokens_close(mc_tokens *t); // NULL is a no-op
+MC_API void mc_tokens_get_info(const mc_tokens *t, mc_tokens_info *info);
+// Copies ids [start, start + n) into ids. MC_ERR_INVALID when the range is not inside the file.
+MC_API mc_status mc_tokens_read(const mc_tokens *t, int64_t start, int64_t n, int32_t *ids, mc_error *err);
+
+typedef struct mc_tokens_writer mc_tokens_writer; // collects documents in memory (token_bytes per id) until saved
+
+// A writer for ids of tok, named tokenizer_name in the header (copied; at most 4096 bytes). eos_id >= 0 is written
+// after every document; -1 writes none. Owned: mc_tokens_writer_free.
+MC_API mc_status mc_tokens_writer_new(const mc_tokenizer *tok, const char *tokenizer_name, int32_t eos_id,
+                                      mc_tokens_writer **out, mc_error *err);
+MC_API void mc_tokens_writer_free(mc_tokens_writer *w); // NULL is a no-op
+// Appends one document (n ids, then the EOS id if any). MC_ERR_INVALID for an id outside [0, n_vocab).
+MC_API mc_status mc_tokens_writer_add(mc_tokens_writer *w, const int32_t *ids, int64_t n, mc_error *err);
+MC_API void mc_tokens_writer_get_info(const mc_tokens_writer *w, mc_tokens_info *info); // what save would write
+// Writes the file (through a temp file renamed into place); the writer stays usable.
+MC_API mc_status mc_tokens_writer_save(const mc_tokens_writer *w, const char *path, mc_error *err);
+
 // ---------------------------------------------------------------------------------------------------------------
 // Generation (spec §7): greedy by default; sampling with HF's processor order.
 //

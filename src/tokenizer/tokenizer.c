@@ -600,6 +600,9 @@ mc_status mc_tokenizer_load(const char *path, mc_tokenizer **out, mc_error *err)
     if (st == MC_OK) {
         st = load_all(&ld, root, err);
     }
+    if (st == MC_OK) {
+        mc_sha256(text, len, ld.tok->sha256);
+    }
     free(ld.id_str);
     free(ld.added_content);
     cJSON_Delete(root);
@@ -645,6 +648,13 @@ const char *mc_tokenizer_token_bytes(const mc_tokenizer *tok, int32_t id, size_t
         *len = (size_t)(tok->bytes_off[id + 1] - tok->bytes_off[id]);
     }
     return tok->bytes + tok->bytes_off[id];
+}
+
+void mc_tokenizer_sha256(const mc_tokenizer *tok, uint8_t out[32]) {
+    memset(out, 0, 32);
+    if (tok != NULL) {
+        memcpy(out, tok->sha256, 32);
+    }
 }
 
 bool mc_tokenizer_is_special(const mc_tokenizer *tok, int32_t id) {

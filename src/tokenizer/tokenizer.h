@@ -78,9 +78,13 @@ struct mc_tokenizer {
     bool ignore_merges; // BPE model flags
     bool fuse_unk;
     int32_t unk_id; // -1: no unk_token
+    uint8_t sha256[32]; // of the tokenizer.json bytes (token files record it, tokens_file.c)
 };
 
 enum { MC_TOK_HAS_STRING = 1, MC_TOK_SPECIAL = 2 };
+
+// SHA-256 of data[0..len) (sha256.c).
+void mc_sha256(const void *data, size_t len, uint8_t out[32]);
 
 // The code point GPT-2's bytes_to_unicode maps byte b to (spec §10.3).
 int32_t mc_byte_to_symbol(unsigned char b);

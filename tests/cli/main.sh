@@ -4,7 +4,7 @@
 . "$(dirname "$0")/helpers"
 
 # Every command of cli/main.c. A command added there without a test here (or dropped) fails the list check below.
-COMMANDS="generate forward tokenize detokenize info perplexity bench init quantize train finetune merge grad"
+COMMANDS="generate forward tokenize detokenize tokenizer data info perplexity bench init quantize train finetune merge grad"
 
 run 0 --help
 for c in $COMMANDS; do

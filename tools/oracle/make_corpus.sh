@@ -23,6 +23,8 @@
 #
 # Needs: apt-get (with its lists; run `apt-get update` once), dpkg-deb, python3 (standard library only).
 # Usage: sh tools/oracle/make_corpus.sh corpus.txt
+#        AUSTEN_ONLY=1 sh tools/oracle/make_corpus.sh austen.txt   (only the public-domain novels, same layout: the
+#        source of the tokenizer-training test fixture, tests/fixtures/tokenizer_train/)
 set -eu
 if [ $# -ne 1 ]; then
     echo "usage: $0 OUTFILE" >&2
@@ -32,6 +34,9 @@ out=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pkgs="r-cran-janeaustenr python3.11-doc debian-handbook"
+if [ -n "${AUSTEN_ONLY:-}" ]; then
+    pkgs="r-cran-janeaustenr"
+fi
 # The versions this recipe was made with; with them the output is 12,208,754 bytes (Austen 4.02 MB, Python docs
 # 7.19 MB, handbook 0.99 MB; 181,442 lines), sha256 a2e5baa4ba0fb42d80424457327e9c4c53879d3105e85bcbebdec64fb6a977e7.
 # Another version still works (a note says so) but gives another file.
@@ -48,10 +53,10 @@ for deb in "$tmp"/*.deb; do
     esac
     dpkg-deb -x "$deb" "$tmp/root"
 done
-python3 - "$tmp/root" "$out" <<'PY'
+python3 - "$tmp/root" "$out" "${AUSTEN_ONLY:-}" <<'PY'
 import gzip, hashlib, html.parser, os, re, struct, sys, unicodedata, zlib
 
-root, out = sys.argv[1], sys.argv[2]
+root, out, austen_only = sys.argv[1], sys.argv[2], sys.argv[3] != ""
 PIECE = 32768
 
 
@@ -213,15 +218,11 @@ def html_docs(source, folder, drop=()):
 
 
 def docs():
-    # MC_CORPUS_SOURCES picks sources (default all three); "austen" alone is the public-domain corpus the shipped
-    # model (models/README.md) is trained on.
-    want = os.environ.get("MC_CORPUS_SOURCES", "austen python handbook").split()
-    if "austen" in want:
-        yield from austen()
-    if "python" in want:
-        yield from html_docs("python", "usr/share/doc/python3.11/html", drop=("_sources", "_static", "_images"))
-    if "handbook" in want:
-        yield from html_docs("handbook", "usr/share/doc/debian-handbook/html/en-US", drop=("Common_Content", "images"))
+    yield from austen()
+    if austen_only:
+        return
+    yield from html_docs("python", "usr/share/doc/python3.11/html", drop=("_sources", "_static", "_images"))
+    yield from html_docs("handbook", "usr/share/doc/debian-handbook/html/en-US", drop=("Common_Content", "images"))
 
 
 def clean(s):
