@@ -26,7 +26,8 @@ static const char finetune_usage[] =
 #define COMMON_HELP                                                                                                  \
     "  -m, --model MODEL        model folder, hub-cache snapshot, or ORG/NAME in the local hub cache (required)\n"  \
     "      --data FILE          JSON Lines (.jsonl/.json: a text field, or \"input_ids\" used as given), CSV\n"     \
-    "                           with a header (.csv), or plain text (.txt, one example per line) (required)\n"    \
+    "                           with a header (.csv), plain text (.txt, one example per line), or a token file\n" \
+    "                           of mambac data (.bin) (required)\n"                                             \
     "  -o, --output-dir DIR     where the result and the checkpoint-N folders go (required)\n"                      \
     "      --text-field NAME    the JSON key or CSV column holding the text (default text)\n"                        \
     "      --epochs N           passes over the data, may be fractional (default 3)\n"                              \
@@ -45,7 +46,8 @@ static const char finetune_usage[] =
     "      --tbptt              long documents in chunks: with --packing, batch-size streams of consecutive\n"      \
     "                           blocks, each row starting from the state the row before it ended with (truncated\n"\
     "                           backpropagation through time; the order is the file's)\n"                           \
-    "      --format NAME        auto (by extension, default), jsonl, csv, lines, document (one text, packed)\n"  \
+    "      --format NAME        auto (by extension, default), jsonl, csv, lines, document (one text, packed),\n" \
+    "                           tokens (a token file of mambac data, .bin; packed)\n"                          \
     "      --eos MODE           trl (default: EOS appended to a field named text, as SFTTrainer), always, never\n" \
     "      --seed S             shuffling and new adapters (default 42)\n"                                        \
     "      --no-shuffle         keep the file's order\n"                                                          \
@@ -93,8 +95,8 @@ typedef struct train_args {
 } train_args;
 
 static int parse_format(const char *v, int *out) {
-    static const char *const names[] = { "auto", "jsonl", "csv", "lines", "document" };
-    for (int i = 0; i < 5; i++) {
+    static const char *const names[] = { "auto", "jsonl", "csv", "lines", "document", "tokens" };
+    for (int i = 0; i < 6; i++) {
         if (strcmp(v, names[i]) == 0) {
             *out = i;
             return CLI_OK;
@@ -169,9 +171,9 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
         } else if (cli_flag_is(&f, NULL, "--format")) {
             rc = cli_flag_value(&f, &v);
             rc = rc == CLI_OK && parse_format(v, &o->data_format) != CLI_OK
-                     ? cli_flag_bad(&f, "'%s' is not auto, jsonl, csv, lines or document", v)
+                     ? cli_flag_bad(&f, "'%s' is not auto, jsonl, csv, lines, document or tokens", v)
                      : rc;
-            o->packing = o->packing || o->data_format == 4;
+            o->packing = o->packing || o->data_format >= 4;
         } else if (cli_flag_is(&f, NULL, "--eos")) {
             rc = cli_flag_value(&f, &v);
             o->eos = v == NULL ? 0 : strcmp(v, "always") == 0 ? 1 : strcmp(v, "never") == 0 ? 2 : 0;

@@ -538,7 +538,8 @@ typedef bool (*mc_train_progress_cb)(void *user, const mc_train_stats *stats, bo
 typedef struct mc_train_opts {
     const char *data;          // dataset file: .jsonl/.json, .csv, .txt (required)
     const char *text_field;    // JSON key or CSV column of the text ("text")
-    int data_format;           // 0 by extension, 1 JSON Lines, 2 CSV, 3 text lines, 4 one text document (packed)
+    int data_format;           // 0 by extension, 1 JSON Lines, 2 CSV, 3 text lines, 4 one text document (packed),
+                               // 5 a token file of mambac data (.bin, packed)
     int64_t max_length;        // truncation length, or block length when packing (1024)
     bool packing;              // concatenate examples into max_length blocks (false: pad each batch)
     bool tbptt;                // with packing: batch_size streams of consecutive blocks, each row continuing the

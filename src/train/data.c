@@ -461,7 +461,7 @@ static mc_status parse_lines(builder *b, const char *data, size_t len, mc_error 
 
 static mc_status resolve_format(const char *name, mc_data_format f, mc_data_format *out, mc_error *err) {
     if (f != MC_DATA_AUTO) {
-        if ((int)f < 0 || f > MC_DATA_DOCUMENT) {
+        if ((int)f < 0 || f > MC_DATA_TOKENS) {
             return mc_fail(err, MC_ERR_INVALID, "%s: unknown data format %d", name, (int)f);
         }
         *out = f;
@@ -475,8 +475,11 @@ static mc_status resolve_format(const char *name, mc_data_format f, mc_data_form
         *out = MC_DATA_CSV;
     } else if (strcmp(ext, "txt") == 0) {
         *out = MC_DATA_LINES;
+    } else if (strcmp(ext, "bin") == 0 || strcmp(ext, "tokens") == 0) {
+        *out = MC_DATA_TOKENS;
     } else {
-        return mc_fail(err, MC_ERR_INVALID, "%s: unknown extension: expected .jsonl, .json, .csv or .txt", name);
+        return mc_fail(err, MC_ERR_INVALID, "%s: unknown extension: expected .jsonl, .json, .csv, .txt or .bin (a "
+                                            "token file)", name);
     }
     return MC_OK;
 }
@@ -496,25 +499,28 @@ static mc_status builder_init(builder *b, const char *name, const mc_tokenizer *
     if (st != MC_OK) {
         return st;
     }
-    const char *field = b->o.format == MC_DATA_LINES || b->o.format == MC_DATA_DOCUMENT ? "text" : b->o.text_field;
+    const char *field = b->o.format == MC_DATA_LINES || b->o.format == MC_DATA_DOCUMENT || b->o.format == MC_DATA_TOKENS
+                            ? "text"
+                            : b->o.text_field;
     if (field == NULL || field[0] == '\0') {
         return mc_fail(err, MC_ERR_INVALID, "%s: text_field is empty", name);
     }
     b->o.text_field = field;
     mc_escape(b->field, sizeof(b->field), field, strlen(field));
-    b->packing = b->o.packing || b->o.format == MC_DATA_DOCUMENT;
+    b->packing = b->o.packing || b->o.format == MC_DATA_DOCUMENT || b->o.format == MC_DATA_TOKENS;
     if (b->packing && b->o.max_length <= 0) {
         return mc_fail(err, MC_ERR_INVALID, "%s: packing needs max_length >= 1, got %lld", name,
                        (long long)b->o.max_length);
     }
-    if (tok == NULL && b->o.format != MC_DATA_JSONL) {
+    if (tok == NULL && b->o.format != MC_DATA_JSONL && b->o.format != MC_DATA_TOKENS) {
         return mc_fail(err, MC_ERR_INVALID, "%s: text examples need a tokenizer", name);
     }
     b->n_vocab = b->o.n_vocab > 0 ? b->o.n_vocab : tok != NULL ? mc_tokenizer_n_vocab(tok) : 0;
     if (b->n_vocab <= 0) {
         return mc_fail(err, MC_ERR_INVALID, "%s: n_vocab must be given without a tokenizer", name);
     }
-    b->add_eos = b->o.eos == MC_DATA_EOS_ALWAYS || (b->o.eos == MC_DATA_EOS_TRL && strcmp(field, "text") == 0);
+    b->add_eos = b->o.format != MC_DATA_TOKENS && // a token file has its EOS ids already, or none by choice
+                 (b->o.eos == MC_DATA_EOS_ALWAYS || (b->o.eos == MC_DATA_EOS_TRL && strcmp(field, "text") == 0));
     if (b->add_eos && tok != NULL) {
         b->eos = mc_tokenizer_token_bytes(tok, b->o.eos_id, &b->eos_len);
         if (b->eos == NULL || b->eos_len == 0) {
@@ -577,6 +583,9 @@ mc_status mc_dataset_parse(const char *name, const char *data, size_t len, const
             case MC_DATA_LINES:
                 st = parse_lines(&b, data, len, err);
                 break;
+            case MC_DATA_TOKENS:
+                st = mc_fail(err, MC_ERR_INVALID, "%s: a token file is read from its path (mc_dataset_load)", name);
+                break;
             default: // MC_DATA_DOCUMENT
                 st = is_blank(data, len) ? MC_OK : add_text(&b, 1, data, len, err);
                 break;
@@ -604,12 +613,56 @@ mc_status mc_dataset_parse(const char *name, const char *data, size_t len, const
     return MC_OK;
 }
 
+// A token file: its ids as one example, cut into blocks.
+static mc_status load_tokens(const char *path, const mc_tokenizer *tok, const mc_data_opts *opts, mc_dataset **out,
+                             mc_error *err) {
+    builder b;
+    mc_status st = builder_init(&b, path, tok, opts, err);
+    mc_tokens *tf = NULL;
+    if (st == MC_OK) st = mc_tokens_open(path, tok, &tf, err);
+    mc_tokens_info info = { 0 };
+    int32_t *ids = NULL;
+    if (st == MC_OK) {
+        mc_tokens_get_info(tf, &info);
+        if (info.n_vocab > b.n_vocab) {
+            st = mc_fail(err, MC_ERR_INVALID, "%s: made with a vocabulary of %lld, the model has %lld", path,
+                         (long long)info.n_vocab, (long long)b.n_vocab);
+        }
+    }
+    if (st == MC_OK) {
+        ids = malloc((size_t)(info.n_tokens > 0 ? info.n_tokens : 1) * sizeof(int32_t));
+        st = ids != NULL ? mc_tokens_read(tf, 0, info.n_tokens, ids, err)
+                         : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory for %lld ids", path, (long long)info.n_tokens);
+    }
+    if (st == MC_OK && info.n_tokens > 0) st = add_example(&b, 1, ids, NULL, info.n_tokens, err);
+    if (st == MC_OK && b.ds->count > 0) st = pack(&b, err);
+    if (st == MC_OK && b.ds->count == 0) st = mc_fail(err, MC_ERR_FORMAT, "%s: no tokens", path);
+    free(ids);
+    mc_tokens_close(tf);
+    free(b.tmp);
+    if (st != MC_OK) {
+        mc_dataset_free(b.ds);
+        return st;
+    }
+    for (int64_t i = 0; i < b.ds->count; i++) {
+        const int64_t n = b.ds->off[i + 1] - b.ds->off[i];
+        b.ds->max_len = n > b.ds->max_len ? n : b.ds->max_len;
+    }
+    *out = b.ds;
+    return MC_OK;
+}
+
 mc_status mc_dataset_load(const char *path, const mc_tokenizer *tok, const mc_data_opts *opts, mc_dataset **out,
                           mc_error *err) {
     *out = NULL;
+    mc_data_format f = MC_DATA_AUTO;
+    mc_status st = resolve_format(path, opts != NULL ? opts->format : MC_DATA_AUTO, &f, err);
+    if (st == MC_OK && f == MC_DATA_TOKENS) {
+        return load_tokens(path, tok, opts, out, err);
+    }
     char *data = NULL;
     size_t len = 0;
-    mc_status st = mc_file_read(path, DATA_MAX_BYTES, &data, &len, err);
+    if (st == MC_OK) st = mc_file_read(path, DATA_MAX_BYTES, &data, &len, err);
     if (st == MC_OK) {
         st = mc_dataset_parse(path, data, len, tok, opts, out, err);
     }

@@ -36,6 +36,8 @@ typedef enum mc_data_format {
     MC_DATA_CSV,      // RFC 4180: header row, comma separated, "quoted" fields with "" escapes and line breaks
     MC_DATA_LINES,    // plain text, one example per line (LF or CRLF); blank lines skipped
     MC_DATA_DOCUMENT, // plain text, the whole file one document (pre-training); always packed
+    MC_DATA_TOKENS,   // a token file of `mambac data` (.bin): its ids as one stream, always packed; with a
+                      // tokenizer, the file must have been made with it
 } mc_data_format;
 
 typedef enum mc_data_eos {
