@@ -373,8 +373,8 @@ int cli_bench(int argc, char **argv) {
             return rc;
         }
     }
-    if (o.model == NULL) {
-        return cli_missing("bench", usage, "-m MODEL is required");
+    if (cli_need_model("bench", usage, &o.model) != CLI_OK) {
+        return CLI_USAGE;
     }
     bool any_test = false;
     for (int i = 0; i < o.prompt.n; i++) {

@@ -377,3 +377,34 @@ void cli_print_ids(const int32_t *ids, int64_t n) {
 void cli_write(const char *bytes, size_t len) {
     fwrite(bytes, 1, len, stdout);
 }
+
+// The model folder used when -m is not given: $MAMBAC_MODEL, else mambac's own model in the source tree this binary
+// was built from, else where `cmake --install` put it. NULL when none exists.
+const char *cli_default_model(void) {
+    const char *env = getenv("MAMBAC_MODEL");
+    if (env != NULL && env[0] != '\0') {
+        return env;
+    }
+    static const char *const dirs[] = { MAMBAC_SOURCE_MODELS "/" MAMBAC_DEFAULT_MODEL,
+                                        MAMBAC_INSTALL_MODELS "/" MAMBAC_DEFAULT_MODEL };
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        char cfg[4096];
+        snprintf(cfg, sizeof(cfg), "%s/config.json", dirs[i]);
+        if (access(cfg, R_OK) == 0) {
+            return dirs[i];
+        }
+    }
+    return NULL;
+}
+
+int cli_need_model(const char *cmd, const char *usage, const char **model) {
+    if (*model == NULL) {
+        *model = cli_default_model();
+    }
+    if (*model == NULL) {
+        return cli_missing(cmd, usage, "-m MODEL is required: no default model found ($MAMBAC_MODEL, "
+                                       MAMBAC_SOURCE_MODELS "/" MAMBAC_DEFAULT_MODEL ", " MAMBAC_INSTALL_MODELS
+                                       "/" MAMBAC_DEFAULT_MODEL ")");
+    }
+    return CLI_OK;
+}

@@ -31,6 +31,11 @@ int cli_train(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 
 // LoRA flags shared by grad, finetune: a comma list of target modules into MC_LORA_* bits; none/all/lora_only.
+// -m MODEL when it was not given: $MAMBAC_MODEL, else mambac's own model (the source tree's models/, then the
+// installed one); cli_need_model sets *model to it or fails with the places it looked.
+const char *cli_default_model(void);
+int cli_need_model(const char *cmd, const char *usage, const char **model);
+
 int cli_lora_targets(const char *cmd, const char *list, unsigned *bits);
 int cli_lora_bias(const char *cmd, const char *v, mc_lora_bias *bias);
 

@@ -71,8 +71,8 @@ static int parse_args(int argc, char **argv, detok_args *a) {
             return rc;
         }
     }
-    if (a->model == NULL && a->tok_path == NULL) {
-        return cli_missing("detokenize", usage, "give -m MODEL or --tokenizer FILE");
+    if (a->tok_path == NULL && cli_need_model("detokenize", usage, &a->model) != CLI_OK) {
+        return CLI_USAGE;
     }
     if (!a->any_ids) {
         return cli_missing("detokenize", usage, "--ids 1,2,3 is required");

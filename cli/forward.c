@@ -69,8 +69,8 @@ static int parse_args(int argc, char **argv, fwd_args *a) {
             return rc;
         }
     }
-    if (a->model == NULL) {
-        return cli_missing("forward", usage, "-m MODEL is required");
+    if (cli_need_model("forward", usage, &a->model) != CLI_OK) {
+        return CLI_USAGE;
     }
     if (a->n_seq == 0) {
         return cli_missing("forward", usage, "give at least one --ids list");

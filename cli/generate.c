@@ -211,8 +211,8 @@ static int parse_args(int argc, char **argv, gen_args *a) {
             return rc;
         }
     }
-    if (a->model == NULL) {
-        return cli_missing("generate", usage, "-m MODEL is required");
+    if (cli_need_model("generate", usage, &a->model) != CLI_OK) {
+        return CLI_USAGE;
     }
     if (a->n_prompts == 0) {
         return cli_missing("generate", usage, "give at least one prompt with -p TEXT or --ids 1,2,3");

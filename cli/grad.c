@@ -137,8 +137,8 @@ static int parse_args(int argc, char **argv, grad_args *a) {
     }
     a->lora_dir = a->load.lora; // here --lora names the adapter whose gradients are wanted, not one to merge
     a->load.lora = NULL;
-    if (a->model == NULL) {
-        return cli_missing("grad", usage, "-m MODEL is required");
+    if (cli_need_model("grad", usage, &a->model) != CLI_OK) {
+        return CLI_USAGE;
     }
     if (a->n_seq == 0) {
         return cli_missing("grad", usage, "give at least one --ids list");

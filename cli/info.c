@@ -94,8 +94,8 @@ int cli_info(int argc, char **argv) {
             return rc;
         }
     }
-    if (path == NULL) {
-        return cli_missing("info", usage, "-m MODEL is required");
+    if (cli_need_model("info", usage, &path) != CLI_OK) {
+        return CLI_USAGE;
     }
     mc_model *model = NULL;
     double secs = 0;

@@ -83,8 +83,11 @@ int cli_perplexity(int argc, char **argv) {
             return rc;
         }
     }
-    if (path == NULL || file == NULL) {
-        return cli_missing("perplexity", usage, "-m MODEL and -f FILE are required");
+    if (file == NULL) {
+        return cli_missing("perplexity", usage, "-f FILE is required");
+    }
+    if (cli_need_model("perplexity", usage, &path) != CLI_OK) {
+        return CLI_USAGE;
     }
     char *text = NULL;
     size_t len = 0;

@@ -38,8 +38,8 @@ static int parse_args(int argc, char **argv, const char **model, const char **to
             return rc;
         }
     }
-    if (*model == NULL && *tok_path == NULL) {
-        return cli_missing("tokenize", usage, "give -m MODEL or --tokenizer FILE");
+    if (*tok_path == NULL && cli_need_model("tokenize", usage, model) != CLI_OK) {
+        return CLI_USAGE;
     }
     return CLI_OK;
 }

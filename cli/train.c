@@ -227,8 +227,8 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
             return rc;
         }
     }
-    if (a->model == NULL) {
-        return cli_missing(a->cmd, usage, "-m MODEL is required");
+    if (cli_need_model(a->cmd, usage, &a->model) != CLI_OK) {
+        return CLI_USAGE;
     }
     if (a->o.data == NULL) {
         return cli_missing(a->cmd, usage, "--data FILE is required");

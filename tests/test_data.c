@@ -358,7 +358,7 @@ static void test_lines_and_document(void **unused) {
     parse_fails("corpus.txt", "ok\nbad \xc3\n", &o, MC_ERR_INVALID, "corpus.txt:2: text: invalid UTF-8 at byte 4");
     mc_data_opts_init(&o);
     parse_fails("corpus.md", "x", &o, MC_ERR_INVALID,
-                "corpus.md: unknown extension: expected .jsonl, .json, .csv or .txt");
+                "corpus.md: unknown extension: expected .jsonl, .json, .csv, .txt or .bin (a token file)");
 }
 
 static void test_load_file(void **state) {
