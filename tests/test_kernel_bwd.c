@@ -532,8 +532,8 @@ static bool conv_case(int64_t Bt, int64_t L, int64_t E, int64_t K, bool bias, bo
     double *ud = pool_alloc(&pl, sizeof(double) * (size_t)(n * E)), *sTd = pool_alloc(&pl, sizeof(double) * Bt * E * K);
     conv_forward_f32(&c, u, sT);
     conv_forward_d(&p, ud, sTd);
-    const bool ok_u = check_fwd(u, ud, n * E, "u", label); // both checks run, so both report
-    bool ok = check_fwd(sT, sTd, Bt * E * K, "final window", label) && ok_u;
+    bool ok = check_fwd(u, ud, n * E, "u", label);
+    ok &= check_fwd(sT, sTd, Bt * E * K, "final window", label); // both checks run: each reports its own failure
 
     float *dx = new_f32(&pl, n * ldx, SENTINEL), *dw = new_f32(&pl, E * K, 0.0f), *db = new_f32(&pl, E, 0.0f);
     float *ds0 = new_f32(&pl, Bt * E * K, NAN), *dw1 = new_f32(&pl, E * K, 0.0f), *db1 = new_f32(&pl, E, 0.0f);
@@ -821,8 +821,8 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, bool with_h0,
     double *yd = pool_alloc(&pl, sizeof(double) * (size_t)(n * E)), *hTd = pool_alloc(&pl, sizeof(double) * Bt * E * N);
     scan_forward_f32(&c, y, hT);
     scan_forward_d(&p, yd, hTd);
-    const bool ok_y = check_fwd(y, yd, n * E, "y", label); // both checks run, so both report
-    bool ok = check_fwd(hT, hTd, Bt * E * N, "final h", label) && ok_y;
+    bool ok = check_fwd(y, yd, n * E, "y", label);
+    ok &= check_fwd(hT, hTd, Bt * E * N, "final h", label); // both checks run: each reports its own failure
 
     scan_grads g = scan_grads_new(&pl, &c);
     float *dA1 = new_f32(&pl, E * N, 0.0f), *dD1 = new_f32(&pl, E, 0.0f), *db1 = new_f32(&pl, E, 0.0f);

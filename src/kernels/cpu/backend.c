@@ -3,7 +3,6 @@
 #include "kernels/cpu/cpu.h"
 
 #include "kernels/cpu/simd.h"
-#include "kernels/ref/backward.h"
 #include "kernels/ref/ref.h"
 
 static const mc_cpu_kernels kernels_c = {
@@ -12,6 +11,8 @@ static const mc_cpu_kernels kernels_c = {
     mc_cpu_rmsnorm_c,       mc_cpu_conv1d_c,
     mc_cpu_conv1d_step_c,   mc_cpu_selective_scan_c,
     mc_cpu_selective_scan_step_c,
+    mc_cpu_conv1d_bwd_c,    mc_cpu_selective_scan_bwd_c,
+    mc_cpu_cross_entropy_c,
 };
 
 #if defined(__x86_64__)
@@ -21,6 +22,8 @@ static const mc_cpu_kernels kernels_avx2 = {
     mc_cpu_rmsnorm_avx2,     mc_cpu_conv1d_avx2,
     mc_cpu_conv1d_step_avx2, mc_cpu_selective_scan_avx2,
     mc_cpu_selective_scan_step_avx2,
+    mc_cpu_conv1d_bwd_c,     mc_cpu_selective_scan_bwd_c,
+    mc_cpu_cross_entropy_c,
 };
 
 static const mc_cpu_kernels kernels_avx512 = {
@@ -29,6 +32,8 @@ static const mc_cpu_kernels kernels_avx512 = {
     mc_cpu_rmsnorm_avx512,     mc_cpu_conv1d_avx512,
     mc_cpu_conv1d_step_avx512, mc_cpu_selective_scan_avx512,
     mc_cpu_selective_scan_step_avx512,
+    mc_cpu_conv1d_bwd_avx512,  mc_cpu_selective_scan_bwd_avx512,
+    mc_cpu_cross_entropy_avx512,
 };
 #endif
 
@@ -173,13 +178,12 @@ void mc_ops_cpu_init(mc_ops *ops) {
         .nll = nll_op,
         .axpby = axpby_op,
         .mul_acc = mul_acc_op,
-        // Training: the reference twins until the fast ones land.
-        .matmul_dx = mc_ref_matmul_dx,
-        .matmul_dw = mc_ref_matmul_dw,
-        .embed_bwd = mc_ref_embed_bwd,
-        .rmsnorm_bwd = mc_ref_rmsnorm_bwd,
-        .conv1d_bwd = mc_ref_conv1d_bwd,
-        .selective_scan_bwd = mc_ref_selective_scan_bwd,
-        .cross_entropy = mc_ref_cross_entropy,
+        .matmul_dx = mc_cpu_matmul_dx,
+        .matmul_dw = mc_cpu_matmul_dw,
+        .embed_bwd = mc_cpu_embed_bwd,
+        .rmsnorm_bwd = mc_cpu_rmsnorm_bwd,
+        .conv1d_bwd = best->conv1d_bwd,
+        .selective_scan_bwd = best->selective_scan_bwd,
+        .cross_entropy = best->cross_entropy,
     };
 }

@@ -1,4 +1,5 @@
-// The CPU backend: SIMD kernels chosen for this CPU at run time, threaded with OpenMP.
+// The CPU backend: SIMD kernels chosen for this CPU at run time, threaded with OpenMP (the training backward's
+// matrix products are OpenBLAS sgemm calls split over the same OpenMP threads).
 //
 // Each op has one kernel per instruction set (mc_cpu_isa), collected in one table per ISA (mc_cpu_kernels);
 // mc_ops_cpu_init wires the best table this CPU runs into the backend's op table, and the tests and benchmarks take
@@ -29,6 +30,21 @@ typedef void (*mc_cpu_selective_scan_fn)(const mc_exec *ex, float *y, float *h, 
                                          const float *dt_bias, const float *A, const float *B, const float *C,
                                          int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t L,
                                          int64_t E, int64_t N);
+// Backward kernels with exp in their inner loops: the ops.h entries of the same names, whole batch and status.
+typedef mc_status (*mc_cpu_conv1d_bwd_fn)(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0,
+                                          const float *du, const float *dstate_final, const float *x, int64_t ldx,
+                                          const float *state0, const float *w, const float *b, int64_t Bt, int64_t L,
+                                          int64_t E, int64_t K);
+typedef mc_status (*mc_cpu_selective_scan_bwd_fn)(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB,
+                                                  float *dC, float *dA, float *dD, float *ddt_bias, float *dh0,
+                                                  const float *dy, const float *dh_final, const float *u,
+                                                  const float *dt, const float *dt_bias, const float *A, const float *B,
+                                                  const float *C, int64_t ldbc, const float *D, const float *z,
+                                                  int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
+                                                  int64_t N);
+typedef mc_status (*mc_cpu_cross_entropy_fn)(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
+                                             const float *logits, const int32_t *targets, int64_t T, int64_t V,
+                                             float scale);
 
 // The kernels of one instruction set.
 // - matmul: M = 1 (decode) reads W as one prefetched stream; M < 16 (10 for f32 on AVX-512; batched decode) reads
@@ -39,6 +55,8 @@ typedef void (*mc_cpu_selective_scan_fn)(const mc_exec *ex, float *y, float *h, 
 //   state [n_seq, E, K]; selective_scan_step: u, dt, y [n_seq, E], B/C rows ldbc apart, z rows ldz apart,
 //   h [n_seq, E, N]). That is how forward.c's buffers lie at T = 1, so a decode step is one call (one thread fork)
 //   per layer instead of one per sequence. Each equals n_seq sequence calls with L = 1.
+// - conv1d_bwd, selective_scan_bwd, cross_entropy (training): portable C (threads, libm exp) and AVX-512; the AVX2
+//   table runs the portable ones.
 typedef struct mc_cpu_kernels {
     mc_cpu_isa isa;
     const char *name; // "c", "avx2", "avx512"
@@ -49,6 +67,9 @@ typedef struct mc_cpu_kernels {
     mc_cpu_conv1d_fn conv1d_step;
     mc_cpu_selective_scan_fn selective_scan;
     mc_cpu_selective_scan_fn selective_scan_step;
+    mc_cpu_conv1d_bwd_fn conv1d_bwd;
+    mc_cpu_selective_scan_bwd_fn selective_scan_bwd;
+    mc_cpu_cross_entropy_fn cross_entropy;
 } mc_cpu_kernels;
 
 // The table of isa, or NULL when this build or this CPU lacks it. Reads CPUID, which a virtual machine traps
@@ -63,6 +84,38 @@ void mc_ops_cpu_init(mc_ops *ops);
 
 // The next-token loss (ops.h `nll`): mc_ref_nll's rows, split over the threads.
 void mc_cpu_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V, const int32_t *targets);
+
+// Training: the backward ops without an ISA table (ops.h contracts, those of the mc_ref_* twins in
+// kernels/ref/backward.h, whole batch and status). matmul_dx and matmul_dw are OpenBLAS sgemm calls split over the
+// threads (f16/bf16/int8 weights of matmul_dx are widened to f32 panels first); embed_bwd and rmsnorm_bwd are
+// threaded loops.
+mc_status mc_cpu_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
+                           int64_t N, int64_t K, bool accumulate);
+mc_status mc_cpu_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                           int64_t M, int64_t N, int64_t K);
+mc_status mc_cpu_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
+                           int64_t H);
+mc_status mc_cpu_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                             int64_t M, int64_t H, float eps);
+
+// The per-ISA backward kernels (signatures as the mc_cpu_*_bwd_fn typedefs).
+#define MC_CPU_DECLARE_BWD(isa)                                                                                      \
+    mc_status mc_cpu_conv1d_bwd_##isa(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0,            \
+                                      const float *du, const float *dstate_final, const float *x, int64_t ldx,       \
+                                      const float *state0, const float *w, const float *b, int64_t Bt, int64_t L,    \
+                                      int64_t E, int64_t K);                                                         \
+    mc_status mc_cpu_selective_scan_bwd_##isa(                                                                       \
+        const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC, float *dA, float *dD,             \
+        float *ddt_bias, float *dh0, const float *dy, const float *dh_final, const float *u, const float *dt,        \
+        const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc, const float *D,          \
+        const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N);                 \
+    mc_status mc_cpu_cross_entropy_##isa(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,      \
+                                         const float *logits, const int32_t *targets, int64_t T, int64_t V,          \
+                                         float scale);
+MC_CPU_DECLARE_BWD(c)
+#if defined(__x86_64__)
+MC_CPU_DECLARE_BWD(avx512)
+#endif
 
 // The kernels, per ISA (x86-64 ones exist only there). Signatures as the typedefs above.
 #define MC_CPU_DECLARE_ISA(isa)                                                                                      \

@@ -142,27 +142,6 @@ MC_AVX512 static MC_INLINE void scan512_pass(const scan_args *a, int64_t e0, __m
     }
 }
 
-// Row sums of 16 vectors: lane j of the result is the sum of p[j]'s lanes (a 4-level fold, 15 adds, one permute).
-MC_AVX512 static MC_INLINE __m512 hsum16x16_512(const __m512 *p) {
-    __m512 s8[8], s4[4], s2[2];
-    for (int i = 0; i < 8; i++) {
-        s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x44),
-                              _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xee));
-    }
-    for (int i = 0; i < 4; i++) {
-        s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    }
-    for (int i = 0; i < 2; i++) {
-        s2[i] = _mm512_add_ps(_mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    }
-    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    // The folds leave channel 4·(k mod 4) + k / 4 in lane k: a 4×4 transpose, its own inverse.
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
-}
-
 // Decode form for N = 16 (few steps): lanes hold the 16 states of one channel, so h [E, 16] and A [E, 16] are read
 // and written as they lie, with no transposing gathers and scatters, which cost more than a single step's work.
 // Δ and the gate are still computed 16 channels at a time; the readouts of 16 channels are folded together.
@@ -193,7 +172,7 @@ MC_AVX512 static void scan512_block_n16(const void *ctx, int64_t blk) {
             _mm512_storeu_ps(hj, hv);
             p[j] = _mm512_mul_ps(ct, hv);
         }
-        __m512 acc = hsum16x16_512(p);
+        __m512 acc = mc_hsum16x16_512(p);
         __m512 zt = _mm512_maskz_loadu_ps(m, a->z + t * a->ldz + e0);
         _mm512_mask_storeu_ps(a->y + t * E + e0, m, _mm512_mul_ps(_mm512_fmadd_ps(dskip, ut, acc), mc_silu512(zt)));
     }

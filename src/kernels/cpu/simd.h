@@ -144,6 +144,27 @@ MC_AVX512 static MC_INLINE float mc_hsum512(__m512 v) {
     return _mm_cvtss_f32(q);
 }
 
+// Row sums of 16 vectors: lane j of the result is the sum of p[j]'s lanes (a 4-level fold, 15 adds, one permute).
+MC_AVX512 static MC_INLINE __m512 mc_hsum16x16_512(const __m512 *p) {
+    __m512 s8[8], s4[4], s2[2];
+    for (int i = 0; i < 8; i++) {
+        s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x44),
+                              _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xee));
+    }
+    for (int i = 0; i < 4; i++) {
+        s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(s8[2 * i], s8[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    for (int i = 0; i < 2; i++) {
+        s2[i] = _mm512_add_ps(_mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(s4[2 * i], s4[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    // The folds leave channel 4·(k mod 4) + k / 4 in lane k: a 4×4 transpose, its own inverse.
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
 // exp(x) as mc_exp512 but without scalef: 2^k (k in [-150, 128]) is applied as two factors 2^(k/2)·2^(k−k/2), each
 // a normal float, so the product rounds to a subnormal or overflows where expf does.
 MC_AVX2 static MC_INLINE __m256 mc_exp256(__m256 x) {
