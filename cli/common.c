@@ -408,3 +408,27 @@ int cli_need_model(const char *cmd, const char *usage, const char **model) {
     }
     return CLI_OK;
 }
+
+// Copies from_dir/tokenizer.json into to_dir when it exists (a model folder travels with its tokenizer).
+int cli_copy_tokenizer(const char *cmd, const char *from_dir, const char *to_dir) {
+    char src[4096], dst[4096];
+    snprintf(src, sizeof(src), "%s/tokenizer.json", from_dir);
+    snprintf(dst, sizeof(dst), "%s/tokenizer.json", to_dir);
+    char *data = NULL;
+    size_t len = 0;
+    FILE *probe = fopen(src, "rb");
+    if (probe == NULL) {
+        return CLI_OK; // nothing to copy
+    }
+    fclose(probe);
+    int rc = cli_read_file(cmd, src, &data, &len);
+    FILE *out = rc == CLI_OK ? fopen(dst, "wb") : NULL;
+    if (rc == CLI_OK && (out == NULL || fwrite(data, 1, len, out) != len)) {
+        rc = cli_fail(cmd, "%s: cannot write", dst);
+    }
+    if (out != NULL && fclose(out) != 0 && rc == CLI_OK) {
+        rc = cli_fail(cmd, "%s: cannot write", dst);
+    }
+    free(data);
+    return rc;
+}

@@ -33,6 +33,9 @@ int cli_finetune(int argc, char **argv);
 // LoRA flags shared by grad, finetune: a comma list of target modules into MC_LORA_* bits; none/all/lora_only.
 // -m MODEL when it was not given: $MAMBAC_MODEL, else mambac's own model (the source tree's models/, then the
 // installed one); cli_need_model sets *model to it or fails with the places it looked.
+// Copies from_dir/tokenizer.json to to_dir/tokenizer.json when it exists.
+int cli_copy_tokenizer(const char *cmd, const char *from_dir, const char *to_dir);
+
 const char *cli_default_model(void);
 int cli_need_model(const char *cmd, const char *usage, const char **model);
 

@@ -24,28 +24,6 @@ static const char help[] =
     "example:\n"
     "  mambac quantize -m state-spaces/mamba-130m-hf --dtype int8 -o mamba-130m-int8\n";
 
-static int copy_tokenizer(const char *cmd, const char *from_dir, const char *to_dir) {
-    char src[4096], dst[4096];
-    snprintf(src, sizeof(src), "%s/tokenizer.json", from_dir);
-    snprintf(dst, sizeof(dst), "%s/tokenizer.json", to_dir);
-    char *data = NULL;
-    size_t len = 0;
-    FILE *probe = fopen(src, "rb");
-    if (probe == NULL) {
-        return CLI_OK; // nothing to copy
-    }
-    fclose(probe);
-    int rc = cli_read_file(cmd, src, &data, &len);
-    FILE *out = rc == CLI_OK ? fopen(dst, "wb") : NULL;
-    if (rc == CLI_OK && (out == NULL || fwrite(data, 1, len, out) != len)) {
-        rc = cli_fail(cmd, "%s: cannot write", dst);
-    }
-    if (out != NULL && fclose(out) != 0 && rc == CLI_OK) {
-        rc = cli_fail(cmd, "%s: cannot write", dst);
-    }
-    free(data);
-    return rc;
-}
 
 // Loads path with load (one thread: nothing runs) and saves it to out with its tokenizer.
 static int save_converted(const char *cmd, const char *path, mc_load_opts *load, const char *out) {
@@ -59,7 +37,7 @@ static int save_converted(const char *cmd, const char *path, mc_load_opts *load,
     if (mc_model_save(model, out, &err) != MC_OK) {
         rc = cli_fail_err(cmd, &err);
     } else {
-        rc = copy_tokenizer(cmd, mc_model_dir(model), out);
+        rc = cli_copy_tokenizer(cmd, mc_model_dir(model), out);
     }
     if (rc == CLI_OK) {
         mc_model_info info;

@@ -317,6 +317,8 @@ static int run_train(int argc, char **argv, bool lora) {
                 fflush(stderr);
                 mc_dist_abort(1); // no rank is left waiting for this one
             }
+        } else if (rank == 0 && !lora && (rc = cli_copy_tokenizer(a.cmd, mc_model_dir(model), a.o.output_dir)) != CLI_OK) {
+            // a trained model folder keeps its tokenizer beside it
         } else if (!a.quiet) {
             fprintf(stderr, "%s: %lld steps in %.1f s (%.0f tokens/s), last loss %.4f; saved to %s\n", a.cmd,
                     (long long)s.step, cli_now() - t0, s.tokens_per_s, s.loss, a.o.output_dir);
