@@ -139,7 +139,9 @@ mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes) {
 // ---------------------------------------------------------------------------------------------------------------
 // Memory. Every copy runs on the context's stream, in order with the kernels; download waits for it, since the
 // caller reads the host buffer next. Uploads come from pageable memory, which the runtime stages before returning,
-// so the caller may reuse the source at once.
+// so the caller may reuse the source at once. copy and zero wait too: their buffers may belong to another
+// context's state (mc_state_copy_seq reads one state on the other's stream), and the next call on that context
+// (a reset, a forward) must not overtake them.
 
 static mc_status mem_alloc(const mc_exec *ex, void **out, size_t bytes) {
     *out = NULL;
@@ -187,14 +189,17 @@ static mc_status mem_download(const mc_exec *ex, void *dst, const void *src, siz
 }
 
 static mc_status mem_copy(const mc_exec *ex, void *dst, const void *src, size_t bytes) {
-    return mem_copy_kind(ex, dst, src, bytes, cudaMemcpyDeviceToDevice, "copy");
+    mc_status st = mem_copy_kind(ex, dst, src, bytes, cudaMemcpyDeviceToDevice, "copy");
+    return st != MC_OK ? st : mc_cuda_status(cudaStreamSynchronize(mc_cuda_ctx_of(ex)->stream), "copy", ex);
 }
 
 static mc_status mem_zero(const mc_exec *ex, void *dst, size_t bytes) {
     if (bytes == 0) {
         return MC_OK;
     }
-    return mc_cuda_status(cudaMemsetAsync(dst, 0, bytes, mc_cuda_ctx_of(ex)->stream), "zero", ex);
+    cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
+    mc_status st = mc_cuda_status(cudaMemsetAsync(dst, 0, bytes, s), "zero", ex);
+    return st != MC_OK ? st : mc_cuda_status(cudaStreamSynchronize(s), "zero", ex);
 }
 
 // Waits for the context's work; a fault inside an earlier kernel surfaces here.
