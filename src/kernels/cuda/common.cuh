@@ -76,12 +76,6 @@ static inline unsigned mc_cuda_blocks(int64_t n, int64_t per_block) {
 // read the old one). Fails while recording a graph, where an allocation cannot be captured.
 mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
 
-// matmul with its path forced (bench/bench_matmul_cuda.cu compares them; the table's entry is AUTO): the GEMV
-// kernel or cuBLAS (int8 has only the GEMV kernel).
-enum { MC_MATMUL_AUTO, MC_MATMUL_GEMV, MC_MATMUL_BLAS };
-mc_status mc_cuda_matmul_path(const mc_exec *ex, int path, float *y, const float *x, int64_t ldx, const mc_weight *w,
-                              const float *bias, int64_t M, int64_t N, int64_t K);
-
 // The compute entries (contracts in ops.h).
 extern "C" {
 mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,

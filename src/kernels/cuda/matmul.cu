@@ -65,29 +65,28 @@ static __device__ __forceinline__ void load_x(float *out, const float *p) {
     }
 }
 
-// KS warps per output column n (GEMV_WARPS / KS columns per block), rows [row0, row0 + rows) of x (blockIdx.y picks
-// the pass). The KS warps of a column take interleaved 32·VEC-element slices of K and meet in shared memory; KS > 1
-// serves matrices with few rows (x_proj: R + 2N rows), which would otherwise leave most of the GPU idle. The int8
-// group scale is applied per VEC-chunk (VEC divides the group when VEC > 1).
-template <typename WT, int VEC, int KS>
+// One warp per output column n, rows [row0, row0 + rows) of x (blockIdx.y picks the pass). Lanes stride K by
+// 32·VEC; the int8 group scale is applied per VEC-chunk (VEC divides the group when VEC > 1).
+template <typename WT, int VEC>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(float *__restrict__ y, const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
                 const float *__restrict__ scales, int64_t group, const float *__restrict__ bias, int64_t M, int64_t N,
                 int64_t K) {
-    __shared__ float partial[GEMV_WARPS][GEMV_ROWS];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % KS;
-    const int64_t n = (int64_t)blockIdx.x * (GEMV_WARPS / KS) + warp / KS;
+    const int lane = threadIdx.x & 31;
+    const int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t row0 = (int64_t)blockIdx.y * GEMV_ROWS;
-    const bool live = n < N;
+    if (n >= N) {
+        return;
+    }
     const int rows = (int)(M - row0 < GEMV_ROWS ? M - row0 : GEMV_ROWS);
-    const WT *wn = w + (live ? n : 0) * K;
+    const WT *wn = w + n * K;
     const int64_t n_groups = scales != nullptr ? (K + group - 1) / group : 0;
     float acc[GEMV_ROWS];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {
         acc[r] = 0.0f;
     }
-    for (int64_t k = ((int64_t)part * 32 + lane) * VEC; live && k < K; k += 32 * VEC * KS) {
+    for (int64_t k = (int64_t)lane * VEC; k < K; k += 32 * VEC) {
         float wv[VEC];
         load_w<WT, VEC>(wv, wn + k);
         if (scales != nullptr) {
@@ -120,24 +119,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
         }
     }
-    if constexpr (KS > 1) {
-        if (lane == 0) {
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) {
-                partial[warp][r] = acc[r];
-            }
-        }
-        __syncthreads();
-        if (lane == 0 && part == 0) {
-#pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) {
-                for (int q = 1; q < KS; q++) {
-                    acc[r] += partial[warp + q][r];
-                }
-            }
-        }
-    }
-    if (live && lane == 0 && part == 0) {
+    if (lane == 0) {
         const float b = bias != nullptr ? bias[n] : 0.0f;
 #pragma unroll
         for (int r = 0; r < GEMV_ROWS; r++) {
@@ -146,14 +128,6 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             }
         }
     }
-}
-
-template <typename WT, int VEC, int KS>
-static void gemv_launch(const mc_exec *ex, float *y, const float *x, int64_t ldx, const WT *wd, const mc_weight *w,
-                        const float *bias, int64_t M, int64_t N, int64_t K, unsigned passes) {
-    dim3 grid(mc_cuda_blocks(N, GEMV_WARPS / KS), passes);
-    gemv_kernel<WT, VEC, KS><<<grid, GEMV_WARPS * 32, 0, mc_cuda_ctx_of(ex)->stream>>>(y, x, ldx, wd, w->scales,
-                                                                                     w->group, bias, M, N, K);
 }
 
 template <typename WT>
@@ -169,17 +143,12 @@ static mc_status gemv(const mc_exec *ex, float *y, const float *x, int64_t ldx, 
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul: %lld rows in one call (at most %d)",
                        (long long)M, 65535 * GEMV_ROWS);
     }
-    // Split K over a block's 8 warps when one warp per column would leave the GPU short of warps (fewer than ~30 a
-    // multiprocessor) and K holds at least two 32·VEC slices.
-    const bool split = N * passes < 4096 && K >= 2 * 32 * VEC;
-    if (vec && split) {
-        gemv_launch<WT, VEC, GEMV_WARPS>(ex, y, x, ldx, wd, w, bias, M, N, K, (unsigned)passes);
-    } else if (vec) {
-        gemv_launch<WT, VEC, 1>(ex, y, x, ldx, wd, w, bias, M, N, K, (unsigned)passes);
-    } else if (split) {
-        gemv_launch<WT, 1, GEMV_WARPS>(ex, y, x, ldx, wd, w, bias, M, N, K, (unsigned)passes);
+    dim3 grid(mc_cuda_blocks(N, GEMV_WARPS), (unsigned)passes);
+    cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
+    if (vec) {
+        gemv_kernel<WT, VEC><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
     } else {
-        gemv_launch<WT, 1, 1>(ex, y, x, ldx, wd, w, bias, M, N, K, (unsigned)passes);
+        gemv_kernel<WT, 1><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
     }
     return mc_cuda_launched("matmul (gemv)", ex);
 }
@@ -307,14 +276,12 @@ static mc_status gemm_blas(const mc_exec *ex, float *y, const float *x, int64_t 
     return st;
 }
 
-mc_status mc_cuda_matmul_path(const mc_exec *ex, int path, float *y, const float *x, int64_t ldx, const mc_weight *w,
-                              const float *bias, int64_t M, int64_t N, int64_t K) {
+extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                                    const float *bias, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) {
         return MC_OK;
     }
-    const bool use_gemv = path == MC_MATMUL_AUTO ? w->dtype == MC_DTYPE_I8 || M <= GEMV_ROWS || K == 0
-                                                 : path == MC_MATMUL_GEMV || w->dtype == MC_DTYPE_I8;
-    if (use_gemv) {
+    if (w->dtype == MC_DTYPE_I8 || M <= GEMV_ROWS || K == 0) {
         switch (w->dtype) {
             case MC_DTYPE_F32:
                 return gemv<float>(ex, y, x, ldx, w, bias, M, N, K);
@@ -329,9 +296,4 @@ mc_status mc_cuda_matmul_path(const mc_exec *ex, int path, float *y, const float
         }
     }
     return gemm_blas(ex, y, x, ldx, w, bias, M, N, K);
-}
-
-extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
-                                    const float *bias, int64_t M, int64_t N, int64_t K) {
-    return mc_cuda_matmul_path(ex, MC_MATMUL_AUTO, y, x, ldx, w, bias, M, N, K);
 }

@@ -2,16 +2,12 @@
 // - sequence, N ≤ 64: scan_tiled_kernel. One block per (sequence, group of channels); each channel's state lives in
 //   the registers of TPC threads (SPT states each) for the whole sequence; time advances in tiles of SCAN_TILE
 //   steps whose B, C, Δ, u, z are staged in shared memory with coalesced loads and whose y leaves the same way.
-//   exp(Δ·A) is exp2(Δ·A·log2 e) with A·log2 e formed once per state (one rounding more than the reference's expf;
-//   relative error ≤ |Δ·A|·2^-24 in the factor).
-// - the step form (L = 1): scan_step_kernel, STEP_TPC threads per (sequence, channel) reading h coalesced.
-// - sequence with N > 64: scan_generic_kernel, one thread per (sequence, channel), h in device memory.
+// - the step form (L = 1), and any N > 64: scan_generic_kernel, one thread per (sequence, channel), h read and
+//   written in device memory (a step touches each state once anyway).
 #include "kernels/cuda/common.cuh"
 
-#define SCAN_TILE 32     // time steps staged per tile
-#define SCAN_THREADS 256  // 32 channels of 8 threads at N ≤ 16: rows of the staged tiles are 128 bytes
-#define STEP_THREADS 256
-#define LOG2E 1.4426950408889634f
+#define SCAN_TILE 32    // time steps staged per tile
+#define SCAN_THREADS 128
 
 template <int TPC, int SPT>
 __global__ void __launch_bounds__(SCAN_THREADS)
@@ -33,7 +29,7 @@ __global__ void __launch_bounds__(SCAN_THREADS)
         const int64_t n = j + i * TPC;
         const bool ok = live && n < N;
         hr[i] = ok ? h[(b * E + e) * N + n] : 0.0f;
-        Ar[i] = ok ? A[e * N + n] * LOG2E : 0.0f;
+        Ar[i] = ok ? A[e * N + n] : 0.0f;
     }
     const float Dv = live ? D[e] : 0.0f;
     for (int64_t t0 = 0; t0 < L; t0 += SCAN_TILE) {
@@ -56,14 +52,13 @@ __global__ void __launch_bounds__(SCAN_THREADS)
             }
         }
         __syncthreads();
-#pragma unroll 4
-        for (int tt = 0; tt < tl; tt++) { // the factors of later steps do not wait for h: unrolled, they overlap
+        for (int tt = 0; tt < tl; tt++) {
             const float delta = sDelta[tt][c], ut = sU[tt][c];
             float p = 0.0f;
 #pragma unroll
             for (int i = 0; i < SPT; i++) {
                 const int n = j + i * TPC;
-                hr[i] = exp2f(delta * Ar[i]) * hr[i] + delta * sB[tt][n] * ut;
+                hr[i] = expf(delta * Ar[i]) * hr[i] + delta * sB[tt][n] * ut;
                 p += sC[tt][n] * hr[i];
             }
 #pragma unroll
@@ -121,40 +116,6 @@ __global__ void scan_generic_kernel(float *__restrict__ y, float *__restrict__ h
     }
 }
 
-// One decode step: TPC threads per (sequence, channel), thread j holding states j, j + TPC, ...; the readout sums
-// over the group by shuffles. Blocks hold STEP_THREADS / TPC channels of one sequence row-major over (s, e).
-template <int TPC>
-__global__ void __launch_bounds__(STEP_THREADS)
-    scan_step_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
-                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ A,
-                     const float *__restrict__ B, const float *__restrict__ C, int64_t ldbc,
-                     const float *__restrict__ D, const float *__restrict__ z, int64_t ldz, int64_t n_seq, int64_t E,
-                     int64_t N) {
-    const int64_t g = ((int64_t)blockIdx.x * STEP_THREADS + threadIdx.x) / TPC; // (s, e) flattened
-    const int j = threadIdx.x % TPC;
-    const bool live = g < n_seq * E;
-    const int64_t e = live ? g % E : 0, sq = live ? g / E : 0;
-    float p = 0.0f, ut = 0.0f, delta = 0.0f;
-    if (live) {
-        delta = mc_dev_softplus(dt[sq * E + e] + dt_bias[e]);
-        ut = u[sq * E + e];
-        const float *Bs = B + sq * ldbc, *Cs = C + sq * ldbc;
-        float *hg = h + g * N;
-        for (int64_t n = j; n < N; n += TPC) {
-            const float hn = expf(delta * A[e * N + n]) * hg[n] + delta * Bs[n] * ut;
-            hg[n] = hn;
-            p += Cs[n] * hn;
-        }
-    }
-#pragma unroll
-    for (int off = TPC / 2; off > 0; off >>= 1) {
-        p += __shfl_xor_sync(0xffffffffu, p, off);
-    }
-    if (live && j == 0) {
-        y[sq * E + e] = (p + D[e] * ut) * mc_dev_silu(z[sq * ldz + e]);
-    }
-}
-
 static mc_status scan_generic(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                               const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                               const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
@@ -191,7 +152,7 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
         return scan_tiled<4, 1>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
     }
     if (N <= 16) {
-        return scan_tiled<8, 2>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+        return scan_tiled<4, 4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
     }
     if (N <= 64) {
         return scan_tiled<8, 8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
@@ -199,16 +160,7 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
     return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
 }
 
-template <int TPC>
-static mc_status scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
-                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-                           const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
-    scan_step_kernel<TPC><<<mc_cuda_blocks(n_seq * E * TPC, STEP_THREADS), STEP_THREADS, 0,
-                            mc_cuda_ctx_of(ex)->stream>>>(y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
-    return mc_cuda_launched("selective_scan_step", ex);
-}
-
-// The step is the sequence form with L = 1 and one row per sequence (ops.h).
+// The step is the sequence form with L = 1 and one row per sequence (ops.h), run by the generic kernel.
 extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u,
                                                  const float *dt, const float *dt_bias, const float *A,
                                                  const float *B, const float *C, int64_t ldbc, const float *D,
@@ -216,8 +168,5 @@ extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, fl
     if (n_seq * E <= 0) {
         return MC_OK;
     }
-    if (N <= 4) {
-        return scan_step<4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
-    }
-    return scan_step<16>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, 1, E, N);
 }
