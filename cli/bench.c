@@ -10,6 +10,10 @@
 
 #include "common.h"
 
+#ifdef MAMBAC_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 static const char usage[] = "usage: mambac bench -m MODEL [-p 512] [-n 128] [-b 1] [-t N] [--dtype LIST] [-r 3] "
                             "[-o md|json] [--profile] [--backend auto|ref|cpu|cuda]";
 
@@ -131,8 +135,26 @@ static double peak_rss_mb(void) {
 
 typedef struct result {
     double mean, sd;
+    double gpu_mb; // device memory in use at the end of the test (cuda backend only; -1 otherwise)
     double part_ms[MC_PROFILE_COUNT], other_ms; // per step or call, over the timed runs (--profile)
 } result;
+
+// Device memory in use on the current GPU (MB; the CUDA context, weights, state and scratch of this process and any
+// other on the card), or -1 without CUDA. Read while a test's state still holds its scratch, so it is the peak of the
+// test up to the context's own pools.
+static double gpu_used_mb(const mc_model *m) {
+#ifdef MAMBAC_HAVE_CUDA
+    mc_model_info info;
+    mc_model_get_info(m, &info);
+    size_t free_b = 0, total_b = 0;
+    if (info.backend == MC_BACKEND_CUDA && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        return (double)(total_b - free_b) / (1024.0 * 1024.0);
+    }
+#else
+    (void)m;
+#endif
+    return -1;
+}
 
 // Times one test: prefill (n_prompt > 0) or decode (n_gen > 0) for a batch.
 static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n_prompt, int64_t n_gen, int64_t reps,
@@ -192,6 +214,7 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
         sum += tps[r];
         sum2 += tps[r] * tps[r];
     }
+    out->gpu_mb = gpu_used_mb(m);
     out->mean = sum / (double)reps;
     out->sd = reps > 1 ? sqrt(fmax(0, (sum2 - sum * sum / (double)reps) / (double)(reps - 1))) : 0;
     mc_state_free(st);
@@ -201,8 +224,26 @@ static int run_test(const char *cmd, const mc_model *m, int64_t batch, int64_t n
     return rc;
 }
 
+static void cpu_name(char *name, size_t cap);
+
+// The GPU's name when the backend will be cuda (named, or auto with a device), else the CPU's.
+static void device_name(char *name, size_t cap, mc_backend backend) {
+#ifdef MAMBAC_HAVE_CUDA
+    int n = 0;
+    struct cudaDeviceProp prop;
+    if ((backend == MC_BACKEND_CUDA || backend == MC_BACKEND_AUTO) && cudaGetDeviceCount(&n) == cudaSuccess && n > 0 &&
+        cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
+        snprintf(name, cap, "%.*s", (int)(cap > 1 ? cap - 1 : 0), prop.name);
+        return;
+    }
+#else
+    (void)backend;
+#endif
+    cpu_name(name, cap);
+}
+
 // The CPU's model name from /proc/cpuinfo into name (cap bytes), or "cpu".
-static void device_name(char *name, size_t cap) {
+static void cpu_name(char *name, size_t cap) {
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[256];
     snprintf(name, cap, "cpu");
@@ -247,6 +288,9 @@ static void print_row(const bench_opts *o, mc_backend backend, const char *model
         printf(", \"tokens_per_s\": %.3f, \"stddev\": %.3f, \"peak_rss_mb\": %.1f, \"bandwidth_gbs\": %.3f, "
                "\"machine_bandwidth_gbs\": %.3f",
                r->mean, r->sd, rss, gbs, machine_gbs);
+        if (r->gpu_mb >= 0) {
+            printf(", \"gpu_mem_mb\": %.1f", r->gpu_mb);
+        }
         if (o->profile) {
             for (int i = 0; i < MC_PROFILE_COUNT; i++) {
                 printf("%s\"%s\": %.4f", i == 0 ? ", \"profile_ms\": {" : ", ", mc_profile_part_name(i), r->part_ms[i]);
@@ -267,9 +311,14 @@ static void print_row(const bench_opts *o, mc_backend backend, const char *model
         for (const char *c = model; *c != '\0'; c++) { // a '|' in a folder name would end the cell
             printf(*c == '|' ? "\\|" : "%c", *c);
         }
-        printf(" | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %.0f |\n", dtype,
+        char mem[64];
+        snprintf(mem, sizeof(mem), "%.0f", rss);
+        if (r->gpu_mb >= 0) { // the device's memory beside the host's
+            snprintf(mem, sizeof(mem), "%.0f (GPU %.0f)", rss, r->gpu_mb);
+        }
+        printf(" | %s | %s | %d | %lld | %s | %.2f ± %.2f | %s | %s |\n", dtype,
                mc_backend_name(backend), threads,
-               (long long)batch, test, r->mean, r->sd, bw, rss);
+               (long long)batch, test, r->mean, r->sd, bw, mem);
         if (o->profile_md != NULL) {
             fprintf(o->profile_md, "| %s | %d | %lld | %s |", dtype, threads, (long long)batch, test);
             for (int i = 0; i < MC_PROFILE_COUNT; i++) {
@@ -394,7 +443,7 @@ int cli_bench(int argc, char **argv) {
         }
         free(dir);
     }
-    device_name(o.device, sizeof(o.device));
+    device_name(o.device, sizeof(o.device), o.backend);
     double machine_gbs[MAX_LIST] = { 0 };
     bool any_gen = false;
     for (int g = 0; g < o.gen.n; g++) {

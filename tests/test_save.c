@@ -175,7 +175,7 @@ static void test_init_distributions(void **unused) {
         }
     }
     mc_model *again = NULL; // same seed, same weights
-    assert_int_equal(mc_model_init(&cfg, 7, NULL, &again, &err), MC_OK);
+    assert_int_equal(mc_model_init(&cfg, 7, &opts, &again, &err), MC_OK); // host memory: compared below
     assert_memory_equal(m->layers[1].x_proj.data, again->layers[1].x_proj.data, (size_t)((R + 2 * N) * E) * 4);
     mc_model_free(again);
     roundtrip(m, "init 130m/2 layers");

@@ -48,6 +48,15 @@ typedef struct mc_ops {
     mc_status (*zero)(const mc_exec *ex, void *dst, size_t bytes);
     mc_status (*sync)(const mc_exec *ex);
 
+    // Optional (NULL on the host backends, whose calls cost nothing to issue): replay of recorded calls. The calls
+    // between graph_begin and graph_end on this context are recorded under `key`, which must name everything they
+    // read or write by address, their shapes and scalars; a later graph_begin with that key launches the recording
+    // instead, sets *replayed and the caller skips the calls and graph_end. Otherwise the caller makes the calls
+    // (recorded or run directly, the backend decides) and then calls graph_end, with ok = false when one of them
+    // failed (a recording in progress is dropped). No call in between may synchronize or copy to or from the host.
+    mc_status (*graph_begin)(const mc_exec *ex, uint64_t key, bool *replayed);
+    mc_status (*graph_end)(const mc_exec *ex, bool ok);
+
     // y[M, N] = x[M, K] · Wᵀ (+ bias[N] when bias != NULL), W = w [N, K] read as stored. Rows of x are ldx floats
     // apart. y does not alias x.
     mc_status (*matmul)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,

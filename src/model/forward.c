@@ -143,6 +143,59 @@ static mc_status head_rows(const mc_model *m, mc_state *state, const scratch *s,
     return st != MC_OK ? st : m->ops->download(ex, dst, s->logits, (size_t)(M * V) * sizeof(float));
 }
 
+// The calls of one decode step on a device, from the uploaded ids to the head's rows in the device scratch.
+static mc_status step_calls(const mc_model *m, mc_state *state, const scratch *s, int64_t n_seq, bool head) {
+    const mc_exec *ex = &state->exec;
+    const int64_t H = m->cfg.hidden_size;
+    mc_status st = m->ops->embed(ex, s->hidden, &m->embed, s->ids, 1, n_seq, 1, H);
+    for (int64_t li = 0; st == MC_OK && li < m->cfg.num_hidden_layers; li++) {
+        st = layer_forward(m, li, state, s, n_seq, 1);
+    }
+    if (st == MC_OK) {
+        st = m->ops->rmsnorm(ex, s->normed, s->hidden, s->out, m->norm_f, n_seq, H, (float)m->cfg.layer_norm_epsilon);
+    }
+    if (st == MC_OK && head) {
+        st = m->ops->matmul(ex, s->logits, s->normed, H, &m->lm_head, NULL, n_seq, m->cfg.vocab_size, H);
+    }
+    return st;
+}
+
+static uint64_t mix64(uint64_t h, uint64_t v) { // splitmix64 finaliser over the running hash
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
+// A decode step on a device with recorded calls (issue 9 §2.4): the ids go up, the step's launches are recorded
+// once per (model, state buffers, batch, head or not) and replayed as one graph launch, the logits come down.
+// Everything the recording touches by address is fixed by that key: the model's weights (uid), the state's conv,
+// ssm and scratch (scratch pointer and n_seq fix its layout; conv and ssm live as long as the state's context).
+static mc_status decode_step_recorded(const mc_model *m, mc_state *state, const scratch *s, const int32_t *ids,
+                                      int64_t n_seq, float *logits) {
+    const mc_ops *ops = m->ops;
+    const mc_exec *ex = &state->exec;
+    mc_status st = ops->upload(ex, s->ids, ids, (size_t)n_seq * sizeof(int32_t));
+    if (st != MC_OK) {
+        return st;
+    }
+    uint64_t key = mix64(mix64(mix64(0, m->uid), (uint64_t)(uintptr_t)state->scratch), (uint64_t)n_seq);
+    key = mix64(key, logits != NULL);
+    bool replayed = false;
+    st = ops->graph_begin(ex, key, &replayed);
+    if (st == MC_OK && !replayed) {
+        st = step_calls(m, state, s, n_seq, logits != NULL);
+        mc_status end = ops->graph_end(ex, st == MC_OK);
+        st = st != MC_OK ? st : end;
+    }
+    if (st == MC_OK && logits != NULL) {
+        st = ops->download(ex, logits, s->logits, (size_t)(n_seq * m->cfg.vocab_size) * sizeof(float));
+    }
+    return st != MC_OK ? st : ops->sync(ex);
+}
+
 static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
                                 bool all_logits, float *logits, mc_error *err) {
     const mc_config *c = &m->cfg;
@@ -154,6 +207,9 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
     mc_status st = scratch_get(&s, state, m, n_seq, chunk, err);
     if (st != MC_OK) {
         return st;
+    }
+    if (n_tok == 1 && m->ops->graph_begin != NULL && !state->profiling) { // all_logits: the same rows when T = 1
+        return decode_step_recorded(m, state, &s, ids, n_seq, logits);
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
         const int64_t T = n_tok - t0 < chunk ? n_tok - t0 : chunk;

@@ -390,13 +390,14 @@ mc_status mc_model_finish(mc_model *m, const mc_load_opts *opts, mc_error *err) 
     const mc_config *c = &m->cfg;
     m->info.read_bytes_per_token = read_bytes_per_token(m);
     m->info.state_bytes = c->num_hidden_layers * c->intermediate_size * (c->conv_kernel + c->state_size) * 4;
-    return MC_OK;
+    return mc_model_place(m, err);
 }
 
 void mc_model_free(mc_model *m) {
     if (m == NULL) {
         return;
     }
+    mc_model_unplace(m);
     for (int64_t i = 0; i < m->n_owned; i++) {
         free(m->owned[i]);
     }

@@ -35,6 +35,14 @@ struct mc_model {
     mc_model_info info;
     const mc_ops *ops; // the backend (a static table shared by every model)
     int n_threads;     // each state's context starts with this many threads
+    // On a device backend (place.c): every weight pointer above points to device memory, listed here and freed
+    // through ops->free; the host views they were copied from stay valid for saving (mc_model_host_view).
+    void **dev_owned;
+    int64_t n_dev_owned, cap_dev_owned;
+    mc_layer *host_layers; // [NL] the host views, NULL when the weights were never placed
+    mc_weight host_embed, host_lm_head;
+    const float *host_norm_f;
+    uint64_t uid; // unique per placed model in this process: part of the keys of recorded decode steps
 };
 
 struct mc_state {
@@ -57,6 +65,17 @@ mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error
 
 // Last step of load and init: weight dtype conversion per opts, derived sizes for mc_model_info.
 mc_status mc_model_finish(mc_model *m, const mc_load_opts *opts, mc_error *err);
+
+// Last step of mc_model_finish: on a backend that does not compute in host memory, copies every weight the
+// forward reads into the backend's memory and repoints the model at it (host views kept for saving). No-op on host
+// backends.
+mc_status mc_model_place(mc_model *m, mc_error *err);
+
+// Frees what mc_model_place allocated (called by mc_model_free).
+void mc_model_unplace(mc_model *m);
+
+// The model as the host sees it: m itself on a host backend, else *view filled with m's host weight views.
+const mc_model *mc_model_host_view(const mc_model *m, mc_model *view);
 
 // Computes A = −exp(A_log) for every layer into model-owned memory (spec §3.4 step 5).
 mc_status mc_model_derive_A(mc_model *m, mc_error *err);

@@ -17,7 +17,7 @@ rows() {
 }
 
 # Markdown with --profile: the results table (header, separator, pp4 and tg2 rows), then the profile table.
-run 0 bench -m "$K1" -p 4 -n 2 -r 1 -t 1 --profile
+run 0 bench -m "$K1" -p 4 -n 2 -r 1 -t 1 --profile --backend cpu # auto is cuda on a GPU host
 [ ! -s "$ERR" ] || fail "bench wrote to stderr"
 [ "$(sed -n 1p "$OUT")" = "| model | dtype | backend | threads | batch | test | tokens/s | weight GB/s (machine) | peak RSS MB |" ] ||
     fail "unexpected table header: $(sed -n 1p "$OUT")"

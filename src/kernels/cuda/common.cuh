@@ -1,0 +1,108 @@
+// What the CUDA backend's files share: the per-caller context behind mc_exec.dev, status conversion, and the
+// compute entries each .cu file defines (the op table in backend.cu points at them).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "base/error.h"
+#include "kernels/ops.h"
+}
+
+#define MC_CUDA_GRAPHS 8 // recorded decode steps kept per context (least recently used one replaced)
+
+// One recorded call sequence: the key it was recorded under, and its executable graph (NULL while the key has been
+// seen once: the first call runs directly, which also grows any workspace outside a capture).
+typedef struct mc_cuda_graph {
+    uint64_t key;
+    cudaGraphExec_t exec;
+    uint64_t last_use;
+} mc_cuda_graph;
+
+// The per-caller context (mc_exec.dev): everything here belongs to one caller, so two states run independently.
+typedef struct mc_cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_work; // cuBLAS workspace set once, so a captured GEMM allocates nothing
+    void *work;      // conversion workspace (activations rounded to a weight's 16-bit type for cuBLAS)
+    size_t work_bytes;
+    mc_cuda_graph graphs[MC_CUDA_GRAPHS];
+    uint64_t use_clock;
+    bool capturing;     // between graph_begin and graph_end of a recording
+    int capture_slot;   // the slot being recorded
+    bool capture_error; // an op failed while recording: graph_end drops the recording
+} mc_cuda_ctx;
+
+static inline mc_cuda_ctx *mc_cuda_ctx_of(const mc_exec *ex) {
+    return (mc_cuda_ctx *)ex->dev;
+}
+
+static inline mc_error *mc_cuda_err(const mc_exec *ex) {
+    return ex != NULL ? ex->err : NULL;
+}
+
+// Converts a CUDA result at the call site: MC_OK, or a one-line message "cuda: <what>: <CUDA's words>".
+static inline mc_status mc_cuda_status(cudaError_t rc, const char *what, const mc_exec *ex) {
+    if (rc == cudaSuccess) {
+        return MC_OK;
+    }
+    return mc_fail(mc_cuda_err(ex), rc == cudaErrorMemoryAllocation ? MC_ERR_NOMEM : MC_ERR_INTERNAL, "cuda: %s: %s",
+                   what, cudaGetErrorString(rc));
+}
+
+static inline mc_status mc_cublas_status(cublasStatus_t rc, const char *what, const mc_exec *ex) {
+    if (rc == CUBLAS_STATUS_SUCCESS) {
+        return MC_OK;
+    }
+    return mc_fail(mc_cuda_err(ex), rc == CUBLAS_STATUS_ALLOC_FAILED ? MC_ERR_NOMEM : MC_ERR_INTERNAL,
+                   "cublas: %s: %s", what, cublasGetStatusString(rc));
+}
+
+// After a kernel launch: a bad configuration shows here; faults inside the kernel show at the next sync.
+static inline mc_status mc_cuda_launched(const char *what, const mc_exec *ex) {
+    return mc_cuda_status(cudaGetLastError(), what, ex);
+}
+
+// Grid size for n items of `per_block`, at least one block.
+static inline unsigned mc_cuda_blocks(int64_t n, int64_t per_block) {
+    int64_t b = (n + per_block - 1) / per_block;
+    return (unsigned)(b > 0 ? b : 1);
+}
+
+// Makes the context's conversion workspace at least `bytes` long (the stream is drained first: work in flight may
+// read the old one). Fails while recording a graph, where an allocation cannot be captured.
+mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
+
+// The compute entries (contracts in ops.h).
+extern "C" {
+mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                         const float *bias, int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_embed(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi, int64_t Bt,
+                        int64_t T, int64_t H);
+mc_status mc_cuda_rmsnorm(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,
+                          int64_t H, float eps);
+mc_status mc_cuda_conv1d(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                         const float *bias, int64_t Bt, int64_t L, int64_t E, int64_t K);
+mc_status mc_cuda_conv1d_step(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx, const float *w,
+                              const float *bias, int64_t n_seq, int64_t E, int64_t K);
+mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                 const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                                 const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
+                                 int64_t N);
+mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                      const float *dt_bias, const float *A, const float *B, const float *C,
+                                      int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
+                                      int64_t E, int64_t N);
+}
+
+// Shared device math: softplus with torch's threshold 20 (spec §3.7) and SiLU, in f32 as the reference.
+static __device__ __forceinline__ float mc_dev_softplus(float v) {
+    return v > 20.0f ? v : log1pf(expf(v));
+}
+
+static __device__ __forceinline__ float mc_dev_silu(float v) {
+    return v / (1.0f + expf(-v));
+}

@@ -1,0 +1,299 @@
+// y[M, N] = x[M, K] · Wᵀ (+ bias) on the device. Which shapes go where:
+// - M ≤ GEMV_ROWS (decode), any dtype, and int8 at every M: our own kernel, one warp per output column, the weight
+//   row streamed once per pass of up to GEMV_ROWS rows of x and dequantised in registers (f32 accumulation). Int8
+//   prefill therefore re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
+// - f32 weights, larger M: cublasSgemm (default math: no TF32).
+// - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
+//   2^-9 (bf16) of every activation, ten times the fixtures' 1e-4 bound on logits. So x is split into terms of the
+//   weight's type, x·p = t0 + t1 (+ t2), p a power of two per row that keeps f16 terms inside its range, and
+//   cublasGemmEx (f32 accumulation, f32 output) runs once per term with beta = 1: bf16 takes 3 terms (24 bits of
+//   x), f16 2 terms (22 bits), so the product is an f32 product up to f32 rounding; a last pass scales rows by 1/p
+//   and adds the bias. The weights are read once per term (2–3× the tensor-core work; still far below f32 SIMT).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/common.cuh"
+
+#define GEMV_ROWS 8     // rows of x per pass of the weight: registers per thread bound it
+#define GEMV_WARPS 8    // output columns per block
+
+static __device__ __forceinline__ float to_f32(float v) {
+    return v;
+}
+
+static __device__ __forceinline__ float to_f32(__half v) {
+    return __half2float(v);
+}
+
+static __device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+
+static __device__ __forceinline__ float to_f32(int8_t v) {
+    return (float)v;
+}
+
+// VEC consecutive elements of w (16 bytes when VEC > 1) as f32.
+template <typename WT, int VEC>
+static __device__ __forceinline__ void load_w(float *out, const WT *p) {
+    if constexpr (VEC == 1) {
+        out[0] = to_f32(*p);
+    } else {
+        static_assert(VEC * sizeof(WT) == 16, "vector loads are 16 bytes");
+        uint4 raw = __ldg(reinterpret_cast<const uint4 *>(p));
+        const WT *e = reinterpret_cast<const WT *>(&raw);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            out[i] = to_f32(e[i]);
+        }
+    }
+}
+
+template <int VEC>
+static __device__ __forceinline__ void load_x(float *out, const float *p) {
+    if constexpr (VEC == 1) {
+        out[0] = *p;
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i += 4) {
+            float4 v = *reinterpret_cast<const float4 *>(p + i);
+            out[i] = v.x;
+            out[i + 1] = v.y;
+            out[i + 2] = v.z;
+            out[i + 3] = v.w;
+        }
+    }
+}
+
+// One warp per output column n, rows [row0, row0 + rows) of x (blockIdx.y picks the pass). Lanes stride K by
+// 32·VEC; the int8 group scale is applied per VEC-chunk (VEC divides the group when VEC > 1).
+template <typename WT, int VEC>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_kernel(float *__restrict__ y, const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
+                const float *__restrict__ scales, int64_t group, const float *__restrict__ bias, int64_t M, int64_t N,
+                int64_t K) {
+    const int lane = threadIdx.x & 31;
+    const int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t row0 = (int64_t)blockIdx.y * GEMV_ROWS;
+    if (n >= N) {
+        return;
+    }
+    const int rows = (int)(M - row0 < GEMV_ROWS ? M - row0 : GEMV_ROWS);
+    const WT *wn = w + n * K;
+    const int64_t n_groups = scales != nullptr ? (K + group - 1) / group : 0;
+    float acc[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+        acc[r] = 0.0f;
+    }
+    for (int64_t k = (int64_t)lane * VEC; k < K; k += 32 * VEC) {
+        float wv[VEC];
+        load_w<WT, VEC>(wv, wn + k);
+        if (scales != nullptr) {
+            if constexpr (VEC == 1) {
+                wv[0] *= scales[n * n_groups + k / group];
+            } else {
+                const float s = scales[n * n_groups + k / group];
+#pragma unroll
+                for (int i = 0; i < VEC; i++) {
+                    wv[i] *= s;
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) {
+            if (r < rows) {
+                float xv[VEC];
+                load_x<VEC>(xv, x + (row0 + r) * ldx + k);
+#pragma unroll
+                for (int i = 0; i < VEC; i++) {
+                    acc[r] = fmaf(wv[i], xv[i], acc[r]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+        }
+    }
+    if (lane == 0) {
+        const float b = bias != nullptr ? bias[n] : 0.0f;
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) {
+            if (r < rows) {
+                y[(row0 + r) * N + n] = acc[r] + b;
+            }
+        }
+    }
+}
+
+template <typename WT>
+static mc_status gemv(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, const float *bias,
+                      int64_t M, int64_t N, int64_t K) {
+    constexpr int VEC = (int)(16 / sizeof(WT));
+    const WT *wd = (const WT *)w->data;
+    // 16-byte loads need every weight row, every x row and the group edges on 16-byte boundaries.
+    const bool vec = K % VEC == 0 && (uintptr_t)wd % 16 == 0 && (uintptr_t)x % 16 == 0 && ldx % 4 == 0 &&
+                     (w->scales == nullptr || w->group % VEC == 0);
+    const int64_t passes = (M + GEMV_ROWS - 1) / GEMV_ROWS;
+    if (passes > 65535) { // grid.y
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul: %lld rows in one call (at most %d)",
+                       (long long)M, 65535 * GEMV_ROWS);
+    }
+    dim3 grid(mc_cuda_blocks(N, GEMV_WARPS), (unsigned)passes);
+    cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
+    if (vec) {
+        gemv_kernel<WT, VEC><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
+    } else {
+        gemv_kernel<WT, 1><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
+    }
+    return mc_cuda_launched("matmul (gemv)", ex);
+}
+
+template <typename T>
+static __device__ __forceinline__ T from_f32(float v);
+
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) {
+    return __float2half_rn(v);
+}
+
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+#define SPLIT_THREADS 256
+
+// One block per row m of x (ldx apart): p = 2^(14 − e) with max|x[m, :]| < 2^e, so x·p < 2^14 fits f16 with its
+// full precision; terms[s][m, :] (packed [M, K] each) are the successive roundings of the remainder of x·p.
+// inv_p[m] = 1/p (exact: a power of two).
+template <typename T, int TERMS>
+__global__ void __launch_bounds__(SPLIT_THREADS)
+    split_rows_kernel(T *__restrict__ terms, float *__restrict__ inv_p, const float *__restrict__ x, int64_t ldx,
+                      int64_t M, int64_t K) {
+    __shared__ float partial[SPLIT_THREADS / 32];
+    const int64_t m = blockIdx.x;
+    const float *xm = x + m * ldx;
+    float amax = 0.0f;
+    for (int64_t k = threadIdx.x; k < K; k += SPLIT_THREADS) {
+        amax = fmaxf(amax, fabsf(xm[k]));
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    }
+    if ((threadIdx.x & 31) == 0) {
+        partial[threadIdx.x >> 5] = amax;
+    }
+    __syncthreads();
+    amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < SPLIT_THREADS / 32; i++) {
+        amax = fmaxf(amax, partial[i]);
+    }
+    int e = 0;
+    if (amax > 0.0f && isfinite(amax)) {
+        frexpf(amax, &e); // amax in [2^(e−1), 2^e)
+        e = e < -100 ? -100 : e; // p stays finite for rows of (sub)normal dust
+    }
+    const float p = ldexpf(1.0f, 14 - e);
+    if (threadIdx.x == 0) {
+        inv_p[m] = ldexpf(1.0f, e - 14);
+    }
+    for (int64_t k = threadIdx.x; k < K; k += SPLIT_THREADS) {
+        float r = xm[k] * p;
+#pragma unroll
+        for (int s = 0; s < TERMS; s++) {
+            const T t = from_f32<T>(r);
+            terms[(s * M + m) * K + k] = t;
+            r -= to_f32(t);
+        }
+    }
+}
+
+// y[m, :] = y[m, :] · inv_p[m] (+ bias)
+__global__ void finish_rows_kernel(float *__restrict__ y, const float *__restrict__ inv_p,
+                                   const float *__restrict__ bias, int64_t M, int64_t N) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < M * N) {
+        const float s = inv_p != nullptr ? inv_p[i / N] : 1.0f;
+        y[i] = y[i] * s + (bias != nullptr ? bias[i % N] : 0.0f);
+    }
+}
+
+template <typename T, int TERMS>
+static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
+                            int64_t N, int64_t K, cudaDataType_t type, float **inv_p) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    const size_t term_bytes = (size_t)(M * K) * sizeof(T), scale_off = (TERMS * term_bytes + 255) / 256 * 256;
+    mc_status st = mc_cuda_work_reserve(ex, scale_off + (size_t)M * sizeof(float));
+    if (st != MC_OK) {
+        return st;
+    }
+    T *terms = (T *)c->work;
+    *inv_p = (float *)((char *)c->work + scale_off);
+    split_rows_kernel<T, TERMS><<<(unsigned)M, SPLIT_THREADS, 0, c->stream>>>(terms, *inv_p, x, ldx, M, K);
+    st = mc_cuda_launched("matmul (split x)", ex);
+    const float one = 1.0f, zero = 0.0f;
+    for (int s = 0; st == MC_OK && s < TERMS; s++) {
+        st = mc_cublas_status(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, w->data,
+                                           type, (int)K, terms + (size_t)s * (size_t)(M * K), type, (int)K,
+                                           s == 0 ? &zero : &one, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT),
+                              "gemm (16-bit weights)", ex);
+    }
+    return st;
+}
+
+// Row-major y[M, N] = x[M, K] · W[N, K]ᵀ is column-major yᵀ = W'ᵀ · xᵀ with W' the [K, N] column-major view of W.
+static mc_status gemm_blas(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                           const float *bias, int64_t M, int64_t N, int64_t K) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || ldx > INT32_MAX) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul: [%lld, %lld] x [%lld, %lld] exceeds cuBLAS' "
+                       "int sizes", (long long)M, (long long)K, (long long)N, (long long)K);
+    }
+    const float one = 1.0f, zero = 0.0f;
+    float *inv_p = nullptr;
+    mc_status st;
+    if (w->dtype == MC_DTYPE_F32) {
+        st = mc_cublas_status(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
+                                          (const float *)w->data, (int)K, x, (int)ldx, &zero, y, (int)N),
+                              "sgemm", ex);
+    } else if (w->dtype == MC_DTYPE_BF16) {
+        st = gemm_split<__nv_bfloat16, 3>(ex, y, x, ldx, w, M, N, K, CUDA_R_16BF, &inv_p);
+    } else {
+        st = gemm_split<__half, 2>(ex, y, x, ldx, w, M, N, K, CUDA_R_16F, &inv_p);
+    }
+    if (st == MC_OK && (bias != nullptr || inv_p != nullptr)) {
+        finish_rows_kernel<<<mc_cuda_blocks(M * N, 256), 256, 0, c->stream>>>(y, inv_p, bias, M, N);
+        st = mc_cuda_launched("matmul (rows)", ex);
+    }
+    return st;
+}
+
+extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                                    const float *bias, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0) {
+        return MC_OK;
+    }
+    if (w->dtype == MC_DTYPE_I8 || M <= GEMV_ROWS || K == 0) {
+        switch (w->dtype) {
+            case MC_DTYPE_F32:
+                return gemv<float>(ex, y, x, ldx, w, bias, M, N, K);
+            case MC_DTYPE_F16:
+                return gemv<__half>(ex, y, x, ldx, w, bias, M, N, K);
+            case MC_DTYPE_BF16:
+                return gemv<__nv_bfloat16>(ex, y, x, ldx, w, bias, M, N, K);
+            case MC_DTYPE_I8:
+                return gemv<int8_t>(ex, y, x, ldx, w, bias, M, N, K);
+            default:
+                return mc_fail(mc_cuda_err(ex), MC_ERR_INTERNAL, "cuda matmul: unknown weight dtype %d", w->dtype);
+        }
+    }
+    return gemm_blas(ex, y, x, ldx, w, bias, M, N, K);
+}

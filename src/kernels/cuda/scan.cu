@@ -1,0 +1,172 @@
+// Selective scan on the device (spec §3.4 steps 4–9), sequence and step forms. Which shapes go where:
+// - sequence, N ≤ 64: scan_tiled_kernel. One block per (sequence, group of channels); each channel's state lives in
+//   the registers of TPC threads (SPT states each) for the whole sequence; time advances in tiles of SCAN_TILE
+//   steps whose B, C, Δ, u, z are staged in shared memory with coalesced loads and whose y leaves the same way.
+// - the step form (L = 1), and any N > 64: scan_generic_kernel, one thread per (sequence, channel), h read and
+//   written in device memory (a step touches each state once anyway).
+#include "kernels/cuda/common.cuh"
+
+#define SCAN_TILE 32    // time steps staged per tile
+#define SCAN_THREADS 128
+
+template <int TPC, int SPT>
+__global__ void __launch_bounds__(SCAN_THREADS)
+    scan_tiled_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
+                      const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ A,
+                      const float *__restrict__ B, const float *__restrict__ C, int64_t ldbc,
+                      const float *__restrict__ D, const float *__restrict__ z, int64_t ldz, int64_t L, int64_t E,
+                      int64_t N) {
+    constexpr int NMAX = TPC * SPT, CH = SCAN_THREADS / TPC;
+    __shared__ float sB[SCAN_TILE][NMAX], sC[SCAN_TILE][NMAX];
+    __shared__ float sDelta[SCAN_TILE][CH], sU[SCAN_TILE][CH], sZ[SCAN_TILE][CH], sY[SCAN_TILE][CH];
+    const int64_t b = blockIdx.y, e0 = (int64_t)blockIdx.x * CH;
+    const int c = threadIdx.x / TPC, j = threadIdx.x % TPC;
+    const int64_t e = e0 + c;
+    const bool live = e < E;
+    float hr[SPT], Ar[SPT];
+#pragma unroll
+    for (int i = 0; i < SPT; i++) {
+        const int64_t n = j + i * TPC;
+        const bool ok = live && n < N;
+        hr[i] = ok ? h[(b * E + e) * N + n] : 0.0f;
+        Ar[i] = ok ? A[e * N + n] : 0.0f;
+    }
+    const float Dv = live ? D[e] : 0.0f;
+    for (int64_t t0 = 0; t0 < L; t0 += SCAN_TILE) {
+        const int tl = (int)(L - t0 < SCAN_TILE ? L - t0 : SCAN_TILE);
+        for (int idx = threadIdx.x; idx < tl * NMAX; idx += SCAN_THREADS) {
+            const int tt = idx / NMAX, n = idx % NMAX;
+            const int64_t row = b * L + t0 + tt;
+            sB[tt][n] = n < N ? B[row * ldbc + n] : 0.0f;
+            sC[tt][n] = n < N ? C[row * ldbc + n] : 0.0f;
+        }
+        for (int idx = threadIdx.x; idx < tl * CH; idx += SCAN_THREADS) {
+            const int tt = idx / CH, cc = idx % CH;
+            const int64_t ee = e0 + cc, row = b * L + t0 + tt;
+            if (ee < E) {
+                sDelta[tt][cc] = mc_dev_softplus(dt[row * E + ee] + dt_bias[ee]);
+                sU[tt][cc] = u[row * E + ee];
+                sZ[tt][cc] = z[row * ldz + ee];
+            } else { // a channel past E: computed on zeros, never stored
+                sDelta[tt][cc] = sU[tt][cc] = sZ[tt][cc] = 0.0f;
+            }
+        }
+        __syncthreads();
+        for (int tt = 0; tt < tl; tt++) {
+            const float delta = sDelta[tt][c], ut = sU[tt][c];
+            float p = 0.0f;
+#pragma unroll
+            for (int i = 0; i < SPT; i++) {
+                const int n = j + i * TPC;
+                hr[i] = expf(delta * Ar[i]) * hr[i] + delta * sB[tt][n] * ut;
+                p += sC[tt][n] * hr[i];
+            }
+#pragma unroll
+            for (int off = TPC / 2; off > 0; off >>= 1) {
+                p += __shfl_xor_sync(0xffffffffu, p, off);
+            }
+            if (j == 0) {
+                sY[tt][c] = (p + Dv * ut) * mc_dev_silu(sZ[tt][c]);
+            }
+        }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < tl * CH; idx += SCAN_THREADS) {
+            const int tt = idx / CH, cc = idx % CH;
+            const int64_t ee = e0 + cc;
+            if (ee < E) {
+                y[(b * L + t0 + tt) * E + ee] = sY[tt][cc];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < SPT; i++) {
+        const int64_t n = j + i * TPC;
+        if (live && n < N) {
+            h[(b * E + e) * N + n] = hr[i];
+        }
+    }
+}
+
+// One thread per (sequence b, channel e), the recurrence in the reference's order.
+__global__ void scan_generic_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
+                                    const float *__restrict__ dt, const float *__restrict__ dt_bias,
+                                    const float *__restrict__ A, const float *__restrict__ B,
+                                    const float *__restrict__ C, int64_t ldbc, const float *__restrict__ D,
+                                    const float *__restrict__ z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
+                                    int64_t N) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= Bt * E) {
+        return;
+    }
+    const int64_t e = i % E, b = i / E;
+    float *he = h + i * N;
+    const float *Ae = A + e * N;
+    for (int64_t t = 0; t < L; t++) {
+        const int64_t row = b * L + t;
+        const float delta = mc_dev_softplus(dt[row * E + e] + dt_bias[e]);
+        const float ut = u[row * E + e];
+        const float *Bt_ = B + row * ldbc, *Ct = C + row * ldbc;
+        float acc = 0.0f;
+        for (int64_t n = 0; n < N; n++) {
+            const float hn = expf(delta * Ae[n]) * he[n] + delta * Bt_[n] * ut;
+            he[n] = hn;
+            acc += Ct[n] * hn;
+        }
+        y[row * E + e] = (acc + D[e] * ut) * mc_dev_silu(z[row * ldz + e]);
+    }
+}
+
+static mc_status scan_generic(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                              const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
+                              int64_t N) {
+    scan_generic_kernel<<<mc_cuda_blocks(Bt * E, 128), 128, 0, mc_cuda_ctx_of(ex)->stream>>>(
+        y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+    return mc_cuda_launched("selective_scan (generic)", ex);
+}
+
+template <int TPC, int SPT>
+static mc_status scan_tiled(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                            const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E,
+                            int64_t N) {
+    constexpr int CH = SCAN_THREADS / TPC;
+    dim3 grid(mc_cuda_blocks(E, CH), (unsigned)Bt);
+    scan_tiled_kernel<TPC, SPT><<<grid, SCAN_THREADS, 0, mc_cuda_ctx_of(ex)->stream>>>(y, h, u, dt, dt_bias, A, B, C,
+                                                                                      ldbc, D, z, ldz, L, E, N);
+    return mc_cuda_launched("selective_scan", ex);
+}
+
+extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                            const float *dt_bias, const float *A, const float *B, const float *C,
+                                            int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt,
+                                            int64_t L, int64_t E, int64_t N) {
+    if (Bt * E <= 0 || L <= 0) {
+        return MC_OK;
+    }
+    if (Bt > 65535) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan: %lld sequences in one call (at most "
+                       "65535)", (long long)Bt);
+    }
+    if (N <= 4) {
+        return scan_tiled<4, 1>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+    }
+    if (N <= 16) {
+        return scan_tiled<4, 4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+    }
+    if (N <= 64) {
+        return scan_tiled<8, 8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+    }
+    return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+}
+
+// The step is the sequence form with L = 1 and one row per sequence (ops.h), run by the generic kernel.
+extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u,
+                                                 const float *dt, const float *dt_bias, const float *A,
+                                                 const float *B, const float *C, int64_t ldbc, const float *D,
+                                                 const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    if (n_seq * E <= 0) {
+        return MC_OK;
+    }
+    return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, 1, E, N);
+}
