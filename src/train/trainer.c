@@ -362,6 +362,13 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
             return st;
         }
     }
+    const mc_ops *ops = model->ops;
+    if (ops->matmul_dx == NULL || ops->matmul_dw == NULL || ops->embed_bwd == NULL || ops->rmsnorm_bwd == NULL ||
+        ops->conv1d_bwd == NULL || ops->selective_scan_bwd == NULL || ops->cross_entropy == NULL ||
+        ops->axpby == NULL || ops->mul_acc == NULL) {
+        return mc_fail(err, MC_ERR_UNSUPPORTED, "train: the %s backend has no backward kernels yet; train with "
+                                                "--backend cpu", ops->name);
+    }
     const mc_config *c = &model->cfg;
     mc_trainer *t = calloc(1, sizeof(*t));
     if (t == NULL) {
