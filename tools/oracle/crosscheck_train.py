@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--lr", type=float, required=True)
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--scheduler", default="linear")
+    ap.add_argument("--total-steps", type=int, default=0,
+                    help="the schedule's length when the run stops early (mambac's --max-steps); default --steps")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -99,7 +101,8 @@ def main():
     model.train()
     # The Trainer's groups: no decay anywhere at weight_decay 0, so one group.
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    sched = get_scheduler(a.scheduler, opt, num_warmup_steps=a.warmup, num_training_steps=a.steps)
+    sched = get_scheduler(a.scheduler, opt, num_warmup_steps=a.warmup,
+                          num_training_steps=a.total_steps if a.total_steps > 0 else a.steps)
     t0 = time.time()
     losses = []
     for x, y in batches(train, a.batch, a.steps):
@@ -116,7 +119,7 @@ def main():
     theirs = MambaForCausalLM.from_pretrained(a.mambac_model, dtype=torch.float32).to(dev)
     v_mambac = evaluate(theirs, valid, 16, dev)
     out = {"transformers": transformers.__version__, "torch": torch.__version__, "device": dev,
-           "steps": a.steps, "batch": a.batch, "length": a.length, "lr": a.lr, "warmup": a.warmup,
+           "steps": a.steps, "schedule_steps": a.total_steps if a.total_steps > 0 else a.steps, "batch": a.batch, "length": a.length, "lr": a.lr, "warmup": a.warmup,
            "scheduler": a.scheduler, "train_seconds_transformers": secs,
            "loss_first_last_transformers": [losses[0], losses[-1]],
            "valid_loss_transformers": v_torch, "valid_loss_mambac": v_mambac,
