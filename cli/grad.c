@@ -135,6 +135,9 @@ static int parse_args(int argc, char **argv, grad_args *a) {
             return rc;
         }
     }
+    if (a->load.backend == MC_BACKEND_AUTO) { // the backward kernels exist on the host backends only, so far
+        a->load.backend = MC_BACKEND_CPU;
+    }
     a->lora_dir = a->load.lora; // here --lora names the adapter whose gradients are wanted, not one to merge
     a->load.lora = NULL;
     if (cli_need_model("grad", usage, &a->model) != CLI_OK) {

@@ -237,6 +237,9 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
         return cli_missing(a->cmd, usage, "--output-dir DIR is required");
     }
     a->o.lora = lora ? &a->spec : NULL;
+    if (a->load.backend == MC_BACKEND_AUTO) { // the backward kernels exist on the host backends only, so far
+        a->load.backend = MC_BACKEND_CPU;
+    }
     return CLI_OK;
 }
 

@@ -47,6 +47,7 @@ static mc_model *load_model(const char *rel) {
     char *path = mc_test_fixture(rel);
     mc_load_opts opts;
     mc_load_opts_init(&opts);
+    opts.backend = MC_BACKEND_CPU; // training runs on the host backends (auto picks cuda on a GPU machine)
     opts.n_threads = 2;
     mc_model *m = NULL;
     mc_error err = { 0 };
