@@ -1,10 +1,8 @@
 # Thin wrapper over CMake for the README's two commands.
-#   make run   installs the Debian packages, builds a release, and generates text with the demo model
+#   make run   installs the Debian packages, builds a release, and generates text with mambac's own model
 #   make test  installs the Debian packages, builds with ASan+UBSan, and runs the whole test suite
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-PROMPT ?= Hey how are you doing?
-TOKENIZER ?= ../shared/tokenizers/gpt-neox-20b/tokenizer.json
-DEMO_MODEL ?= tests/fixtures/models/tiny-neox
+PROMPT ?= It is a truth universally acknowledged
 
 .PHONY: all setup build run test clean
 
@@ -18,7 +16,7 @@ build: setup
 	cmake --build build -j $(JOBS)
 
 run: build
-	./scripts/demo "$(DEMO_MODEL)" "$(TOKENIZER)" "$(PROMPT)"
+	build/mambac generate -p "$(PROMPT)" -n 60 --temperature 0.8 --top-p 0.95 --seed 1
 
 test: setup
 	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DMAMBAC_SANITIZE=ON -DBUILD_TESTING=ON >/dev/null

@@ -109,7 +109,6 @@ run 0 bench -m "$TMP/we\"ird" -p 2 -n 0 -r 1 -t 1 -o json
 out_has '"model": "we\"ird"'
 
 # Bad usage (exit 2), each naming the flag.
-expect_usage bench "-m MODEL is required" -p 4
 expect_usage bench "-b: '0' is not an integer in 1..4096" -m "$K1" -b 0
 expect_usage bench "-t: 'x' is not an integer" -m "$K1" -t x
 expect_usage bench "-t: '0' is not an integer in 1..4096" -m "$K1" -t 1,0

@@ -62,7 +62,6 @@ err_has "demo model: random weights, output is not meaningful"
 expect_error generate "/nonexistent-model" -m /nonexistent-model --ids 1
 expect_usage generate "usage:" -m "$NEOX" --ids 1 --bogus
 expect_usage generate "usage:" -m "$NEOX" --ids
-expect_usage generate "-m MODEL is required" --ids 1
 expect_usage generate "at least one prompt" -m "$NEOX"
 expect_usage generate "out of range" -m "$NEOX" --ids 1 -n -1
 expect_usage generate "out of range" -m "$NEOX" --ids 1 -n 1000001

@@ -24,6 +24,5 @@ expect_usage info "not a backend" -m "$MODELS/tiny-neox" --backend gpu
 expect_usage info "out of range" -m "$MODELS/tiny-neox" --threads 0
 expect_usage info "not a weight dtype" -m "$MODELS/tiny-neox" --dtype int4
 expect_error info "/nonexistent-model" -m /nonexistent-model
-expect_usage info "-m MODEL is required"
 expect_usage info "usage:" -m "$MODELS/tiny-neox" --bogus
 exit 0

@@ -10,7 +10,6 @@ NEOX="$MODELS/tiny-neox"
 # Checks that need no tokenizer.
 printf 'Hey how are you doing?' >"$TMP/text"
 expect_usage perplexity "-f FILE is required" -m "$NEOX"
-MAMBAC_MODEL= expect_usage perplexity "-m MODEL is required" -f "$TMP/text"
 expect_usage perplexity "out of range" -m "$NEOX" -f "$TMP/text" --max-tokens 1
 expect_usage perplexity "not a weight dtype" -m "$NEOX" -f "$TMP/text" --dtype int4
 expect_usage perplexity "usage:" -m "$NEOX" -f "$TMP/text" --bogus

@@ -3,7 +3,6 @@
 # invalid UTF-8 named by byte offset, and bad usage.
 . "$(dirname "$0")/helpers"
 
-expect_usage tokenize "-m MODEL is required"
 expect_usage detokenize "--ids 1,2,3 is required" --tokenizer /x.json
 expect_error tokenize "tokenizer.json" -m "$MODELS/tiny-neox"
 [ -f "$TOKENIZER" ] || skip "the shared tokenizer is absent"
