@@ -2,6 +2,7 @@
 // (portable C, AVX2, AVX-512; called directly, skipped with a note when the CPU lacks it), 1 and 2 threads, on sizes
 // that break vector blocks, with the state carried across chunked calls; batched decode steps against per-sequence
 // reference steps.
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -240,6 +241,43 @@ static void test_scan_softplus_edges(void **unused) {
             ok &= mc_check_close(&y_got, &y_want, 1, 2.5e-7, label);
         }
     }
+    assert_true(ok);
+}
+
+// Δ = softplus(dt + dt_bias) against torch's own softplus (threshold 20; tools/oracle/softplus_fixture.py), on the
+// reference and every variant: with A = 0, h0 = 0 and B = u = 1 one step leaves h = Δ. A threshold below ~16 (where
+// log1p(exp(v)) and v still differ in f32) or a wrong branch fails here.
+static void test_scan_softplus_reference(void **unused) {
+    char *path = mc_test_fixture("expect/softplus.json");
+    char *text = path != NULL ? mc_test_read_text(path) : NULL;
+    free(path);
+    if (text == NULL) {
+        skip();
+    }
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    const cJSON *xs = cJSON_GetObjectItem(doc, "x"), *ys = cJSON_GetObjectItem(doc, "softplus");
+    assert_true(cJSON_GetArraySize(xs) == cJSON_GetArraySize(ys) && cJSON_GetArraySize(xs) > 100);
+    const float one = 1.0f, A = 0.0f, D = 0.0f, z = 30.0f, zero = 0.0f;
+    const float bc[2] = { 1.0f, 1.0f };
+    bool ok = true;
+    for (int isa = -1; isa < MC_CPU_ISA_COUNT; isa++) { // -1: the reference
+        mc_cpu_selective_scan_fn f = isa < 0 ? mc_ref_selective_scan : KERNEL(isa, selective_scan);
+        if (f == NULL) {
+            continue;
+        }
+        for (int i = 0; i < cJSON_GetArraySize(xs); i++) {
+            const float v = (float)cJSON_GetArrayItem(xs, i)->valuedouble, want = (float)cJSON_GetArrayItem(ys, i)->valuedouble;
+            mc_exec ex = { .n_threads = 1 };
+            float y = 0.0f, h = 0.0f;
+            f(&ex, &y, &h, &one, &v, &zero, &A, bc, bc + 1, 2, &D, &z, 1, 1, 1, 1);
+            char label[96];
+            snprintf(label, sizeof(label), "scan[%s] delta at %g vs torch's softplus", isa < 0 ? "ref" : isa_names[isa],
+                     (double)v);
+            ok &= mc_check_close(&h, &want, 1, 4e-7, label);
+        }
+    }
+    cJSON_Delete(doc);
     assert_true(ok);
 }
 
@@ -615,6 +653,7 @@ static void test_select(void **unused) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),     cmocka_unit_test(test_scan_softplus_edges),
+        cmocka_unit_test(test_scan_softplus_reference),
         cmocka_unit_test(test_scan_small), cmocka_unit_test(test_scan_large),
         cmocka_unit_test(test_conv1d),     cmocka_unit_test(test_steps),
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_embed),      cmocka_unit_test(test_nll),
