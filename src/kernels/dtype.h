@@ -107,3 +107,20 @@ static inline uint16_t mc_f32_to_f16(float f) {
     }
     return (uint16_t)(sign | half);
 }
+
+// A [N, K] weight matrix that the kernels can read: data present, a known dtype, int8 with its scales and group.
+static inline bool mc_weight_ok(const mc_weight *w, int64_t N, int64_t K) {
+    if (w == NULL || w->data == NULL || w->rows != N || w->cols != K) {
+        return false;
+    }
+    switch (w->dtype) {
+        case MC_DTYPE_F32:
+        case MC_DTYPE_F16:
+        case MC_DTYPE_BF16:
+            return true;
+        case MC_DTYPE_I8:
+            return w->scales != NULL && w->group >= 1;
+        default:
+            return false;
+    }
+}

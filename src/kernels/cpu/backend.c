@@ -147,43 +147,26 @@ static mc_status axpby_op(const mc_exec *ex, float *y, float a, const float *x, 
     return MC_OK;
 }
 
-static mc_status mul_acc_op(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
-    (void)ex;
-    mc_ref_mul_acc(ex, y, a, b, n);
-    return MC_OK;
-}
-
 void mc_ops_cpu_init(mc_ops *ops) {
     best = mc_cpu_kernels_best();
-    *ops = (mc_ops){
-        .name = "cpu",
-        .backend = MC_BACKEND_CPU,
-        .host_memory = true,
-        .exec_init = mc_host_exec_init,
-        .exec_free = mc_host_exec_free,
-        .alloc = mc_host_alloc,
-        .free = mc_host_free,
-        .upload = mc_host_copy,
-        .download = mc_host_copy,
-        .copy = mc_host_copy,
-        .zero = mc_host_zero,
-        .sync = mc_host_sync,
-        .matmul = matmul_op,
-        .embed = embed_op,
-        .rmsnorm = rmsnorm_op,
-        .conv1d = conv1d_op,
-        .selective_scan = scan_op,
-        .conv1d_step = conv1d_step_op,
-        .selective_scan_step = scan_step_op,
-        .nll = nll_op,
-        .axpby = axpby_op,
-        .mul_acc = mul_acc_op,
-        .matmul_dx = mc_cpu_matmul_dx,
-        .matmul_dw = mc_cpu_matmul_dw,
-        .embed_bwd = mc_cpu_embed_bwd,
-        .rmsnorm_bwd = mc_cpu_rmsnorm_bwd,
-        .conv1d_bwd = best->conv1d_bwd,
-        .selective_scan_bwd = best->selective_scan_bwd,
-        .cross_entropy = best->cross_entropy,
-    };
+    // The host-memory entries and mul_acc are the reference's; the compute entries are this backend's.
+    *ops = mc_ops_ref;
+    ops->name = "cpu";
+    ops->backend = MC_BACKEND_CPU;
+    ops->matmul = matmul_op;
+    ops->embed = embed_op;
+    ops->rmsnorm = rmsnorm_op;
+    ops->conv1d = conv1d_op;
+    ops->selective_scan = scan_op;
+    ops->conv1d_step = conv1d_step_op;
+    ops->selective_scan_step = scan_step_op;
+    ops->nll = nll_op;
+    ops->axpby = axpby_op;
+    ops->matmul_dx = mc_cpu_matmul_dx;
+    ops->matmul_dw = mc_cpu_matmul_dw;
+    ops->embed_bwd = mc_cpu_embed_bwd;
+    ops->rmsnorm_bwd = mc_cpu_rmsnorm_bwd;
+    ops->conv1d_bwd = best->conv1d_bwd;
+    ops->selective_scan_bwd = best->selective_scan_bwd;
+    ops->cross_entropy = best->cross_entropy;
 }

@@ -122,22 +122,6 @@ static bool blas_sizes_ok(int64_t a, int64_t b, int64_t c, int64_t d) {
     return a <= INT_MAX && b <= INT_MAX && c <= INT_MAX && d <= INT_MAX;
 }
 
-static bool weight_ok(const mc_weight *w, int64_t N, int64_t K) {
-    if (w == NULL || w->data == NULL || w->rows != N || w->cols != K) {
-        return false;
-    }
-    switch (w->dtype) {
-        case MC_DTYPE_F32:
-        case MC_DTYPE_F16:
-        case MC_DTYPE_BF16:
-            return true;
-        case MC_DTYPE_I8:
-            return w->scales != NULL && w->group >= 1;
-        default:
-            return false;
-    }
-}
-
 // Rows [r0, r0 + rows) of a weight as f32 into out [rows, cols]: exact for f16/bf16, q · scale for int8 as the
 // forward reads them.
 typedef struct widen_args {
@@ -183,7 +167,7 @@ mc_status mc_cpu_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const floa
                        "matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
                        (long long)N, (long long)K, (long long)ldx);
     }
-    if (!weight_ok(w, N, K)) {
+    if (!mc_weight_ok(w, N, K)) {
         return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dx: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix",
                        (long long)N, (long long)K);
     }

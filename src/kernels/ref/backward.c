@@ -40,22 +40,6 @@ static float silu_grad(float v) {
 
 // ---- matmul -----------------------------------------------------------------------------------------------------
 
-static bool weight_ok(const mc_weight *w, int64_t N, int64_t K) {
-    if (w == NULL || w->data == NULL || w->rows != N || w->cols != K) {
-        return false;
-    }
-    switch (w->dtype) {
-        case MC_DTYPE_F32:
-        case MC_DTYPE_F16:
-        case MC_DTYPE_BF16:
-            return true;
-        case MC_DTYPE_I8:
-            return w->scales != NULL && w->group >= 1;
-        default:
-            return false;
-    }
-}
-
 mc_status mc_ref_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
                            int64_t N, int64_t K, bool accumulate) {
     if (M < 0 || N < 0 || K < 0 || ldx < K) {
@@ -63,7 +47,7 @@ mc_status mc_ref_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const floa
                        "matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
                        (long long)N, (long long)K, (long long)ldx);
     }
-    if (!weight_ok(w, N, K)) {
+    if (!mc_weight_ok(w, N, K)) {
         return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dx: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix",
                        (long long)N, (long long)K);
     }
