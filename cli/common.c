@@ -432,3 +432,14 @@ int cli_copy_tokenizer(const char *cmd, const char *from_dir, const char *to_dir
     free(data);
     return rc;
 }
+
+int cli_ids_same_length(const char *cmd, const int64_t *n_ids, int64_t n_seq) {
+    for (int64_t i = 1; i < n_seq; i++) {
+        if (n_ids[i] != n_ids[0]) {
+            return cli_fail(cmd, "--ids %lld has %lld tokens but --ids 1 has %lld: all sequences of a batch must have "
+                                 "the same length",
+                            (long long)(i + 1), (long long)n_ids[i], (long long)n_ids[0]);
+        }
+    }
+    return CLI_OK;
+}

@@ -69,6 +69,8 @@ int cli_flag_i64(cli_flags *f, int64_t lo, int64_t hi, int64_t *out);
 int cli_flag_u64(cli_flags *f, uint64_t *out);
 int cli_flag_f64(cli_flags *f, double *out);
 int cli_flag_ids(cli_flags *f, int32_t **ids, int64_t *n_ids);
+// Fails (one line naming the first list that differs) unless the n_seq --ids lists have one length: a batch.
+int cli_ids_same_length(const char *cmd, const int64_t *n_ids, int64_t n_seq);
 // "mambac <cmd>: <flag>: <message>" for a value that parsed but is out of range; returns CLI_USAGE.
 int cli_flag_bad(const cli_flags *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // A required flag that never came: message + usage, CLI_USAGE.

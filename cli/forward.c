@@ -78,13 +78,8 @@ static int parse_args(int argc, char **argv, fwd_args *a) {
     if (a->out == NULL) {
         return cli_missing("forward", usage, "--out FILE.npy is required");
     }
-    for (int64_t i = 1; i < a->n_seq; i++) {
-        if (a->n_ids[i] != a->n_ids[0]) {
-            return cli_fail("forward",
-                            "--ids %lld has %lld tokens but --ids 1 has %lld: all sequences of a batch must "
-                            "have the same length",
-                            (long long)(i + 1), (long long)a->n_ids[i], (long long)a->n_ids[0]);
-        }
+    if (cli_ids_same_length("forward", a->n_ids, a->n_seq) != CLI_OK) {
+        return CLI_ERR;
     }
     return CLI_OK;
 }

@@ -155,12 +155,8 @@ static int parse_args(int argc, char **argv, grad_args *a) {
     if (a->lora && !a->alpha_set) {
         a->spec.alpha = a->spec.r;
     }
-    for (int64_t i = 1; i < a->n_seq; i++) {
-        if (a->n_ids[i] != a->n_ids[0]) {
-            return cli_fail("grad", "--ids %lld has %lld tokens but --ids 1 has %lld: all sequences of a batch must "
-                                    "have the same length",
-                            (long long)(i + 1), (long long)a->n_ids[i], (long long)a->n_ids[0]);
-        }
+    if (cli_ids_same_length("grad", a->n_ids, a->n_seq) != CLI_OK) {
+        return CLI_ERR;
     }
     return CLI_OK;
 }
