@@ -29,7 +29,9 @@ static const char help[] =
     "      --rslora           scaling alpha / sqrt(r) instead of alpha / r\n"
     "      --lora-bias MODE   none (default), all or lora_only\n"
     "      --seed S           seed of a new adapter's initialisation (default 0)\n"
-    "  -q, --quiet            no summary on stderr\n" CLI_LOAD_HELP "  -h, --help             this text\n"
+    "  -q, --quiet            no summary on stderr\n" CLI_LOAD_HELP
+    "                           --backend auto means cpu here: the backward kernels are host-only so far\n"
+    "  -h, --help             this text\n"
     "\n"
     "examples:\n"
     "  mambac grad -m tests/fixtures/models/f32-tied --ids 5,17,42,7 --ids 9,3,1,2 --out grads.safetensors\n"

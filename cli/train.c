@@ -57,7 +57,9 @@ static const char finetune_usage[] =
     "      --save-total-limit N keep the newest N checkpoints (default: all)\n"                                  \
     "      --resume DIR         continue from a checkpoint-N folder (or the newest one in DIR)\n"                 \
     "      --tokenizer FILE     tokenizer.json (default: the model folder's)\n"                                   \
-    "  -q, --quiet              no progress on stderr\n" CLI_LOAD_HELP "  -h, --help               this text\n"
+    "  -q, --quiet              no progress on stderr\n" CLI_LOAD_HELP                                             \
+    "                           --backend auto means cpu here: the backward kernels are host-only so far\n"      \
+    "  -h, --help               this text\n"
 
 static const char train_help[] =
     "Trains every weight of the model on a dataset as transformers' Trainer does by default (AdamW, linear\n"
