@@ -9,8 +9,14 @@
 
 // The per-caller execution context: how a kernel call may run and where its errors go. Owned by the caller (the
 // state or a training run), never by the shared model, so two threads can use one model with their own contexts.
+// How a backend may multiply: MC_MATH_F32 (the default) rounds as f32 products do. On a GPU, MC_MATH_TF32 and
+// MC_MATH_BF16 let the tensor cores round each product's operands to TF32 or bf16 (f32 accumulation, f32 in and
+// out), as PyTorch's allow_tf32 and bf16 autocast do; the host backends always compute in f32.
+enum { MC_MATH_F32 = 0, MC_MATH_TF32, MC_MATH_BF16 };
+
 typedef struct mc_exec {
     int n_threads;  // threads to use (1 = the calling thread only)
+    int math;       // MC_MATH_*: set by the caller after exec_init (which sets MC_MATH_F32)
     void *dev;      // the backend's per-caller handle (CUDA: stream, cuBLAS handle, graphs); NULL on host backends
     mc_error *err;  // where a failing op writes its one-line message (may be NULL)
 } mc_exec;
@@ -24,6 +30,18 @@ typedef struct mc_weight {
     const float *scales; // MC_DTYPE_I8 only
     int64_t group;       // MC_DTYPE_I8 only
 } mc_weight;
+
+// The scalars of one AdamW step (torch's roundings, train/optim.h): p ← p·decay; m ← fma(w1, g − m, m);
+// v ← fma(w2·g, g, v·beta2); p ← p + (neg_step · m) / (sqrtf(v) / bc2_sqrt + eps).
+typedef struct mc_adamw_args {
+    float decay;    // 1 − lr·wd for decayed tensors, 1 otherwise
+    float w1;       // 1 − β1
+    float beta2;    // β2
+    float w2;       // 1 − β2
+    float neg_step; // −lr / (1 − β1^t)
+    float bc2_sqrt; // sqrt(1 − β2^t)
+    float eps;
+} mc_adamw_args;
 
 // A backend: the memory it computes in, per-caller contexts, and the compute ops. Every entry returns mc_status
 // (a failed launch or allocation is reported through ex->err, never by exiting). Pointers handed to the memory
@@ -108,6 +126,14 @@ typedef struct mc_ops {
     mc_status (*axpby)(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
     // y[i] += a[i] · b[i] for i < n.
     mc_status (*mul_acc)(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
+
+    // The optimizer's elementwise parts (train/optim.h has the formulas). *out = Σ x[i]² summed in double
+    // (written, in the backend's memory). adamw: one torch AdamW step on n elements with the step's scalars.
+    // neg_exp: y[i] = −exp(x[i]) (A from A_log).
+    mc_status (*sumsq)(const mc_exec *ex, double *out, const float *x, int64_t n);
+    mc_status (*adamw)(const mc_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
+                       const struct mc_adamw_args *a);
+    mc_status (*neg_exp)(const mc_exec *ex, float *y, const float *x, int64_t n);
 
     // Training: the backward twins. Contracts (shapes, what accumulates, aliasing) are those of the mc_ref_* functions
     // of the same names in kernels/ref/backward.h; every pointer is in the backend's memory.

@@ -95,6 +95,7 @@ typedef struct run {
     int64_t n_groups;
     int *owner;             // [n_groups] the rank whose optimizer shard holds each tensor (ZeRO stage 1)
     int rank, n_ranks;
+    bool on_device; // one rank on a device backend: the optimizer runs there (else on host mirrors)
     mc_lr_schedule sched;
     int64_t total_steps, updates_per_epoch;
     const char *log_dir;
@@ -230,10 +231,8 @@ static mc_status save_optimizer(run *r, const char *dir, mc_error *err) {
     const int64_t n = r->t->n_params;
     float *m = calloc((size_t)(n > 0 ? n : 1), sizeof(float)), *v = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
     mc_status st = m != NULL && v != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "train: out of memory");
-    if (st == MC_OK) {
-        mc_adamw_export(r->opt, m, v);
-        st = mc_dist_allreduce_f32(m, n, err);
-    }
+    if (st == MC_OK) st = mc_adamw_export(r->opt, m, v, err);
+    if (st == MC_OK) st = mc_dist_allreduce_f32(m, n, err);
     if (st == MC_OK) st = mc_dist_allreduce_f32(v, n, err);
     char *path = st == MC_OK && r->rank == 0 ? mc_path_join(dir, "optimizer.safetensors") : NULL;
     if (st == MC_OK && r->rank == 0) {
@@ -542,10 +541,7 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
     // Data parallel: the ranks' gradients (each already divided by the global target count), losses and token
     // counts summed, so every rank holds the whole global batch's gradient.
     double sums[2] = { sum, (double)*real_tokens };
-    float *values = NULL, *grads = NULL;
     mc_status st = mc_dist_allreduce_f64(sums, 2, err);
-    if (st == MC_OK) st = mc_trainer_host_blocks(r->t, &values, &grads, err);
-    if (st == MC_OK) st = mc_dist_allreduce_f32(grads, r->t->n_params, err);
     if (st != MC_OK) {
         return st;
     }
@@ -554,8 +550,22 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
     if (!isfinite(*loss)) {
         return MC_OK; // the caller names the step
     }
-    st = mc_grads_clip_norm(grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
     *lr = mc_lr_schedule_at(&r->sched, mc_adamw_steps(r->opt));
+    if (r->on_device) { // one rank on a device: clipping and AdamW where the blocks are, nothing crosses to the host
+        mc_trainer *t = r->t;
+        st = mc_grads_clip_norm_on(t->ops, &t->exec, t->grads, r->groups, r->n_groups, r->o->max_grad_norm,
+                                   grad_norm, err);
+        if (st == MC_OK) st = mc_adamw_step(r->opt, t->params, t->grads, *lr, err);
+        t->host_params_stale = true;
+        return st == MC_OK ? mc_trainer_values_changed(t, err) : st;
+    }
+    float *values = NULL, *grads = NULL;
+    st = mc_trainer_host_blocks(r->t, &values, &grads, err);
+    if (st == MC_OK) st = mc_dist_allreduce_f32(grads, r->t->n_params, err);
+    if (st != MC_OK) {
+        return st;
+    }
+    st = mc_grads_clip_norm(grads, r->groups, r->n_groups, r->o->max_grad_norm, grad_norm, err);
     // Each rank updates the tensors of its optimizer shard, then every tensor goes out from its owner.
     if (st == MC_OK) st = mc_adamw_step(r->opt, values, grads, *lr, err);
     for (int64_t i = 0; st == MC_OK && r->n_ranks > 1 && i < r->n_groups; i++) {
@@ -690,6 +700,8 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
     mc_adamw_opts_init(&aopts);
     aopts.weight_decay = o->weight_decay;
     st = mc_adamw_new(r->t->n_params, mine, n_mine, &aopts, &r->opt, err);
+    r->on_device = !r->t->ops->host_memory && r->n_ranks == 1;
+    if (st == MC_OK && r->on_device) st = mc_adamw_bind(r->opt, r->t->ops, &r->t->exec, err);
     free(load);
     free(mine);
     free(done);

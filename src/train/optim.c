@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "io/safetensors.h"
+#include "kernels/ref/ref.h"
 
 struct mc_adamw {
     int64_t n_params;
@@ -20,6 +21,12 @@ struct mc_adamw {
     int64_t *moff;  // holds only its own groups, so its memory is its share)
     int64_t n_state; // floats in m and in v: the groups' total
     int64_t step;
+    // Bound to a device backend (mc_adamw_bind): the moments live in its memory as dm, dv (same compact layout) and
+    // m, v are host copies, stale while host_stale.
+    const mc_ops *ops;
+    const mc_exec *ex;
+    float *dm, *dv;
+    bool host_stale;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -161,6 +168,10 @@ void mc_adamw_free(mc_adamw *opt) {
     if (opt == NULL) {
         return;
     }
+    if (opt->ops != NULL) {
+        opt->ops->free(opt->ex, opt->dm);
+        opt->ops->free(opt->ex, opt->dv);
+    }
     free(opt->groups);
     free(opt->moff);
     free(opt->m);
@@ -172,6 +183,47 @@ int64_t mc_adamw_steps(const mc_adamw *opt) {
     return opt->step;
 }
 
+mc_status mc_adamw_bind(mc_adamw *opt, const mc_ops *ops, const mc_exec *ex, mc_error *err) {
+    if (ops->host_memory || opt->ops != NULL) {
+        return MC_OK;
+    }
+    const size_t bytes = (size_t)(opt->n_state > 0 ? opt->n_state : 1) * sizeof(float);
+    mc_exec e = *ex;
+    e.err = err;
+    float *dm = NULL, *dv = NULL;
+    mc_status st = ops->alloc(&e, (void **)&dm, bytes);
+    if (st == MC_OK) st = ops->alloc(&e, (void **)&dv, bytes);
+    if (st == MC_OK) st = ops->upload(&e, dm, opt->m, bytes);
+    if (st == MC_OK) st = ops->upload(&e, dv, opt->v, bytes);
+    if (st != MC_OK) {
+        ops->free(&e, dm);
+        ops->free(&e, dv);
+        return st;
+    }
+    opt->ops = ops;
+    opt->ex = ex;
+    opt->dm = dm;
+    opt->dv = dv;
+    return MC_OK;
+}
+
+// The host copies of bound moments, brought up to date.
+static mc_status fetch_moments(mc_adamw *opt, mc_error *err) {
+    if (opt->ops == NULL || !opt->host_stale) {
+        return MC_OK;
+    }
+    const size_t bytes = (size_t)opt->n_state * sizeof(float);
+    mc_exec e = *opt->ex;
+    e.err = err;
+    mc_status st = opt->ops->download(&e, opt->m, opt->dm, bytes);
+    if (st == MC_OK) st = opt->ops->download(&e, opt->v, opt->dv, bytes);
+    if (st != MC_OK) {
+        return st;
+    }
+    opt->host_stale = false;
+    return MC_OK;
+}
+
 mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double lr, mc_error *err) {
     if (!(lr >= 0 && isfinite(lr))) {
         return mc_fail(err, MC_ERR_INVALID, "adamw: learning rate %g, must be finite and >= 0", lr);
@@ -180,26 +232,29 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
     const int64_t t = ++opt->step;
     // The scalars as torch forms them: Python doubles, converted to f32 where they meet an f32 tensor.
     const double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
-    const float neg_step_size = (float)-(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
+    mc_adamw_args a = { .decay = 1.0f,
+                        .w1 = (float)(1.0 - o->beta1),
+                        .beta2 = (float)o->beta2,
+                        .w2 = (float)(1.0 - o->beta2),
+                        .neg_step = (float)-(lr / bc1),
+                        .bc2_sqrt = (float)sqrt(bc2),
+                        .eps = (float)o->eps };
     const float decay = (float)(1.0 - lr * o->weight_decay);
-    const float w1 = (float)(1.0 - o->beta1), beta2 = (float)o->beta2, w2 = (float)(1.0 - o->beta2);
-    const float eps = (float)o->eps;
     for (int64_t k = 0; k < opt->n_groups; k++) {
         const mc_optim_group *grp = &opt->groups[k];
-        const bool decays = grp->decay && o->weight_decay != 0;
-        float *restrict p = params + grp->offset, *restrict m = opt->m + opt->moff[k],
-                        *restrict v = opt->v + opt->moff[k];
-        const float *restrict g = grads + grp->offset;
-        for (int64_t i = 0; i < grp->numel; i++) {
-            float pi = p[i];
-            if (decays) {
-                pi = pi * decay;
-            }
-            m[i] = fmaf(w1, g[i] - m[i], m[i]);
-            v[i] = fmaf(w2 * g[i], g[i], v[i] * beta2);
-            const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-            p[i] = pi + (neg_step_size * m[i]) / denom;
+        a.decay = grp->decay && o->weight_decay != 0 ? decay : 1.0f; // p · 1 is p: the undecayed path unchanged
+        float *p = params + grp->offset;
+        const float *g = grads + grp->offset;
+        if (opt->ops == NULL) {
+            mc_ref_adamw(p, g, opt->m + opt->moff[k], opt->v + opt->moff[k], grp->numel, &a);
+            continue;
+        }
+        mc_exec e = *opt->ex;
+        e.err = err;
+        mc_status st = opt->ops->adamw(&e, p, g, opt->dm + opt->moff[k], opt->dv + opt->moff[k], grp->numel, &a);
+        opt->host_stale = true;
+        if (st != MC_OK) {
+            return st;
         }
     }
     return MC_OK;
@@ -208,12 +263,17 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
 // ---------------------------------------------------------------------------------------------------------------
 // State file
 
-void mc_adamw_export(const mc_adamw *opt, float *m_full, float *v_full) {
+mc_status mc_adamw_export(mc_adamw *opt, float *m_full, float *v_full, mc_error *err) {
+    mc_status st = fetch_moments(opt, err);
+    if (st != MC_OK) {
+        return st;
+    }
     for (int64_t k = 0; k < opt->n_groups; k++) {
         const mc_optim_group *g = &opt->groups[k];
         memcpy(m_full + g->offset, opt->m + opt->moff[k], (size_t)g->numel * sizeof(float));
         memcpy(v_full + g->offset, opt->v + opt->moff[k], (size_t)g->numel * sizeof(float));
     }
+    return MC_OK;
 }
 
 mc_status mc_adamw_write_state(const char *path, int64_t n_params, const mc_optim_group *groups, int64_t n_groups,
@@ -244,12 +304,12 @@ mc_status mc_adamw_write_state(const char *path, int64_t n_params, const mc_opti
     return st;
 }
 
-mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err) {
+mc_status mc_adamw_save(mc_adamw *opt, const char *path, mc_error *err) {
     float *m = calloc((size_t)(opt->n_params > 0 ? opt->n_params : 1), sizeof(float));
     float *v = calloc((size_t)(opt->n_params > 0 ? opt->n_params : 1), sizeof(float));
     mc_status st = m != NULL && v != NULL ? MC_OK : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    if (st == MC_OK) st = mc_adamw_export(opt, m, v, err);
     if (st == MC_OK) {
-        mc_adamw_export(opt, m, v);
         st = mc_adamw_write_state(path, opt->n_params, opt->groups, opt->n_groups, m, v, opt->step, err);
     }
     free(m);
@@ -342,6 +402,14 @@ mc_status mc_adamw_load(mc_adamw *opt, const char *path, mc_error *err) {
             memcpy(opt->v + opt->moff[k], (const char *)v->data + g->offset * 4, (size_t)g->numel * sizeof(float));
         }
         opt->step = load_i64(step->data, 0);
+        opt->host_stale = false;
+        if (opt->ops != NULL) {
+            const size_t bytes = (size_t)opt->n_state * sizeof(float);
+            mc_exec e = *opt->ex;
+            e.err = err;
+            st = opt->ops->upload(&e, opt->dm, opt->m, bytes);
+            if (st == MC_OK) st = opt->ops->upload(&e, opt->dv, opt->v, bytes);
+        }
     }
     mc_st_close(set);
     return st;
@@ -426,19 +494,12 @@ int64_t mc_lr_warmup_steps(double warmup, int64_t total_steps) {
 // ---------------------------------------------------------------------------------------------------------------
 // Clipping
 
-mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t n_groups, double max_norm,
-                             double *total_norm, mc_error *err) {
-    if (!(max_norm >= 0 && isfinite(max_norm))) {
-        return mc_fail(err, MC_ERR_INVALID, "max_grad_norm is %g, must be finite and >= 0", max_norm);
-    }
+// The clip factor from the groups' sums of squares (double): torch's per-group norms rounded to f32, their norm G,
+// c = max_norm · (1 / (G + 1e-6)) clamped to 1 (NaN kept).
+static float clip_factor(const double *sumsq, int64_t n_groups, double max_norm, double *total_norm) {
     double sum = 0; // of the squared per-group norms, each rounded to f32 as torch keeps them
     for (int64_t k = 0; k < n_groups; k++) {
-        const float *g = grads + groups[k].offset;
-        double s = 0;
-        for (int64_t i = 0; i < groups[k].numel; i++) {
-            s += (double)g[i] * (double)g[i];
-        }
-        const double norm = (double)(float)sqrt(s);
+        const double norm = (double)(float)sqrt(sumsq[k]);
         sum += norm * norm;
     }
     const float norm = (float)sqrt(sum);
@@ -446,10 +507,26 @@ mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t
         *total_norm = norm;
     }
     if (max_norm == 0) {
-        return MC_OK;
+        return 1.0f;
     }
-    float c = (1.0f / (norm + 1e-6f)) * (float)max_norm; // max_norm / (norm + 1e-6) as Tensor.__rtruediv__ does it
-    c = c < 1.0f ? c : isnan(c) ? c : 1.0f;              // torch.clamp(max=1.0) keeps NaN
+    const float c = (1.0f / (norm + 1e-6f)) * (float)max_norm; // max_norm / (norm + 1e-6) as Tensor.__rtruediv__
+    return c < 1.0f ? c : isnan(c) ? c : 1.0f;                 // torch.clamp(max=1.0) keeps NaN
+}
+
+mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t n_groups, double max_norm,
+                             double *total_norm, mc_error *err) {
+    if (!(max_norm >= 0 && isfinite(max_norm))) {
+        return mc_fail(err, MC_ERR_INVALID, "max_grad_norm is %g, must be finite and >= 0", max_norm);
+    }
+    double *sumsq = malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(double));
+    if (sumsq == NULL) {
+        return mc_fail(err, MC_ERR_NOMEM, "clipping: out of memory");
+    }
+    for (int64_t k = 0; k < n_groups; k++) {
+        sumsq[k] = mc_ref_sumsq(grads + groups[k].offset, groups[k].numel);
+    }
+    const float c = clip_factor(sumsq, n_groups, max_norm, total_norm);
+    free(sumsq);
     if (c == 1.0f) {
         return MC_OK; // multiplying by 1 changes nothing
     }
@@ -460,4 +537,27 @@ mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t
         }
     }
     return MC_OK;
+}
+
+mc_status mc_grads_clip_norm_on(const mc_ops *ops, const mc_exec *ex, float *grads, const mc_optim_group *groups,
+                                int64_t n_groups, double max_norm, double *total_norm, mc_error *err) {
+    if (!(max_norm >= 0 && isfinite(max_norm))) {
+        return mc_fail(err, MC_ERR_INVALID, "max_grad_norm is %g, must be finite and >= 0", max_norm);
+    }
+    mc_exec e = *ex;
+    e.err = err;
+    const size_t bytes = (size_t)(n_groups > 0 ? n_groups : 1) * sizeof(double);
+    double *dev = NULL, *sumsq = malloc(bytes);
+    mc_status st = sumsq != NULL ? ops->alloc(&e, (void **)&dev, bytes) : mc_fail(err, MC_ERR_NOMEM, "clipping: oom");
+    for (int64_t k = 0; st == MC_OK && k < n_groups; k++) {
+        st = ops->sumsq(&e, dev + k, grads + groups[k].offset, groups[k].numel);
+    }
+    if (st == MC_OK) st = ops->download(&e, sumsq, dev, (size_t)n_groups * sizeof(double));
+    const float c = st == MC_OK ? clip_factor(sumsq, n_groups, max_norm, total_norm) : 1.0f;
+    for (int64_t k = 0; st == MC_OK && c != 1.0f && k < n_groups; k++) {
+        st = ops->axpby(&e, grads + groups[k].offset, c, NULL, 0.0f, groups[k].numel);
+    }
+    ops->free(&e, dev);
+    free(sumsq);
+    return st;
 }

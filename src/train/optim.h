@@ -33,6 +33,7 @@
 //     constant_with_warmup: s < W: s / max(1, W); else 1
 #pragma once
 
+#include "kernels/ops.h"
 #include "mambac.h"
 
 typedef struct mc_optim_group {
@@ -73,15 +74,20 @@ void mc_adamw_free(mc_adamw *opt); // NULL is a no-op
 // groups; params updated in place). Errors: MC_ERR_INVALID when lr is negative or not finite (nothing changes).
 mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double lr, mc_error *err);
 
-int64_t mc_adamw_steps(const mc_adamw *opt); // steps taken: the t of the last step, and the scheduler's position
+int64_t mc_adamw_steps(const mc_adamw *opt);
+
+// Moves the moments into a device backend's memory (a no-op on host backends): later steps take params and grads
+// in that memory and run the backend's adamw op on ex's queue; save, export and load copy through the host. ex
+// must outlive opt. Errors: those of the allocation or upload (opt is then unchanged).
+mc_status mc_adamw_bind(mc_adamw *opt, const mc_ops *ops, const mc_exec *ex, mc_error *err); // steps taken: the t of the last step, and the scheduler's position
 
 // Writes the state as one safetensors file: "m" and "v" F32 [n_params], "step" I64 [1], "groups" I64
 // [n_groups, 3] (offset, numel, decay) so a load can check the layout. Errors name path (MC_ERR_IO, MC_ERR_NOMEM).
-mc_status mc_adamw_save(const mc_adamw *opt, const char *path, mc_error *err);
+mc_status mc_adamw_save(mc_adamw *opt, const char *path, mc_error *err);
 
 // The moments of opt's groups written into full-size arrays [n_params] at the groups' offsets (other elements are
-// left as they are): ranks of a sharded optimizer sum these into one whole state.
-void mc_adamw_export(const mc_adamw *opt, float *m_full, float *v_full);
+// left as they are): ranks of a sharded optimizer sum these into one whole state. Errors: those of a download.
+mc_status mc_adamw_export(mc_adamw *opt, float *m_full, float *v_full, mc_error *err);
 
 // Writes a state file as mc_adamw_save does, from full-size moments and a group list.
 mc_status mc_adamw_write_state(const char *path, int64_t n_params, const mc_optim_group *groups, int64_t n_groups,
@@ -140,3 +146,8 @@ int64_t mc_lr_warmup_steps(double warmup, int64_t total_steps);
 // is negative or not finite.
 mc_status mc_grads_clip_norm(float *grads, const mc_optim_group *groups, int64_t n_groups, double max_norm,
                              double *total_norm, mc_error *err);
+
+// The same on gradients in a backend's memory: the groups' sums of squares by ops->sumsq (one small download),
+// the scaling by ops->axpby.
+mc_status mc_grads_clip_norm_on(const mc_ops *ops, const mc_exec *ex, float *grads, const mc_optim_group *groups,
+                                int64_t n_groups, double max_norm, double *total_norm, mc_error *err);

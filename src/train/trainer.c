@@ -312,23 +312,12 @@ mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err) {
     }
     const mc_config *c = &t->base->cfg;
     const int64_t EN = c->intermediate_size * c->state_size;
-    float *host = malloc((size_t)EN * sizeof(float));
-    if (host == NULL) {
-        return mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory");
-    }
+    mc_exec ex = t->exec;
+    ex.err = err;
     mc_status st = MC_OK;
-    t->exec.err = err;
-    for (int64_t i = 0; st == MC_OK && i < c->num_hidden_layers; i++) {
-        st = t->ops->download(&t->exec, host, t->layers[i].A_log, (size_t)EN * sizeof(float));
-        for (int64_t j = 0; st == MC_OK && j < EN; j++) {
-            host[j] = -expf(host[j]); // as mc_model_derive_A computes it
-        }
-        if (st == MC_OK) {
-            st = t->ops->upload(&t->exec, t->A + i * EN, host, (size_t)EN * sizeof(float));
-        }
+    for (int64_t i = 0; st == MC_OK && i < c->num_hidden_layers; i++) { // as mc_model_derive_A computes it
+        st = t->ops->neg_exp(&ex, t->A + i * EN, t->layers[i].A_log, EN);
     }
-    t->exec.err = NULL;
-    free(host);
     return st;
 }
 
@@ -365,7 +354,8 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
     const mc_ops *ops = model->ops;
     if (ops->matmul_dx == NULL || ops->matmul_dw == NULL || ops->embed_bwd == NULL || ops->rmsnorm_bwd == NULL ||
         ops->conv1d_bwd == NULL || ops->selective_scan_bwd == NULL || ops->cross_entropy == NULL ||
-        ops->axpby == NULL || ops->mul_acc == NULL) {
+        ops->axpby == NULL || ops->mul_acc == NULL || ops->sumsq == NULL || ops->adamw == NULL ||
+        ops->neg_exp == NULL) {
         return mc_fail(err, MC_ERR_UNSUPPORTED, "train: the %s backend has no backward kernels yet; train with "
                                                 "--backend cpu", ops->name);
     }

@@ -144,6 +144,31 @@ void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b,
     }
 }
 
+double mc_ref_sumsq(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s += (double)x[i] * (double)x[i];
+    }
+    return s;
+}
+
+void mc_ref_adamw(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
+                  const mc_adamw_args *a) {
+    for (int64_t i = 0; i < n; i++) {
+        const float pi = p[i] * a->decay;
+        m[i] = fmaf(a->w1, g[i] - m[i], m[i]);
+        v[i] = fmaf(a->w2 * g[i], g[i], v[i] * a->beta2);
+        const float d = sqrtf(v[i]) / a->bc2_sqrt + a->eps;
+        p[i] = pi + (a->neg_step * m[i]) / d;
+    }
+}
+
+void mc_ref_neg_exp(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = -expf(x[i]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The ref backend's op table: the twins above, once per sequence of a batch. They cannot fail.
 
@@ -214,6 +239,25 @@ static mc_status nll_op(const mc_exec *ex, double *out, const float *logits, int
     return MC_OK;
 }
 
+static mc_status sumsq_op(const mc_exec *ex, double *out, const float *x, int64_t n) {
+    (void)ex;
+    *out = mc_ref_sumsq(x, n);
+    return MC_OK;
+}
+
+static mc_status adamw_op(const mc_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
+                          const mc_adamw_args *a) {
+    (void)ex;
+    mc_ref_adamw(p, g, m, v, n, a);
+    return MC_OK;
+}
+
+static mc_status neg_exp_op(const mc_exec *ex, float *y, const float *x, int64_t n) {
+    (void)ex;
+    mc_ref_neg_exp(y, x, n);
+    return MC_OK;
+}
+
 const mc_ops mc_ops_ref = {
     .name = "ref",
     .backend = MC_BACKEND_REF,
@@ -237,6 +281,9 @@ const mc_ops mc_ops_ref = {
     .nll = nll_op,
     .axpby = axpby_op,
     .mul_acc = mul_acc_op,
+    .sumsq = sumsq_op,
+    .adamw = adamw_op,
+    .neg_exp = neg_exp_op,
     .matmul_dx = mc_ref_matmul_dx,
     .matmul_dw = mc_ref_matmul_dw,
     .embed_bwd = mc_ref_embed_bwd,

@@ -28,3 +28,8 @@ void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b,
 
 // y += a ⊙ b elementwise (ops.h `mul_acc`).
 void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
+
+// Σ x² in double, AdamW, y = −exp(x) (ops.h `sumsq`, `adamw`, `neg_exp`).
+double mc_ref_sumsq(const float *x, int64_t n);
+void mc_ref_adamw(float *p, const float *g, float *m, float *v, int64_t n, const mc_adamw_args *a);
+void mc_ref_neg_exp(float *y, const float *x, int64_t n);
