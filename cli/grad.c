@@ -30,7 +30,6 @@ static const char help[] =
     "      --lora-bias MODE   none (default), all or lora_only\n"
     "      --seed S           seed of a new adapter's initialisation (default 0)\n"
     "  -q, --quiet            no summary on stderr\n" CLI_LOAD_HELP
-    "                           --backend auto means cpu here: the backward kernels are host-only so far\n"
     "  -h, --help             this text\n"
     "\n"
     "examples:\n"
@@ -136,9 +135,6 @@ static int parse_args(int argc, char **argv, grad_args *a) {
         if (rc != CLI_OK) {
             return rc;
         }
-    }
-    if (a->load.backend == MC_BACKEND_AUTO) { // the backward kernels exist on the host backends only, so far
-        a->load.backend = MC_BACKEND_CPU;
     }
     a->lora_dir = a->load.lora; // here --lora names the adapter whose gradients are wanted, not one to merge
     a->load.lora = NULL;

@@ -535,6 +535,8 @@ typedef struct mc_train_stats {
 // saving a checkpoint.
 typedef bool (*mc_train_progress_cb)(void *user, const mc_train_stats *stats, bool logged);
 
+typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
+
 typedef struct mc_train_opts {
     const char *data;          // dataset file: .jsonl/.json, .csv, .txt (required)
     const char *text_field;    // JSON key or CSV column of the text ("text")
@@ -564,6 +566,9 @@ typedef struct mc_train_opts {
     const char *resume;        // a checkpoint-N folder, or an output_dir whose newest complete checkpoint is used
     const char *init_adapter;  // LoRA: start from this PEFT adapter folder (its config replaces lora)
     const mc_lora_spec *lora;  // NULL: train every weight
+    int precision;             // how a GPU multiplies: MC_PRECISION_F32 (default), _TF32 or _BF16 (bf16 tensor-core
+                               // products with f32 accumulation, f32 master weights and state, as bf16 autocast);
+                               // the CPU always computes in f32
     mc_train_progress_cb progress;
     void *user;
 } mc_train_opts;

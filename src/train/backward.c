@@ -9,21 +9,24 @@
 #include "base/rng.h"
 #include "train/trainer.h"
 
-#define LOSS_ROWS 64 // positions per logits chunk: [64, V] floats
+#define LOSS_ROWS_HOST 64          // positions per logits chunk on the host: [64, V] floats stay in cache
+#define LOSS_FLOATS_DEVICE (1 << 26) // on a device, chunks of up to 256 MiB of logits: few, large products
 
 // Where one batch's buffers lie.
 typedef struct acts {
     layer_acts *layer; // [NL]
     float *emb_xa;     // [M, r] s·(embedding LoRA A lookup)
+    float *normed;     // [M, H] a layer's norm output (forward and backward)
     float *hfin;       // [M, H] stream after the last layer
     float *normf;      // [M, H]
     float *dh, *dnormed, *dxz, *du, *dq, *ddt, *dy; // backward, reused by every layer
-    float *tmp;        // [M, max(2E, H, R + 2N)]
+    float *tmp;        // [M, max(2E, H, R + 2N)]; in the backward: u [M, E], then dt [M, E]
     float *tr;         // [M, r]
     float *conv;       // [Bt, E, K] conv window (zero at each layer's start)
     float *h;          // [Bt, E, N] SSM state
     float *zero_conv;  // [Bt, E, K] zeros: the starting window the backward reads
-    float *logits;     // [LOSS_ROWS, V]
+    float *logits;     // [loss_rows, V]
+    int64_t loss_rows;
     float *dA;         // [E, N]
     int32_t *ids;      // [M] the batch's ids and targets in the backend's memory
     int32_t *targets;  // [M]
@@ -48,10 +51,17 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     const int64_t r = t->lora ? t->spec.r : 0;
     int64_t wide = 2 * E > H ? 2 * E : H;
     wide = wide > RN ? wide : RN;
-    const int64_t per_layer = 3 * H + 5 * E + RN + SITE_COUNT * r;
-    const int64_t per_row = NL * per_layer + r + 2 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
+    const int64_t per_layer = H + 3 * E + RN + SITE_COUNT * r;
+    const int64_t per_row = NL * per_layer + r + 3 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
     const int64_t drop = t->lora && t->spec.dropout > 0 ? 2 * (H > E ? H : E) : 0;
-    const int64_t total = 8 + M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + LOSS_ROWS * V + E * N;
+    int64_t loss_rows = LOSS_ROWS_HOST;
+    if (!t->ops->host_memory) {
+        loss_rows = LOSS_FLOATS_DEVICE / V / 64 * 64;
+        loss_rows = loss_rows < LOSS_ROWS_HOST ? LOSS_ROWS_HOST : loss_rows;
+    }
+    loss_rows = loss_rows < M ? loss_rows : M;
+    a->loss_rows = loss_rows;
+    const int64_t total = 8 + M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + loss_rows * V + E * N;
     if (total > t->act_rows) { // act_rows counts floats
         float *grown = NULL;
         TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
@@ -66,19 +76,16 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     for (int64_t l = 0; l < NL; l++) {
         layer_acts *la = &layers[l];
         la->hin = TAKE(M * H);
-        la->normed = TAKE(M * H);
         la->xz = TAKE(M * 2 * E);
-        la->u = TAKE(M * E);
         la->q = TAKE(M * RN);
-        la->dt = TAKE(M * E);
         la->y = TAKE(M * E);
-        la->out = TAKE(M * H);
         for (int s = 0; s < SITE_COUNT; s++) {
             la->xa[s] = TAKE(M * r);
         }
     }
     a->layer = layers;
     a->emb_xa = TAKE(M * r);
+    a->normed = TAKE(M * H);
     a->hfin = TAKE(M * H);
     a->normf = TAKE(M * H);
     a->dh = TAKE(M * H);
@@ -93,7 +100,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     a->conv = TAKE(Bt * E * K);
     a->zero_conv = TAKE(Bt * E * K);
     a->h = TAKE(Bt * E * N);
-    a->logits = TAKE(LOSS_ROWS * V);
+    a->logits = TAKE(loss_rows * V);
     a->dA = TAKE(E * N);
     a->ids = (int32_t *)TAKE(M); // int32 and float share size and alignment
     a->targets = (int32_t *)TAKE(M);
@@ -212,11 +219,9 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
     for (int64_t li = 0; li < NL; li++) {
         const mc_layer *l = &m->layers[li];
         const layer_acts *la = &a->layer[li];
-        if (li > 0) { // hin = previous hin + previous out, normed in the same op
-            TRY(ops->copy(ex, la->hin, a->layer[li - 1].hin, (size_t)(M * H) * sizeof(float)));
-        }
-        TRY(ops->rmsnorm(ex, la->normed, la->hin, li > 0 ? a->layer[li - 1].out : NULL, l->norm, M, H, eps));
-        TRY(linear_fwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], la->xz, la->normed, H, &l->in_proj,
+        // hin holds the previous layer's output (layer 0: the embedding); the norm adds the previous hin to it.
+        TRY(ops->rmsnorm(ex, a->normed, la->hin, li > 0 ? a->layer[li - 1].hin : NULL, l->norm, M, H, eps));
+        TRY(linear_fwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], la->xz, a->normed, H, &l->in_proj,
                        l->in_bias, M, 2 * E, H));
         const size_t conv_bytes = (size_t)(Bt * E * K) * sizeof(float), ssm_bytes = (size_t)(Bt * E * N) * sizeof(float);
         if (t->carry_rows > 0) { // the state the previous call left behind
@@ -226,24 +231,26 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
             TRY(ops->zero(ex, a->conv, conv_bytes));
             TRY(ops->zero(ex, a->h, ssm_bytes));
         }
-        TRY(ops->conv1d(ex, la->u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
-        TRY(linear_fwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], la->q, la->u, E, &l->x_proj, NULL, M, RN,
+        // u and dt live in backward buffers that are free until the backward, which recomputes them.
+        float *u = a->du, *dt = a->ddt;
+        TRY(ops->conv1d(ex, u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
+        TRY(linear_fwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], la->q, u, E, &l->x_proj, NULL, M, RN,
                        E));
-        TRY(ops->matmul(ex, la->dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
-        TRY(ops->selective_scan(ex, la->y, a->h, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+        TRY(ops->matmul(ex, dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
+        TRY(ops->selective_scan(ex, la->y, a->h, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
                                 la->xz + E, 2 * E, Bt, T, E, N));
         if (t->carry_rows > 0) { // where the next call starts (truncated: no gradient flows back into it)
             TRY(ops->copy(ex, t->next_conv + li * Bt * E * K, a->conv, conv_bytes));
             TRY(ops->copy(ex, t->next_ssm + li * Bt * E * N, a->h, ssm_bytes));
         }
-        TRY(linear_fwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], la->out, la->y, E, &l->out_proj,
+        float *out = li + 1 < NL ? a->layer[li + 1].hin : a->hfin;
+        TRY(linear_fwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], out, la->y, E, &l->out_proj,
                        l->out_bias, M, H, E));
     }
-    TRY(ops->copy(ex, a->hfin, a->layer[NL - 1].hin, (size_t)(M * H) * sizeof(float)));
-    return ops->rmsnorm(ex, a->normf, a->hfin, a->layer[NL - 1].out, m->norm_f, M, H, eps);
+    return ops->rmsnorm(ex, a->normf, a->hfin, a->layer[NL - 1].hin, m->norm_f, M, H, eps);
 }
 
-// The loss over every position, LOSS_ROWS rows of logits at a time: Σ NLL, the count, the head's gradients, and
+// The loss over every position, a->loss_rows rows of logits at a time: Σ NLL, the count, the head's gradients, and
 // dnormed = ∂/∂normf.
 static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, int64_t M, double scale,
                           double *nll_sum, int64_t *n_targets) {
@@ -256,8 +263,8 @@ static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, 
     int64_t *count = a->loss_count;
     TRY(ops->zero(ex, sum, sizeof(double)));
     TRY(ops->zero(ex, count, sizeof(int64_t)));
-    for (int64_t r0 = 0; r0 < M; r0 += LOSS_ROWS) {
-        const int64_t rows = M - r0 < LOSS_ROWS ? M - r0 : LOSS_ROWS;
+    for (int64_t r0 = 0; r0 < M; r0 += a->loss_rows) {
+        const int64_t rows = M - r0 < a->loss_rows ? M - r0 : a->loss_rows;
         TRY(ops->matmul(ex, a->logits, a->normf + r0 * H, H, &m->lm_head, NULL, rows, V, H));
         TRY(ops->cross_entropy(ex, a->logits, sum, count, a->logits, targets + r0, rows, V, (float)scale));
         TRY(ops->matmul_dx(ex, a->dnormed + r0 * H, H, a->logits, &m->lm_head, rows, V, H, false));
@@ -289,6 +296,12 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         // dh is ∂/∂(this layer's output): out_proj back to dy.
         TRY(linear_bwd(t, a, li, SITE_OUT, site(t, li, SITE_OUT), la->xa[SITE_OUT], a->dy, E, false, g->out_proj, g->out_bias,
                        a->dh, la->y, E, &l->out_proj, M, H, E));
+        // The forward's u and dt again (same ops on the same inputs: the same values).
+        float *u = a->tmp, *dt = a->tmp + M * E;
+        const float *conv0 = t->carry_rows > 0 ? t->carry_conv + li * Bt * E * K : a->zero_conv;
+        TRY(ops->copy(ex, a->conv, conv0, (size_t)(Bt * E * K) * sizeof(float)));
+        TRY(ops->conv1d(ex, u, a->conv, la->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
+        TRY(ops->matmul(ex, dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
         // The scan writes du, ddt, dz (into dxz's z half), dB and dC (into dq's B and C columns).
         float *dA = g->A_log != NULL ? a->dA : junk_en;
         if (g->A_log != NULL) {
@@ -296,7 +309,7 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         }
         TRY(ops->selective_scan_bwd(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA,
                                     g->D != NULL ? g->D : junk_e, g->dt_bias != NULL ? g->dt_bias : junk_e + E, NULL,
-                                    a->dy, NULL, la->u, la->dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                    a->dy, NULL, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
                                     la->xz + E, 2 * E, t->carry_rows > 0 ? t->carry_ssm + li * Bt * E * N : NULL, Bt,
                                     T, E, N));
         if (g->A_log != NULL) { // A = −exp(A_log): ∂/∂A_log = ∂/∂A · A
@@ -306,16 +319,16 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         TRY(linear_bwd(t, a, li, -1, NULL, NULL, a->dq, RN, false, g->dt_proj, NULL, a->ddt, la->q, RN, &l->dt_proj, M, E,
                        R));
         // x_proj: adds into du.
-        TRY(linear_bwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], a->du, E, true, g->x_proj, NULL, a->dq, la->u,
+        TRY(linear_bwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], a->du, E, true, g->x_proj, NULL, a->dq, u,
                        E, &l->x_proj, M, RN, E));
         // conv1d + SiLU: dx into dxz's x half.
         TRY(ops->conv1d_bwd(ex, a->dxz, g->conv_w != NULL ? g->conv_w : junk_conv,
                             l->conv_b != NULL ? (g->conv_b != NULL ? g->conv_b : junk_e + 2 * E) : NULL, NULL, a->du,
-                            NULL, la->xz, 2 * E, t->carry_rows > 0 ? t->carry_conv + li * Bt * E * K : a->zero_conv,
-                            l->conv_w, l->conv_b, Bt, T, E, K));
-        // in_proj back to the normed input.
+                            NULL, la->xz, 2 * E, conv0, l->conv_w, l->conv_b, Bt, T, E, K));
+        // in_proj back to the normed input (the norm's output recomputed).
+        TRY(ops->rmsnorm(ex, a->normed, la->hin, NULL, l->norm, M, H, eps));
         TRY(linear_bwd(t, a, li, SITE_IN, site(t, li, SITE_IN), la->xa[SITE_IN], a->dnormed, H, false, g->in_proj, g->in_bias,
-                       a->dxz, la->normed, H, &l->in_proj, M, 2 * E, H));
+                       a->dxz, a->normed, H, &l->in_proj, M, 2 * E, H));
         // The norm adds its branch to dh, which then is ∂/∂(this layer's input stream).
         TRY(ops->rmsnorm_bwd(ex, a->dh, g->norm != NULL ? g->norm : junk_h, a->dnormed, la->hin, l->norm, M, H, eps));
     }

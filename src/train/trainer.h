@@ -20,16 +20,14 @@ typedef struct layer_grads {
     float *norm, *in_proj, *in_bias, *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A_log, *D, *out_proj, *out_bias;
 } layer_grads;
 
-// What one layer's forward keeps for its backward ([M, ·] rows, M = Bt·T).
+// What one layer's forward keeps for its backward ([M, ·] rows, M = Bt·T). The norm's output, the conv's output
+// u and dt are recomputed by the backward from these (cheap ops), which halves the kept bytes; the layer's output
+// is never kept apart: out_proj writes it into the next layer's hin, whose norm adds this layer's hin to it.
 typedef struct layer_acts {
     float *hin;    // [M, H] the residual stream entering the layer's norm (after the residual add)
-    float *normed; // [M, H]
     float *xz;     // [M, 2E]
-    float *u;      // [M, E]
     float *q;      // [M, R + 2N]
-    float *dt;     // [M, E]
     float *y;      // [M, E]
-    float *out;    // [M, H]
     float *xa[SITE_COUNT]; // [M, r] s·(x·Aᵀ) of each adapted site
 } layer_acts;
 

@@ -2,6 +2,8 @@
 # mambac finetune and train on f32-tied with a small pre-tokenized dataset: outputs (adapter or model, log.jsonl,
 # loss.svg, checkpoints), a resumed run ends bit for bit where an uninterrupted one does, a half-written checkpoint
 # is ignored, and bad input (data lines, options, another run's checkpoint, a diverging loss) gives one message.
+# On the cpu backend, whose sums are deterministic (a GPU's atomic adds are not, so its resumed runs agree to
+# rounding only: tests/test_train_cuda.c).
 . "$(dirname "$0")/helpers"
 
 F32="$MODELS/f32-tied"
@@ -15,7 +17,7 @@ ft() { # ft WANT_RC OUT_DIR [flags]
     want=$1
     out=$2
     shift 2
-    run "$want" finetune -m "$F32" --data "$DATA" --batch-size 4 --lr 1e-2 --logging-steps 2 --save-steps 4 \
+    run "$want" finetune -m "$F32" --backend cpu --data "$DATA" --batch-size 4 --lr 1e-2 --logging-steps 2 --save-steps 4 \
         --output-dir "$out" "$@"
 }
 
@@ -44,7 +46,7 @@ cmp -s "$TMP/a/adapter_model.safetensors" "$TMP/c/adapter_model.safetensors" || 
 
 # truncated BPTT over packed blocks: three streams, the state carried between steps, resumed mid-pass exactly
 tb() {
-    run 0 train -m "$F32" --data "$DATA" --packing --tbptt --max-length 8 --batch-size 3 --epochs 2 --lr 1e-2 \
+    run 0 train -m "$F32" --backend cpu --data "$DATA" --packing --tbptt --max-length 8 --batch-size 3 --epochs 2 --lr 1e-2 \
         --save-steps 5 -q "$@"
 }
 tb --output-dir "$TMP/tb1"
