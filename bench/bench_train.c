@@ -1,13 +1,20 @@
 // Benchmark of one training step (forward that keeps activations, loss, backward; no optimizer) through the public
 // trainer API: the trainer is made once, then mc_trainer_grad runs on a fixed random batch several times. Reports
-// seconds per step, tokens/s and GFLOP/s counted as 6 × trainable-or-all parameters per token. Not a test.
+// seconds per step, tokens/s and GFLOP/s counted as 6 × trainable-or-all parameters per token, and on cuda the
+// device memory in use after the steps (total − free: context, weights, optimizer-free training buffers). Not a
+// test; `mambac train` times whole steps with the optimizer.
 // Usage: bench_train -m MODEL [-t THREADS] [-b BATCH] [-l LENGTH] [-n STEPS] [-r LORA_RANK] [-P PEAK_GFLOPS]
+//                    [-B cpu|cuda] [-p f32|tf32|bf16]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "mambac.h"
+
+#ifdef MAMBAC_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -24,10 +31,12 @@ typedef struct bench_args {
     const char *model;
     int threads, batch, length, steps, lora_r;
     double peak;
+    mc_backend backend;
+    mc_precision precision;
 } bench_args;
 
 static int parse(int argc, char **argv, bench_args *a) {
-    *a = (bench_args){ .threads = 2, .batch = 4, .length = 128, .steps = 3 };
+    *a = (bench_args){ .threads = 2, .batch = 4, .length = 128, .steps = 3, .backend = MC_BACKEND_CPU };
     if (argc % 2 == 0) { // flags come in pairs
         return 2;
     }
@@ -47,6 +56,12 @@ static int parse(int argc, char **argv, bench_args *a) {
             a->lora_r = atoi(v);
         } else if (strcmp(argv[i], "-P") == 0) {
             a->peak = atof(v);
+        } else if (strcmp(argv[i], "-B") == 0 && (strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0)) {
+            a->backend = strcmp(v, "cuda") == 0 ? MC_BACKEND_CUDA : MC_BACKEND_CPU;
+        } else if (strcmp(argv[i], "-p") == 0 && (strcmp(v, "f32") == 0 || strcmp(v, "tf32") == 0 ||
+                                                  strcmp(v, "bf16") == 0)) {
+            a->precision = strcmp(v, "bf16") == 0 ? MC_PRECISION_BF16
+                           : strcmp(v, "tf32") == 0 ? MC_PRECISION_TF32 : MC_PRECISION_F32;
         } else {
             return 2;
         }
@@ -58,14 +73,14 @@ int main(int argc, char **argv) {
     bench_args a;
     if (parse(argc, argv, &a) != 0) {
         fprintf(stderr, "usage: bench_train -m MODEL [-t THREADS] [-b BATCH] [-l LENGTH] [-n STEPS] [-r LORA_RANK] "
-                        "[-P PEAK_GFLOPS]\n");
+                        "[-P PEAK_GFLOPS] [-B cpu|cuda] [-p f32|tf32|bf16]\n");
         return 2;
     }
     mc_error err = { 0 };
     mc_load_opts opts;
     mc_load_opts_init(&opts);
     opts.n_threads = a.threads;
-    opts.backend = MC_BACKEND_CPU;
+    opts.backend = a.backend;
     mc_model *model = NULL;
     mc_trainer *tr = NULL;
     const mc_lora_spec spec = { .r = a.lora_r,
@@ -77,6 +92,7 @@ int main(int argc, char **argv) {
         mc_model_free(model);
         return 1;
     }
+    mc_trainer_set_precision(tr, a.precision);
     mc_model_info info;
     mc_model_get_info(model, &info);
     const int64_t n_tok = (int64_t)a.batch * a.length, V = mc_model_config(model)->vocab_size;
@@ -111,6 +127,14 @@ int main(int argc, char **argv) {
         if (a.peak > 0) {
             printf(", %.1f%% of %.1f GFLOP/s", 100.0 * flop / med * 1e-9 / a.peak, a.peak);
         }
+#ifdef MAMBAC_HAVE_CUDA
+        size_t free_b = 0, total_b = 0;
+        if (a.backend == MC_BACKEND_CUDA && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+            printf(", cuda %s, device memory in use %.2f GB", a.precision == MC_PRECISION_BF16 ? "bf16"
+                                                               : a.precision == MC_PRECISION_TF32 ? "tf32" : "f32",
+                   (double)(total_b - free_b) * 1e-9);
+        }
+#endif
         printf("\n");
     }
     free(ids);

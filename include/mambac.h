@@ -454,6 +454,11 @@ typedef struct mc_lora_spec {
 
 typedef struct mc_trainer mc_trainer;
 
+// How a GPU multiplies in training: f32 (the default), TF32, or bf16 tensor-core products (f32 accumulation, f32
+// master weights, activations and state, as bf16 autocast does). The CPU always computes in f32.
+typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
+
+
 // One trainable tensor: its Hugging Face name (all weights) or PEFT adapter key (LoRA), shape as saved, and its f32
 // value and gradient (numel floats each, in the backend's memory; host memory on ref and cpu). A lora_embedding_A
 // [r, V] is held transposed ([V, r]) inside: `transposed` says so.
@@ -493,6 +498,9 @@ MC_API mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *er
 // LoRA dropout masks are drawn from (the trainer's seed, stream, layer, module): the same stream gives the same
 // masks. The training loop sets the stream to the micro-batch's global index, so a resumed run repeats the masks.
 MC_API void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream);
+
+// How the trainer's products multiply on a GPU (MC_PRECISION_F32 by default; no effect on the CPU).
+MC_API void mc_trainer_set_precision(mc_trainer *t, mc_precision p);
 
 // Call after changing tensor values (an optimizer step, loading): refreshes what is derived from them (A = −exp(A_log)).
 MC_API mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err);
@@ -535,8 +543,6 @@ typedef struct mc_train_stats {
 // saving a checkpoint.
 typedef bool (*mc_train_progress_cb)(void *user, const mc_train_stats *stats, bool logged);
 
-typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
-
 typedef struct mc_train_opts {
     const char *data;          // dataset file: .jsonl/.json, .csv, .txt (required)
     const char *text_field;    // JSON key or CSV column of the text ("text")
@@ -566,9 +572,7 @@ typedef struct mc_train_opts {
     const char *resume;        // a checkpoint-N folder, or an output_dir whose newest complete checkpoint is used
     const char *init_adapter;  // LoRA: start from this PEFT adapter folder (its config replaces lora)
     const mc_lora_spec *lora;  // NULL: train every weight
-    int precision;             // how a GPU multiplies: MC_PRECISION_F32 (default), _TF32 or _BF16 (bf16 tensor-core
-                               // products with f32 accumulation, f32 master weights and state, as bf16 autocast);
-                               // the CPU always computes in f32
+    int precision;             // mc_precision: how a GPU multiplies (MC_PRECISION_F32)
     mc_train_progress_cb progress;
     void *user;
 } mc_train_opts;

@@ -630,10 +630,7 @@ static mc_status setup(run *r, const mc_model *model, const mc_tokenizer *tok, m
         lora = &spec;
     }
     if (st == MC_OK) st = mc_trainer_new(model, lora, o->seed, &r->t, err);
-    if (st == MC_OK) { // the kernel layer's math modes are the precisions, in the same order
-        r->t->exec.math = o->precision == MC_PRECISION_BF16 ? MC_MATH_BF16
-                          : o->precision == MC_PRECISION_TF32 ? MC_MATH_TF32 : MC_MATH_F32;
-    }
+    if (st == MC_OK) mc_trainer_set_precision(r->t, (mc_precision)o->precision);
     if (st == MC_OK && o->init_adapter != NULL) {
         char *w = mc_path_join(o->init_adapter, "adapter_model.safetensors");
         int64_t n = 0;

@@ -661,6 +661,10 @@ void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream) {
     t->dropout_stream = stream;
 }
 
+void mc_trainer_set_precision(mc_trainer *t, mc_precision p) { // the kernel layer's math modes, in the same order
+    t->exec.math = p == MC_PRECISION_BF16 ? MC_MATH_BF16 : p == MC_PRECISION_TF32 ? MC_MATH_TF32 : MC_MATH_F32;
+}
+
 mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *err) {
     float **bufs[4] = { &t->carry_conv, &t->carry_ssm, &t->next_conv, &t->next_ssm };
     for (int i = 0; i < 4; i++) {
