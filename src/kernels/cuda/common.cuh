@@ -113,6 +113,26 @@ mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, con
                                       int64_t E, int64_t N);
 }
 
+// The training ops (backward.cu; contracts in ops.h and the reference twins).
+extern "C" {
+mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
+                            int64_t N, int64_t K, bool accumulate);
+mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                            int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
+                            int64_t H);
+mc_status mc_cuda_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                              int64_t M, int64_t H, float eps);
+mc_status mc_cuda_cross_entropy(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
+                                const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale);
+mc_status mc_cuda_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
+mc_status mc_cuda_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
+mc_status mc_cuda_sumsq(const mc_exec *ex, double *out, const float *x, int64_t n);
+mc_status mc_cuda_adamw(const mc_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
+                        const mc_adamw_args *a);
+mc_status mc_cuda_neg_exp(const mc_exec *ex, float *y, const float *x, int64_t n);
+}
+
 // Shared device math: softplus with torch's threshold 20 (spec §3.7) and SiLU, in f32 as the reference.
 static __device__ __forceinline__ float mc_dev_softplus(float v) {
     return v > 20.0f ? v : log1pf(expf(v));
