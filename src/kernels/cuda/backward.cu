@@ -10,13 +10,13 @@ extern "C" {
 #include "kernels/dtype.h"
 }
 
-#define IGNORE_INDEX     (-100)       // PyTorch CrossEntropyLoss's default ignore_index (spec §6), as the reference
-#define WORK_CHUNK_BYTES (64u << 20)  // workspace one pass of a backward product may take: bounds memory at large M
+#define IGNORE_INDEX     (-100)      // PyTorch CrossEntropyLoss's default ignore_index (spec §6), as the reference
+#define WORK_CHUNK_BYTES (64u << 20) // workspace one pass of a backward product may take: bounds memory at large M
 #define ELEM_THREADS     256
-#define ELEM_MAX_BLOCKS  16384        // elementwise grids stride past this: enough blocks to fill any current GPU
-#define COL_TILE         32           // columns per block of a column sum: one coalesced 128-byte row segment
-#define COL_LANES        8            // rows in flight per block of a column sum
-#define COL_MAX_CHUNKS   128          // row chunks of a column sum (each a partial per column, added in order)
+#define ELEM_MAX_BLOCKS  16384 // elementwise grids stride past this: enough blocks to fill any current GPU
+#define COL_TILE         32    // columns per block of a column sum: one coalesced 128-byte row segment
+#define COL_LANES        8     // rows in flight per block of a column sum
+#define COL_MAX_CHUNKS   128   // row chunks of a column sum (each a partial per column, added in order)
 #define NORM_THREADS     256
 #define CE_THREADS       512
 #define SUMSQ_THREADS    256
@@ -38,8 +38,7 @@ static size_t work_align(size_t bytes) {
 
 // The reduction of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every thread. shared
 // holds one value per warp; the trailing barrier lets the caller run another reduction on it at once.
-template <typename T, typename Op>
-static __device__ T block_reduce(T v, T *shared, Op op) {
+template <typename T, typename Op> static __device__ T block_reduce(T v, T *shared, Op op) {
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
         v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
@@ -57,8 +56,7 @@ static __device__ T block_reduce(T v, T *shared, Op op) {
 }
 
 struct op_add {
-    template <typename T>
-    __device__ T operator()(T a, T b) const {
+    template <typename T> __device__ T operator()(T a, T b) const {
         return a + b;
     }
 };
@@ -135,6 +133,7 @@ static mc_status colsum_add(const mc_exec *ex, float *out, F f, int64_t M, int64
 struct col_dy { // dbias: dy[m, n]
     const float *dy;
     int64_t N;
+
     __device__ double operator()(int64_t m, int64_t n) const {
         return dy[m * N + n];
     }
@@ -144,6 +143,7 @@ struct col_rms { // rmsnorm's dw: dy · x · r of the row, in the reference's do
     const float *dy, *x;
     const double *r;
     int64_t H;
+
     __device__ double operator()(int64_t m, int64_t n) const {
         return (double)dy[m * H + n] * x[m * H + n] * r[m];
     }
@@ -199,7 +199,7 @@ static mc_status dx_split(const mc_exec *ex, float *dx, int64_t ldx, const float
         }
         if (st == MC_OK) {
             dx_rows_kernel<<<elem_blocks(mc * K), ELEM_THREADS, 0, c->stream>>>(dx + m0 * ldx, ldx, tmp, inv_p, mc, K,
-                                                                             accumulate);
+                                                                                accumulate);
             st = mc_cuda_launched("matmul_dx (rows)", ex);
         }
     }
@@ -230,7 +230,7 @@ static mc_status dx_int8(const mc_exec *ex, float *dx, int64_t ldx, const float 
     for (int64_t n0 = 0; n0 < N && st == MC_OK; n0 += panel) {
         const int64_t rows = N - n0 < panel ? N - n0 : panel;
         widen_i8_kernel<<<elem_blocks(rows * K), ELEM_THREADS, 0, c->stream>>>(wf, (const int8_t *)w->data, w->scales,
-                                                                            w->group, n0, rows, K);
+                                                                               w->group, n0, rows, K);
         st = mc_cuda_launched("matmul_dx (widen int8)", ex);
         if (st == MC_OK) {
             st = mc_cuda_gemm_f32(ex, false, false, K, M, rows, wf, K, dy + n0, N, accumulate || n0 > 0 ? 1.0f : 0.0f,
@@ -244,8 +244,8 @@ extern "C" mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx
                                        int64_t M, int64_t N, int64_t K, bool accumulate) {
     if (M < 0 || N < 0 || K < 0 || ldx < K) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
-                       "cuda matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K",
-                       (long long)M, (long long)N, (long long)K, (long long)ldx);
+                       "cuda matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
+                       (long long)N, (long long)K, (long long)ldx);
     }
     if (!mc_weight_ok(w, N, K)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
@@ -261,11 +261,11 @@ extern "C" mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx
         return MC_OK;
     }
     if (N == 0) { // an empty sum
-        return accumulate ? MC_OK
-                          : mc_cuda_status(cudaMemset2DAsync(dx, (size_t)ldx * sizeof(float), 0,
-                                                             (size_t)K * sizeof(float), (size_t)M,
-                                                             mc_cuda_ctx_of(ex)->stream),
-                                           "matmul_dx (zero)", ex);
+        return accumulate
+                   ? MC_OK
+                   : mc_cuda_status(cudaMemset2DAsync(dx, (size_t)ldx * sizeof(float), 0, (size_t)K * sizeof(float),
+                                                      (size_t)M, mc_cuda_ctx_of(ex)->stream),
+                                    "matmul_dx (zero)", ex);
     }
     switch (w->dtype) {
         case MC_DTYPE_F32:
@@ -286,8 +286,8 @@ extern "C" mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbia
                                        int64_t ldx, int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N < 0 || K < 0 || ldx < K) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
-                       "cuda matmul_dw: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K",
-                       (long long)M, (long long)N, (long long)K, (long long)ldx);
+                       "cuda matmul_dw: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
+                       (long long)N, (long long)K, (long long)ldx);
     }
     if (!cublas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
@@ -559,8 +559,8 @@ extern "C" mc_status mc_cuda_sumsq(const mc_exec *ex, double *out, const float *
         return st;
     }
     mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
-    const unsigned blocks = mc_cuda_blocks(n, SUMSQ_THREADS) < SUMSQ_BLOCKS ? mc_cuda_blocks(n, SUMSQ_THREADS)
-                                                                           : SUMSQ_BLOCKS;
+    const unsigned blocks =
+        mc_cuda_blocks(n, SUMSQ_THREADS) < SUMSQ_BLOCKS ? mc_cuda_blocks(n, SUMSQ_THREADS) : SUMSQ_BLOCKS;
     sumsq_partial_kernel<<<blocks, SUMSQ_THREADS, 0, c->stream>>>((double *)c->work, x, n);
     st = mc_cuda_launched("sumsq", ex);
     if (st == MC_OK) {
