@@ -391,7 +391,8 @@ extern "C" mc_status mc_cuda_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw
 
 // One block per row: the max, Σ exp(x − max) (expf per logit, summed in double: the log-sum differs from the
 // reference's double exp by ≤ 2 ulp of expf plus the rounding of x − max, both relative), the row's NLL added to
-// *loss_sum and the count to *n_valid by double / 64-bit atomics, then dlogits = scale · (softmax − onehot). Every
+// *loss_sum and the count to *n_valid by double / 64-bit atomics, then dlogits = scale · (softmax − onehot), the
+// target's entry as −Σ_{v≠target} exp / Σ exp (p − 1 in f32 would lose all digits when p ≈ 1). Every
 // read of the row precedes the barrier ahead of the writes, so dlogits may alias logits. The caller checked the
 // targets; one outside [0, V) that is not −100 turns the loss and its row's gradient into NaN, so a bad target
 // shows in the loss rather than reading outside the row.
@@ -416,19 +417,22 @@ __global__ void __launch_bounds__(CE_THREADS)
         mx = fmaxf(mx, row[v]);
     }
     mx = block_reduce(mx, fpart, op_max());
-    double sum = 0;
+    double sum = 0, rest = 0; // rest: Σ over v ≠ target, so the target's 1 − p keeps its digits when p ≈ 1
     for (int64_t v = threadIdx.x; v < V; v += CE_THREADS) {
-        sum += (double)expf(row[v] - mx);
+        const double e = expf(row[v] - mx);
+        sum += e;
+        rest += v != target ? e : 0.0;
     }
     sum = block_reduce(sum, dpart, op_add());
+    rest = block_reduce(rest, dpart, op_add());
     if (threadIdx.x == 0) {
         atomicAdd(loss_sum, valid ? log(sum) + mx - x_target : (double)NAN);
         atomicAdd(n_valid, 1ull);
     }
     const double inv_sum = 1.0 / sum;
     for (int64_t v = threadIdx.x; v < V; v += CE_THREADS) {
-        const double p = (double)expf(row[v] - mx) * inv_sum;
-        grad[v] = valid ? (float)((double)scale * (p - (v == target ? 1.0 : 0.0))) : NAN;
+        const double d = v == target ? -rest * inv_sum : (double)expf(row[v] - mx) * inv_sum; // softmax − onehot
+        grad[v] = valid ? (float)((double)scale * d) : NAN;
     }
 }
 
