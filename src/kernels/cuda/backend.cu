@@ -313,6 +313,16 @@ static void table_init(void) {
     table.conv1d_step = mc_cuda_conv1d_step;
     table.selective_scan_step = mc_cuda_selective_scan_step;
     table.nll = nll_op;
+    table.axpby = mc_cuda_axpby;
+    table.mul_acc = mc_cuda_mul_acc;
+    table.sumsq = mc_cuda_sumsq;
+    table.adamw = mc_cuda_adamw;
+    table.neg_exp = mc_cuda_neg_exp;
+    table.matmul_dx = mc_cuda_matmul_dx;
+    table.matmul_dw = mc_cuda_matmul_dw;
+    table.embed_bwd = mc_cuda_embed_bwd;
+    table.rmsnorm_bwd = mc_cuda_rmsnorm_bwd;
+    table.cross_entropy = mc_cuda_cross_entropy;
 }
 
 extern "C" const mc_ops *mc_ops_cuda_get(mc_error *err) {

@@ -76,6 +76,21 @@ static inline unsigned mc_cuda_blocks(int64_t n, int64_t per_block) {
 // read the old one). Fails while recording a graph, where an allocation cannot be captured.
 mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
 
+// C = op(A)·op(B) + beta·C, column-major f32 in and out (cuBLAS' argument order, sizes within int), multiplied as
+// ex->math allows: MC_MATH_F32 is cublasSgemm under the handle's default math (no TF32), TF32 and BF16 are
+// cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF. `what` names the call in a failure.
+mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                           int64_t ldc, const char *what);
+
+// An f32 operand for cuBLAS against 16-bit weights (matmul.cu's header says why): x [M, K] (rows ldx apart) as
+// n_terms packed [M, K] matrices of the weight's type (MC_DTYPE_F16 or _BF16), each 2·M·K bytes at `terms`, with
+// x[m, :] = (Σ_s terms[s][m, :]) · inv_p[m] up to the terms' precision. mc_cuda_split_terms: how many terms a
+// weight dtype takes under a math mode (3 bf16, 2 f16; 1 under MC_MATH_BF16, rounded once as autocast does).
+int mc_cuda_split_terms(int dtype, int math);
+mc_status mc_cuda_split_rows(const mc_exec *ex, void *terms, float *inv_p, const float *x, int64_t ldx, int64_t M,
+                             int64_t K, int dtype, int n_terms);
+
 // The compute entries (contracts in ops.h).
 extern "C" {
 mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
@@ -96,6 +111,26 @@ mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, con
                                       const float *dt_bias, const float *A, const float *B, const float *C,
                                       int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
                                       int64_t E, int64_t N);
+}
+
+// The training ops (backward.cu; contracts in ops.h and the reference twins).
+extern "C" {
+mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
+                            int64_t N, int64_t K, bool accumulate);
+mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                            int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
+                            int64_t H);
+mc_status mc_cuda_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                              int64_t M, int64_t H, float eps);
+mc_status mc_cuda_cross_entropy(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
+                                const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale);
+mc_status mc_cuda_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
+mc_status mc_cuda_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
+mc_status mc_cuda_sumsq(const mc_exec *ex, double *out, const float *x, int64_t n);
+mc_status mc_cuda_adamw(const mc_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
+                        const mc_adamw_args *a);
+mc_status mc_cuda_neg_exp(const mc_exec *ex, float *y, const float *x, int64_t n);
 }
 
 // Shared device math: softplus with torch's threshold 20 (spec §3.7) and SiLU, in f32 as the reference.

@@ -2,13 +2,16 @@
 // - M ≤ GEMV_ROWS (decode), any dtype, and int8 at every M: our own kernel, one warp per output column, the weight
 //   row streamed once per pass of up to GEMV_ROWS rows of x and dequantised in registers (f32 accumulation). Int8
 //   prefill therefore re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
-// - f32 weights, larger M: cublasSgemm (default math: no TF32).
+// - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 is cublasSgemm with the
+//   handle's default math (no TF32); TF32 and BF16 let the tensor cores round the operands.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
 //   2^-9 (bf16) of every activation, ten times the fixtures' 1e-4 bound on logits. So x is split into terms of the
 //   weight's type, x·p = t0 + t1 (+ t2), p a power of two per row that keeps f16 terms inside its range, and
 //   cublasGemmEx (f32 accumulation, f32 output) runs once per term with beta = 1: bf16 takes 3 terms (24 bits of
 //   x), f16 2 terms (22 bits), so the product is an f32 product up to f32 rounding; a last pass scales rows by 1/p
 //   and adds the bias. The weights are read once per term (2–3× the tensor-core work; still far below f32 SIMT).
+//   Under MC_MATH_BF16 x is one term, rounded once as bf16 autocast rounds activations.
+// The M ≤ GEMV_ROWS kernel is exact f32 in every math mode: the modes permit rounding, they do not require it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -226,27 +229,75 @@ __global__ void finish_rows_kernel(float *__restrict__ y, const float *__restric
 }
 
 template <typename T, int TERMS>
+static void split_launch(void *terms, float *inv_p, const float *x, int64_t ldx, int64_t M, int64_t K,
+                         cudaStream_t s) {
+    split_rows_kernel<T, TERMS><<<(unsigned)M, SPLIT_THREADS, 0, s>>>((T *)terms, inv_p, x, ldx, M, K);
+}
+
+int mc_cuda_split_terms(int dtype, int math) {
+    if (math == MC_MATH_BF16) {
+        return 1;
+    }
+    return dtype == MC_DTYPE_BF16 ? 3 : 2;
+}
+
+mc_status mc_cuda_split_rows(const mc_exec *ex, void *terms, float *inv_p, const float *x, int64_t ldx, int64_t M,
+                             int64_t K, int dtype, int n_terms) {
+    cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
+    const bool bf16 = dtype == MC_DTYPE_BF16;
+    if (n_terms == 1 && bf16) {
+        split_launch<__nv_bfloat16, 1>(terms, inv_p, x, ldx, M, K, s);
+    } else if (n_terms == 1) {
+        split_launch<__half, 1>(terms, inv_p, x, ldx, M, K, s);
+    } else if (bf16) {
+        split_launch<__nv_bfloat16, 3>(terms, inv_p, x, ldx, M, K, s);
+    } else {
+        split_launch<__half, 2>(terms, inv_p, x, ldx, M, K, s);
+    }
+    return mc_cuda_launched("matmul (split x)", ex);
+}
+
 static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
-                            int64_t N, int64_t K, cudaDataType_t type, float **inv_p) {
+                            int64_t N, int64_t K, float **inv_p) {
     mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
-    const size_t term_bytes = (size_t)(M * K) * sizeof(T), scale_off = (TERMS * term_bytes + 255) / 256 * 256;
+    const int n_terms = mc_cuda_split_terms(w->dtype, ex->math);
+    const cudaDataType_t type = w->dtype == MC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    const size_t term_bytes = (size_t)(M * K) * 2, scale_off = (n_terms * term_bytes + 255) / 256 * 256;
     mc_status st = mc_cuda_work_reserve(ex, scale_off + (size_t)M * sizeof(float));
     if (st != MC_OK) {
         return st;
     }
-    T *terms = (T *)c->work;
+    char *terms = (char *)c->work;
     *inv_p = (float *)((char *)c->work + scale_off);
-    split_rows_kernel<T, TERMS><<<(unsigned)M, SPLIT_THREADS, 0, c->stream>>>(terms, *inv_p, x, ldx, M, K);
-    st = mc_cuda_launched("matmul (split x)", ex);
+    st = mc_cuda_split_rows(ex, terms, *inv_p, x, ldx, M, K, w->dtype, n_terms);
     const float one = 1.0f, zero = 0.0f;
-    for (int s = 0; st == MC_OK && s < TERMS; s++) {
+    for (int s = 0; st == MC_OK && s < n_terms; s++) {
         st = mc_cublas_status(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, w->data,
-                                           type, (int)K, terms + (size_t)s * (size_t)(M * K), type, (int)K,
+                                           type, (int)K, terms + (size_t)s * term_bytes, type, (int)K,
                                            s == 0 ? &zero : &one, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT),
                               "gemm (16-bit weights)", ex);
     }
     return st;
+}
+
+mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                           int64_t ldc, const char *what) {
+    cublasHandle_t h = mc_cuda_ctx_of(ex)->blas;
+    const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const float one = 1.0f;
+    if (ex->math != MC_MATH_TF32 && ex->math != MC_MATH_BF16) {
+        return mc_cublas_status(cublasSgemm(h, ta, tb, (int)m, (int)n, (int)k, &one, a, (int)lda, b, (int)ldb, &beta,
+                                            c, (int)ldc),
+                                what, ex);
+    }
+    const cublasComputeType_t ct = ex->math == MC_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                            : CUBLAS_COMPUTE_32F_FAST_16BF;
+    return mc_cublas_status(cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &one, a, CUDA_R_32F, (int)lda, b,
+                                         CUDA_R_32F, (int)ldb, &beta, c, CUDA_R_32F, (int)ldc, ct,
+                                         CUBLAS_GEMM_DEFAULT),
+                            what, ex);
 }
 
 // Row-major y[M, N] = x[M, K] · W[N, K]ᵀ is column-major yᵀ = W'ᵀ · xᵀ with W' the [K, N] column-major view of W.
@@ -257,17 +308,12 @@ static mc_status gemm_blas(const mc_exec *ex, float *y, const float *x, int64_t 
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul: [%lld, %lld] x [%lld, %lld] exceeds cuBLAS' "
                        "int sizes", (long long)M, (long long)K, (long long)N, (long long)K);
     }
-    const float one = 1.0f, zero = 0.0f;
     float *inv_p = nullptr;
     mc_status st;
     if (w->dtype == MC_DTYPE_F32) {
-        st = mc_cublas_status(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
-                                          (const float *)w->data, (int)K, x, (int)ldx, &zero, y, (int)N),
-                              "sgemm", ex);
-    } else if (w->dtype == MC_DTYPE_BF16) {
-        st = gemm_split<__nv_bfloat16, 3>(ex, y, x, ldx, w, M, N, K, CUDA_R_16BF, &inv_p);
+        st = mc_cuda_gemm_f32(ex, true, false, N, M, K, (const float *)w->data, K, x, ldx, 0.0f, y, N, "sgemm");
     } else {
-        st = gemm_split<__half, 2>(ex, y, x, ldx, w, M, N, K, CUDA_R_16F, &inv_p);
+        st = gemm_split(ex, y, x, ldx, w, M, N, K, &inv_p);
     }
     if (st == MC_OK && (bias != nullptr || inv_p != nullptr)) {
         finish_rows_kernel<<<mc_cuda_blocks(M * N, 256), 256, 0, c->stream>>>(y, inv_p, bias, M, N);
