@@ -313,6 +313,8 @@ static void table_init(void) {
     table.conv1d_step = mc_cuda_conv1d_step;
     table.selective_scan_step = mc_cuda_selective_scan_step;
     table.nll = nll_op;
+    table.conv1d_bwd = mc_cuda_conv1d_bwd;
+    table.selective_scan_bwd = mc_cuda_selective_scan_bwd;
 }
 
 extern "C" const mc_ops *mc_ops_cuda_get(mc_error *err) {
