@@ -323,6 +323,8 @@ static void table_init(void) {
     table.embed_bwd = mc_cuda_embed_bwd;
     table.rmsnorm_bwd = mc_cuda_rmsnorm_bwd;
     table.cross_entropy = mc_cuda_cross_entropy;
+    table.conv1d_bwd = mc_cuda_conv1d_bwd;
+    table.selective_scan_bwd = mc_cuda_selective_scan_bwd;
 }
 
 extern "C" const mc_ops *mc_ops_cuda_get(mc_error *err) {

@@ -111,6 +111,15 @@ mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, con
                                       const float *dt_bias, const float *A, const float *B, const float *C,
                                       int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
                                       int64_t E, int64_t N);
+mc_status mc_cuda_conv1d_bwd(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
+                             const float *dstate_final, const float *x, int64_t ldx, const float *state0,
+                             const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K);
+mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
+                                     float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                     const float *dh_final, const float *u, const float *dt, const float *dt_bias,
+                                     const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+                                     const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
+                                     int64_t N);
 }
 
 // The training ops (backward.cu; contracts in ops.h and the reference twins).
