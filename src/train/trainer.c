@@ -202,6 +202,41 @@ static void init_values(const tensor_entry *e, const init_src *src, mc_rng *rng,
     }
 }
 
+// init_values for a model whose weights live in a device backend's memory: the source is downloaded first.
+static mc_status init_values_on(mc_trainer *t, const tensor_entry *e, const init_src *src, mc_rng *rng, float *dst,
+                                mc_error *err) {
+    if (t->ops->host_memory || (src->kind != INIT_WEIGHT && src->kind != INIT_F32)) {
+        init_values(e, src, rng, dst);
+        return MC_OK;
+    }
+    mc_exec ex = t->exec;
+    ex.err = err;
+    if (src->kind == INIT_F32) {
+        return t->ops->download(&ex, dst, src->f, (size_t)e->numel * sizeof(float));
+    }
+    const mc_weight *w = src->w;
+    const size_t bytes = (size_t)(w->rows * w->cols * mc_dtype_size(w->dtype));
+    const size_t scale_bytes = w->dtype == MC_DTYPE_I8 ? (size_t)(w->rows * ((w->cols + w->group - 1) / w->group)) *
+                                                             sizeof(float)
+                                                       : 0;
+    void *data = malloc(bytes > 0 ? bytes : 1);
+    float *scales = scale_bytes > 0 ? malloc(scale_bytes) : NULL;
+    mc_status st = data != NULL && (scale_bytes == 0 || scales != NULL)
+                       ? t->ops->download(&ex, data, w->data, bytes)
+                       : mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory for %s", e->name);
+    if (st == MC_OK && scales != NULL) st = t->ops->download(&ex, scales, w->scales, scale_bytes);
+    if (st == MC_OK) {
+        mc_weight host = *w;
+        host.data = data;
+        host.scales = scales;
+        const init_src hs = { .kind = INIT_WEIGHT, .w = &host };
+        init_values(e, &hs, rng, dst);
+    }
+    free(data);
+    free(scales);
+    return st;
+}
+
 static mc_weight f32_view(const float *data, int64_t rows, int64_t cols) {
     return (mc_weight){ .data = data, .dtype = MC_DTYPE_F32, .rows = rows, .cols = cols };
 }
@@ -408,8 +443,8 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
             st = mc_fail(err, MC_ERR_NOMEM, "trainer: out of memory for %s", e->name);
             break;
         }
-        init_values(e, &b.init[i], &rng, host);
-        st = t->ops->upload(&t->exec, t->params + e->offset, host, (size_t)e->numel * sizeof(float));
+        st = init_values_on(t, e, &b.init[i], &rng, host, err);
+        if (st == MC_OK) st = t->ops->upload(&t->exec, t->params + e->offset, host, (size_t)e->numel * sizeof(float));
         free(host);
     }
     t->exec.err = NULL;
