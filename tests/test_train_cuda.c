@@ -24,6 +24,9 @@
 // models' deeper chains.
 #define LOSS_TOL 1e-5
 #define GRAD_TOL 1e-4 // of each tensor's largest |gradient|
+// LoRA gradients on these random fixtures are more sensitive: PEFT's own f32 run differs from its f64 one by 1.1e-4
+// of scale (test_train_oracle holds the cpu to PEFT at 3e-4 for the same reason); measured cuda vs cpu: 1.4e-4.
+#define GRAD_TOL_LORA 3e-4
 // MC_MATH_BF16 rounds each product's operands to 8 mantissa bits (2^-9 relative each): the loss moves by about that
 // relative amount; gradients by a few times it.
 #define BF16_LOSS_TOL 2e-2
@@ -157,7 +160,7 @@ static void run_case(const char *model, const mc_lora_spec *lora, int64_t carry_
     char label[160];
     snprintf(label, sizeof(label), "%s%s%s%s", model, lora != NULL ? " lora" : " full",
              lora != NULL && lora->dropout > 0 ? " dropout" : "", carry_calls > 1 ? " carried" : "");
-    compare(ct, &c, &g, GRAD_TOL, label);
+    compare(ct, &c, &g, lora != NULL ? GRAD_TOL_LORA : GRAD_TOL, label);
     // bf16 products: the same loss within their rounding, and a finite gradient
     if (carry_calls == 1) {
         gt->exec.math = MC_MATH_BF16;

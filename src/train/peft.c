@@ -88,12 +88,76 @@ static mc_status write_config(const char *dir, const mc_lora_spec *s, const char
     return st;
 }
 
+// The block's device address p as the same place in a host copy (host), or the host view's own pointer (fallback)
+// for what the block does not hold.
+static const float *rebase(const float *p, const mc_trainer *t, const float *host, const float *fallback) {
+    return p != NULL && p >= t->params && p < t->params + t->n_params ? host + (p - t->params) : fallback;
+}
+
+static void rebase_w(mc_weight *w, const mc_trainer *t, const float *host, const mc_weight *fallback) {
+    const float *p = w->data;
+    *w = p != NULL && p >= t->params && p < t->params + t->n_params ? (mc_weight){ .data = host + (p - t->params),
+                                                                                   .dtype = MC_DTYPE_F32,
+                                                                                   .rows = w->rows,
+                                                                                   .cols = w->cols }
+                                                                     : *fallback;
+}
+
+// All weights trained on a device: the trained values are downloaded and saved through a host view of the model
+// (the model's own host views hold the weights it was loaded with).
+static mc_status save_device_model(const mc_trainer *t, const char *dir, mc_error *err) {
+    const int64_t NL = t->base->cfg.num_hidden_layers;
+    float *host = malloc((size_t)(t->n_params > 0 ? t->n_params : 1) * sizeof(float));
+    mc_layer *layers = malloc((size_t)NL * sizeof(mc_layer));
+    mc_exec ex = t->exec;
+    ex.err = err;
+    mc_status st = host != NULL && layers != NULL ? t->ops->download(&ex, host, t->params, (size_t)t->n_params * 4)
+                                                  : mc_fail(err, MC_ERR_NOMEM, "%s: out of memory", dir);
+    if (st == MC_OK) {
+        mc_model base_view;
+        const mc_model *b = mc_model_host_view(t->base, &base_view);
+        mc_model v = *b;
+        for (int64_t i = 0; i < NL; i++) {
+            const mc_layer *d = &t->view.layers[i], *f = &b->layers[i];
+            mc_layer *l = &layers[i];
+            *l = *f;
+            l->norm = rebase(d->norm, t, host, f->norm);
+            l->in_bias = rebase(d->in_bias, t, host, f->in_bias);
+            l->conv_w = rebase(d->conv_w, t, host, f->conv_w);
+            l->conv_b = rebase(d->conv_b, t, host, f->conv_b);
+            l->dt_bias = rebase(d->dt_bias, t, host, f->dt_bias);
+            l->A_log = rebase(d->A_log, t, host, f->A_log);
+            l->D = rebase(d->D, t, host, f->D);
+            l->out_bias = rebase(d->out_bias, t, host, f->out_bias);
+            l->in_proj = d->in_proj;
+            rebase_w(&l->in_proj, t, host, &f->in_proj);
+            l->x_proj = d->x_proj;
+            rebase_w(&l->x_proj, t, host, &f->x_proj);
+            l->dt_proj = d->dt_proj;
+            rebase_w(&l->dt_proj, t, host, &f->dt_proj);
+            l->out_proj = d->out_proj;
+            rebase_w(&l->out_proj, t, host, &f->out_proj);
+        }
+        v.layers = layers;
+        v.embed = t->view.embed;
+        rebase_w(&v.embed, t, host, &b->embed);
+        v.lm_head = t->view.lm_head;
+        rebase_w(&v.lm_head, t, host, &b->lm_head);
+        v.norm_f = rebase(t->view.norm_f, t, host, b->norm_f);
+        v.host_layers = NULL; // v is itself the host view
+        st = mc_model_save(&v, dir, err);
+    }
+    free(host);
+    free(layers);
+    return st;
+}
+
 mc_status mc_trainer_save(const mc_trainer *t, const char *dir, mc_error *err) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         return mc_fail(err, MC_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
     }
     if (!t->lora) { // all weights: a model folder transformers loads
-        return mc_model_save(&t->view, dir, err);
+        return t->ops->host_memory ? mc_model_save(&t->view, dir, err) : save_device_model(t, dir, err);
     }
     char *path = mc_path_join(dir, "adapter_model.safetensors");
     mc_status st = path != NULL ? mc_trainer_write_tensors(t, path, false, NAN, err)
