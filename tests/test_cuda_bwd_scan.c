@@ -421,6 +421,7 @@ static void test_selective_scan_bwd(void **unused) {
     ok &= scan_case(2, 5, 0, 4, 3, 1, all, seed++); // no channels: dB and dC are empty sums, written as 0
     // The 130m shape: dt_rank 48, so B and C are columns of q [rows, 80]; z is the second half of xz [rows, 3072].
     ok &= scan_case(2, 300, 1536, 16, 48, 0, all, seed++);
+    ok &= scan_case(5, 37, 1536, 16, 48, 0, all, seed++); // Bt·E > 6144: the other lane layout
     ok &= scan_case(3, 129, 1536, 16, 48, 0, none, seed++);
     assert_true(ok);
 }

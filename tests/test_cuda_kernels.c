@@ -464,6 +464,8 @@ static void test_selective_scan(void **unused) {
         }
     }
     scan_case(2, 300, 1536, 16, seed++); // the 130m width, several time tiles
+    scan_case(1, 70, 1536, 16, seed++);  // the lane layouts chosen by Bt·E: 1536 (16 lanes a channel),
+    scan_case(9, 40, 1536, 16, seed++);  // 13824 (4 lanes × 4 states)
 }
 
 static void test_errors(void **unused) {
