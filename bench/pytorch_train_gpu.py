@@ -1,7 +1,7 @@
 """The peer side of the GPU training benchmark (bench/RESULTS.md): transformers' MambaForCausalLM trains the same
 model folder on random ids, as the Trainer would on a GPU: AdamW (fused), optionally bf16 autocast, or PEFT LoRA.
-With mamba_ssm and causal_conv1d installed, transformers takes their CUDA kernels (the "fast path"); the script says
-which path ran. Prints median seconds per whole step (forward, backward, optimizer), tokens/s, and the device memory
+With mamba_ssm and causal_conv1d installed, transformers 5.17 takes their fused mamba_inner_fn in training (the "fast
+path"); the script says which path ran. Prints median seconds per whole step (forward, backward, optimizer), tokens/s, and the device memory
 in use at the end (total - free, as bench_train reports it for mambac) plus torch's own peak allocation.
 
 usage: python3 bench/pytorch_train_gpu.py MODEL_DIR --batch 4 --length 1024 [--amp bf16] [--lora R] [--steps 20]
@@ -69,9 +69,10 @@ def main():
     free_b, total_b = torch.cuda.mem_get_info()
     med = sorted(times)[len(times) // 2]
     tokens = a.batch * a.length
+    fast = getattr(modeling_mamba.mamba_inner_fn, "__module__", "").startswith("mamba_ssm")
     print("torch %s, transformers fast path (mamba_ssm kernels): %s, %s, amp %s, %s: batch %d x %d, median %.4f s/step "
           "(best %.4f), %.0f tokens/s, loss %.4f, device memory in use %.2f GB, torch peak allocated %.2f GB" %
-          (torch.__version__, modeling_mamba.is_fast_path_available, torch.cuda.get_device_name(), a.amp, targets,
+          (torch.__version__, fast, torch.cuda.get_device_name(), a.amp, targets,
            a.batch, a.length, med, min(times), tokens / med, float(loss), (total_b - free_b) * 1e-9,
            torch.cuda.max_memory_allocated() * 1e-9))
 
