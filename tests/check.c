@@ -43,6 +43,21 @@ bool mc_check_close(const float *got, const float *want, int64_t n, double tol, 
     return true;
 }
 
+uint32_t mc_test_rng_u32(mc_test_rng *r) {
+    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(r->s >> 33);
+}
+
+float mc_test_rng_uniform(mc_test_rng *r, float lo, float hi) {
+    return lo + (hi - lo) * ((float)mc_test_rng_u32(r) / 2147483648.0f);
+}
+
+void mc_test_fill(mc_test_rng *r, float *p, int64_t n, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = mc_test_rng_uniform(r, lo, hi);
+    }
+}
+
 char *mc_test_fixture(const char *rel) {
     const char *root = getenv("MC_FIXTURES");
     if (root == NULL) {

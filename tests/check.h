@@ -12,6 +12,15 @@ bool mc_check_close(const float *got, const float *want, int64_t n, double tol, 
 // Max |got - want| / max |want| (for reports).
 double mc_rel_err(const float *got, const float *want, int64_t n);
 
+// The tests' input generator: a 64-bit LCG (deterministic across machines; for test data only).
+typedef struct mc_test_rng {
+    uint64_t s;
+} mc_test_rng;
+
+uint32_t mc_test_rng_u32(mc_test_rng *r);
+float mc_test_rng_uniform(mc_test_rng *r, float lo, float hi); // in [lo, hi)
+void mc_test_fill(mc_test_rng *r, float *p, int64_t n, float lo, float hi);
+
 // $MC_FIXTURES/<rel> (owned string) or NULL when MC_FIXTURES is unset.
 char *mc_test_fixture(const char *rel);
 // $MC_SHARED/<rel> when that file exists, else NULL (owned string).

@@ -64,19 +64,6 @@ enum { C_F32, C_16BIT, C_TF32, C_BF16, C_SUM, C_SCATTER, C_CE, C_ELEM, C_COUNT }
 
 static double g_worst[C_COUNT]; // worst relative error seen per class, printed at the end for the record
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rng_u32(rng *r) {
-    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(r->s >> 33);
-}
-
-static float rng_uniform(rng *r, float lo, float hi) {
-    return lo + (hi - lo) * ((float)rng_u32(r) / 2147483648.0f);
-}
-
 static float *alloc_f32(int64_t n) {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
     assert_non_null(p);
@@ -87,12 +74,6 @@ static float *copy_f32(const float *src, int64_t n) {
     float *p = alloc_f32(n);
     memcpy(p, src, (size_t)n * sizeof(float));
     return p;
-}
-
-static void fill(rng *r, float *p, int64_t n, float lo, float hi) {
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = rng_uniform(r, lo, hi);
-    }
 }
 
 // A device copy of `bytes` bytes of host memory (zeroed memory when host is NULL; freed by dev_free).
@@ -159,18 +140,18 @@ typedef struct host_weight {
 } host_weight;
 
 // A random weight [N, K] in dtype (int8: q in [−127, 127], group scales), on the host and the device.
-static host_weight weight_new(rng *r, int dtype, int64_t N, int64_t K, int64_t group) {
+static host_weight weight_new(mc_test_rng *r, int dtype, int64_t N, int64_t K, int64_t group) {
     host_weight h = { .w = { .dtype = dtype, .rows = N, .cols = K } };
     h.data = malloc((size_t)(N * K * mc_dtype_size(dtype) + 16));
     assert_non_null(h.data);
     for (int64_t i = 0; i < N * K; i++) {
-        const float v = rng_uniform(r, -1.0f, 1.0f);
+        const float v = mc_test_rng_uniform(r, -1.0f, 1.0f);
         if (dtype == MC_DTYPE_F16) {
             ((uint16_t *)h.data)[i] = mc_f32_to_f16(v);
         } else if (dtype == MC_DTYPE_BF16) {
             ((uint16_t *)h.data)[i] = mc_f32_to_bf16(v);
         } else if (dtype == MC_DTYPE_I8) {
-            ((int8_t *)h.data)[i] = (int8_t)((int)(rng_u32(r) % 255) - 127);
+            ((int8_t *)h.data)[i] = (int8_t)((int)(mc_test_rng_u32(r) % 255) - 127);
         } else {
             ((float *)h.data)[i] = v;
         }
@@ -178,7 +159,7 @@ static host_weight weight_new(rng *r, int dtype, int64_t N, int64_t K, int64_t g
     const int64_t ng = dtype == MC_DTYPE_I8 ? (K + group - 1) / group : 0;
     if (dtype == MC_DTYPE_I8) {
         h.scales = alloc_f32(N * ng);
-        fill(r, h.scales, N * ng, 0.001f, 0.02f);
+        mc_test_fill(r, h.scales, N * ng, 0.001f, 0.02f);
         h.w.scales = h.scales;
         h.w.group = group;
     }
@@ -202,12 +183,12 @@ typedef struct dx_shape {
 
 // dx (rows K + pad apart, padding random) = or += dy · W under `math`, against the reference.
 static void dx_case(int dtype, dx_shape s, bool acc, int math, double tol, int cls, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = s.K + s.pad;
     host_weight hw = weight_new(&r, dtype, s.N, s.K, s.group);
     float *dy = alloc_f32(s.M * s.N), *dx0 = alloc_f32(s.M * ldx), *got = alloc_f32(s.M * ldx);
-    fill(&r, dy, s.M * s.N, -1.0f, 1.0f);
-    fill(&r, dx0, s.M * ldx, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, s.M * s.N, -1.0f, 1.0f);
+    mc_test_fill(&r, dx0, s.M * ldx, -1.0f, 1.0f);
     for (int64_t i = 0; s.M == 130 && i < s.M * s.N; i += 3) { // past f16's range (65504): the row scaling must hold
         dy[i] *= 3e5f;
     }
@@ -260,14 +241,14 @@ static void test_matmul_dx(void **unused) {
 // dw += dyᵀ · x (x rows K + pad apart), dbias += Σ_m dy when bias, against the reference.
 static void dw_case(int64_t M, int64_t N, int64_t K, int64_t pad, bool bias, int math, double tol, int cls,
                     uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = K + pad;
     float *x = alloc_f32(M * ldx), *dy = alloc_f32(M * N), *dw0 = alloc_f32(N * K), *db0 = alloc_f32(N);
     float *got_w = alloc_f32(N * K), *got_b = alloc_f32(N);
-    fill(&r, x, M * ldx, -1.0f, 1.0f);
-    fill(&r, dy, M * N, -1.0f, 1.0f);
-    fill(&r, dw0, N * K, -1.0f, 1.0f);
-    fill(&r, db0, N, -1.0f, 1.0f);
+    mc_test_fill(&r, x, M * ldx, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, M * N, -1.0f, 1.0f);
+    mc_test_fill(&r, dw0, N * K, -1.0f, 1.0f);
+    mc_test_fill(&r, db0, N, -1.0f, 1.0f);
     float *want_w = copy_f32(dw0, N * K), *want_b = copy_f32(db0, N);
     assert_int_equal(mc_ref_matmul_dw(&g_ex, want_w, bias ? want_b : NULL, dy, x, ldx, M, N, K), MC_OK);
     float *dx = dev_from(x, M * ldx * 4), *ddy = dev_from(dy, M * N * 4), *ddw = dev_from(dw0, N * K * 4);
@@ -296,10 +277,10 @@ static void dw_case(int64_t M, int64_t N, int64_t K, int64_t pad, bool bias, int
 
 // The trainer's bias of a frozen matrix: matmul_dw(dbias, NULL, dy, ones, 1, M, N, 1), a K = 1 product.
 static void frozen_bias_case(int64_t M, int64_t N, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     float *dy = alloc_f32(M * N), *ones = alloc_f32(M), *db0 = alloc_f32(N), *got = alloc_f32(N);
-    fill(&r, dy, M * N, -1.0f, 1.0f);
-    fill(&r, db0, N, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, M * N, -1.0f, 1.0f);
+    mc_test_fill(&r, db0, N, -1.0f, 1.0f);
     for (int64_t m = 0; m < M; m++) {
         ones[m] = 1.0f;
     }
@@ -343,11 +324,11 @@ static void test_math_modes(void **unused) {
     const int classes[] = { C_F32, C_TF32, C_BF16 };
     uint64_t seed = 2000;
     for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
-        rng r = { seed++ };
+        mc_test_rng r = { seed++ };
         const int64_t M = 130, N = 257, K = 768;
         host_weight hw = weight_new(&r, MC_DTYPE_F32, N, K, 0);
         float *x = alloc_f32(M * K), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
-        fill(&r, x, M * K, -1.0f, 1.0f);
+        mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
         mc_ref_matmul(&g_ex, want, x, K, &hw.w, NULL, M, N, K);
         float *dx = dev_from(x, M * K * 4), *dy = dev_from(NULL, M * N * 4);
         g_ex.math = modes[i];
@@ -380,17 +361,17 @@ static void test_embed_bwd(void **unused) {
     const int64_t ns[] = { 1, 3, 130 }, Hs[] = { 1, 3, 65, 768 };
     for (size_t ni = 0; ni < ARRAY_LEN(ns); ni++) {
         for (size_t hi = 0; hi < ARRAY_LEN(Hs); hi++) {
-            rng r = { 3000 + ni * 10 + hi };
+            mc_test_rng r = { 3000 + ni * 10 + hi };
             const int64_t n = ns[ni], H = Hs[hi], V = 37;
             int32_t *ids = malloc((size_t)n * sizeof(int32_t));
             assert_non_null(ids);
             for (int64_t i = 0; i < n; i++) {
-                ids[i] = (int32_t)(rng_u32(&r) % V);
+                ids[i] = (int32_t)(mc_test_rng_u32(&r) % V);
             }
             ids[0] = (int32_t)V - 1;
             float *dout = alloc_f32(n * H), *dw0 = alloc_f32((V + 1) * H), *got = alloc_f32((V + 1) * H);
-            fill(&r, dout, n * H, -1.0f, 1.0f);
-            fill(&r, dw0, (V + 1) * H, -1.0f, 1.0f); // row V: a guard past the table
+            mc_test_fill(&r, dout, n * H, -1.0f, 1.0f);
+            mc_test_fill(&r, dw0, (V + 1) * H, -1.0f, 1.0f); // row V: a guard past the table
             float *want = copy_f32(dw0, (V + 1) * H);
             if (n > 1) { // the last id out of range: the device skips that row, the reference refuses the call
                 ids[n - 1] = (int32_t)V;
@@ -419,14 +400,14 @@ static void test_embed_bwd(void **unused) {
 // ---- rmsnorm_bwd ------------------------------------------------------------------------------------------------
 
 static void rmsnorm_bwd_case(int64_t M, int64_t H, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     float *dy = alloc_f32(M * H), *x = alloc_f32(M * H), *w = alloc_f32(H), *dx0 = alloc_f32(M * H);
     float *dw0 = alloc_f32(H), *got_x = alloc_f32(M * H), *got_w = alloc_f32(H);
-    fill(&r, dy, M * H, -1.0f, 1.0f);
-    fill(&r, x, M * H, -3.0f, 3.0f);
-    fill(&r, w, H, 0.5f, 1.5f);
-    fill(&r, dx0, M * H, -1.0f, 1.0f); // dx accumulates: the residual branch's gradient is already there
-    fill(&r, dw0, H, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, M * H, -1.0f, 1.0f);
+    mc_test_fill(&r, x, M * H, -3.0f, 3.0f);
+    mc_test_fill(&r, w, H, 0.5f, 1.5f);
+    mc_test_fill(&r, dx0, M * H, -1.0f, 1.0f); // dx accumulates: the residual branch's gradient is already there
+    mc_test_fill(&r, dw0, H, -1.0f, 1.0f);
     float *want_x = copy_f32(dx0, M * H), *want_w = copy_f32(dw0, H);
     assert_int_equal(mc_ref_rmsnorm_bwd(&g_ex, want_x, want_w, dy, x, w, M, H, 1e-5f), MC_OK);
     float *ddy = dev_from(dy, M * H * 4), *dx = dev_from(x, M * H * 4), *dw = dev_from(w, H * 4);
@@ -466,15 +447,15 @@ static void test_rmsnorm_bwd(void **unused) {
 // the gradient is 1 − p), every third row ignored; loss_sum and n_valid start non-zero (they accumulate); alias
 // puts dlogits on logits, as the trainer does.
 static void ce_case(int64_t T, int64_t V, bool alias, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     float *logits = alloc_f32(T * V), *got = alloc_f32(T * V), *want = alloc_f32(T * V);
     int32_t *targets = malloc((size_t)T * sizeof(int32_t));
     assert_non_null(targets);
-    fill(&r, logits, T * V, -8.0f, 8.0f);
+    mc_test_fill(&r, logits, T * V, -8.0f, 8.0f);
     int64_t kept = 0;
     for (int64_t t = 0; t < T; t++) {
         logits[t * V + (t * 7) % V] = 25.0f;
-        targets[t] = t % 3 == 1 ? -100 : t % 3 == 2 ? (int32_t)((t * 7) % V) : (int32_t)(rng_u32(&r) % V);
+        targets[t] = t % 3 == 1 ? -100 : t % 3 == 2 ? (int32_t)((t * 7) % V) : (int32_t)(mc_test_rng_u32(&r) % V);
         kept += targets[t] != -100;
     }
     const float scale = 1.0f / (float)(kept > 0 ? kept : 1);
@@ -574,11 +555,11 @@ static void test_axpby_mul_acc(void **unused) {
     const int64_t ns[] = { 1, 1000, (1 << 20) + 3 };
     for (size_t i = 0; i < ARRAY_LEN(ns); i++) {
         const int64_t n = ns[i];
-        rng r = { 6000 + i };
+        mc_test_rng r = { 6000 + i };
         float *y = alloc_f32(n), *x = alloc_f32(n), *a = alloc_f32(n), *got = alloc_f32(n);
-        fill(&r, y, n, -2.0f, 2.0f);
-        fill(&r, x, n, -2.0f, 2.0f);
-        fill(&r, a, n, -2.0f, 2.0f);
+        mc_test_fill(&r, y, n, -2.0f, 2.0f);
+        mc_test_fill(&r, x, n, -2.0f, 2.0f);
+        mc_test_fill(&r, a, n, -2.0f, 2.0f);
         float *dy = dev_from(y, n * 4), *dx = dev_from(x, n * 4), *da = dev_from(a, n * 4);
         for (int form = 0; form < 3; form++) { // x separate, x NULL, x == y
             float *want = copy_f32(y, n);
@@ -597,7 +578,7 @@ static void test_axpby_mul_acc(void **unused) {
         expect_ok(g_ops->mul_acc(&g_ex, dy, dx, da, n), "mul_acc");
         dev_to(got, dy, n * 4);
         check(got, want, n, TOL_ELEM, C_ELEM, "mul_acc");
-        fill(&r, x, n, -10.0f, 5.0f);
+        mc_test_fill(&r, x, n, -10.0f, 5.0f);
         mc_ref_neg_exp(want, x, n);
         assert_int_equal(g_ops->upload(&g_ex, dx, x, (size_t)n * 4), MC_OK);
         expect_ok(g_ops->neg_exp(&g_ex, dy, dx, n), "neg_exp");
@@ -619,9 +600,9 @@ static void test_sumsq(void **unused) {
     const int64_t ns[] = { 0, 1, 1000, 40000003 };
     for (size_t i = 0; i < ARRAY_LEN(ns); i++) {
         const int64_t n = ns[i];
-        rng r = { 7000 + i };
+        mc_test_rng r = { 7000 + i };
         float *x = alloc_f32(n);
-        fill(&r, x, n, -3.0f, 3.0f);
+        mc_test_fill(&r, x, n, -3.0f, 3.0f);
         const double want = mc_ref_sumsq(x, n), garbage = 123.5;
         double got = 0;
         float *dx = dev_from(x, n * 4);
@@ -659,15 +640,15 @@ static int64_t max_ulp(const float *got, const float *want, int64_t n) {
 // Two steps (t = 1 from zero moments, then t = 10) with optim.c's scalars, decayed and not.
 static void test_adamw(void **unused) {
     const int64_t n = (1 << 16) + 3;
-    rng r = { 8000 };
+    mc_test_rng r = { 8000 };
     float *p = alloc_f32(n), *g = alloc_f32(n), *m = alloc_f32(n), *v = alloc_f32(n);
     float *gp = alloc_f32(n), *gm = alloc_f32(n), *gv = alloc_f32(n);
-    fill(&r, p, n, -1.0f, 1.0f);
+    mc_test_fill(&r, p, n, -1.0f, 1.0f);
     float *dp = dev_from(p, n * 4), *dg = dev_from(NULL, n * 4), *dm = dev_from(m, n * 4), *dv = dev_from(v, n * 4);
     const double lr = 1e-3, b1 = 0.9, b2 = 0.999;
     const int steps[] = { 1, 10 };
     for (size_t s = 0; s < ARRAY_LEN(steps); s++) {
-        fill(&r, g, n, -1.0f, 1.0f);
+        mc_test_fill(&r, g, n, -1.0f, 1.0f);
         g[0] = 0.0f;
         const double bc1 = 1.0 - pow(b1, steps[s]), bc2 = 1.0 - pow(b2, steps[s]);
         const mc_adamw_args a = { .decay = s == 0 ? (float)(1.0 - lr * 0.1) : 1.0f,

@@ -36,19 +36,6 @@ static double g_worst[2]; // worst max|got − ref| / max|ref| per op (conv1d_bw
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rng_u32(rng *r) {
-    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(r->s >> 33);
-}
-
-static float rng_uniform(rng *r, float lo, float hi) {
-    return lo + (hi - lo) * ((float)rng_u32(r) / 2147483648.0f);
-}
-
 // Every host and device allocation of a case, freed together.
 typedef struct pool {
     void *host[64], *dev[64];
@@ -66,10 +53,10 @@ static float *new_f32(pool *pl, int64_t n, float v) {
     return p;
 }
 
-static float *new_rand(pool *pl, rng *r, int64_t n, float lo, float hi) {
+static float *new_rand(pool *pl, mc_test_rng *r, int64_t n, float lo, float hi) {
     float *p = new_f32(pl, n, 0.0f);
     for (int64_t i = 0; i < n; i++) {
-        p[i] = rng_uniform(r, lo, hi);
+        p[i] = mc_test_rng_uniform(r, lo, hi);
     }
     return p;
 }
@@ -152,7 +139,7 @@ typedef struct conv_case {
 static bool conv_run(const conv_case *cc, uint64_t seed) {
     const int64_t Bt = cc->Bt, L = cc->L, E = cc->E, K = cc->K, ldx = 2 * E + 1, rows = Bt * L, S = Bt * E * K;
     pool pl = { 0 };
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const float *x = new_rand(&pl, &r, rows * ldx, -3.0f, 3.0f), *state0 = new_rand(&pl, &r, S, -3.0f, 3.0f);
     const float *w = new_rand(&pl, &r, E * K, -1.0f, 1.0f), *b = cc->bias ? new_rand(&pl, &r, E, -1.0f, 1.0f) : NULL;
     const float *du = new_rand(&pl, &r, rows * E, -1.0f, 1.0f), *fin = new_rand(&pl, &r, S, -1.0f, 1.0f);
@@ -244,7 +231,7 @@ typedef struct scan_mode {
 // silu(−100).
 static scan_in scan_inputs(pool *pl, int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, int64_t ldbc, int64_t ldz,
                            scan_mode mode, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t rows = Bt * L;
     scan_in c = { .Bt = Bt, .L = L, .E = E, .N = N, .R = R, .ldbc = ldbc, .ldz = ldz };
     c.u = new_rand(pl, &r, rows * E, -2.0f, 2.0f);
@@ -256,14 +243,14 @@ static scan_in scan_inputs(pool *pl, int64_t Bt, int64_t L, int64_t E, int64_t N
     c.dt_bias = new_rand(pl, &r, E, -2.0f, 1.0f);
     c.dt = new_f32(pl, rows * E, 0.0f);
     for (int64_t i = 0; i < rows * E; i++) {
-        const uint32_t k = rng_u32(&r) % 10;
-        float v = k < 7 ? rng_uniform(&r, -5.0f, 2.5f) : k < 8 ? rng_uniform(&r, 19.0f, 21.0f) : k < 9 ? 95.0f : -30.0f;
+        const uint32_t k = mc_test_rng_u32(&r) % 10;
+        float v = k < 7 ? mc_test_rng_uniform(&r, -5.0f, 2.5f) : k < 8 ? mc_test_rng_uniform(&r, 19.0f, 21.0f) : k < 9 ? 95.0f : -30.0f;
         v = fabsf(v - 20.0f) < 1e-3f ? 20.01f : v;
         c.dt[i] = v - c.dt_bias[i % E];
     }
     c.A = new_f32(pl, E * N, 0.0f);
     for (int64_t i = 0; i < E * N; i++) {
-        c.A[i] = -expf(rng_uniform(&r, -2.0f, logf((float)N) + 0.5f));
+        c.A[i] = -expf(mc_test_rng_uniform(&r, -2.0f, logf((float)N) + 0.5f));
     }
     c.D = new_rand(pl, &r, E, -1.0f, 1.0f);
     c.h0 = mode.h0 ? new_rand(pl, &r, Bt * E * N, -1.0f, 1.0f) : NULL;

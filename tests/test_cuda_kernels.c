@@ -35,29 +35,10 @@ static const mc_ops *g_ops;
 static mc_exec g_ex;
 static mc_error g_err;
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rng_u32(rng *r) {
-    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(r->s >> 33);
-}
-
-static float rng_uniform(rng *r, float lo, float hi) {
-    return lo + (hi - lo) * ((float)rng_u32(r) / 2147483648.0f);
-}
-
 static float *alloc_f32(int64_t n) {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
     assert_non_null(p);
     return p;
-}
-
-static void fill(rng *r, float *p, int64_t n, float lo, float hi) {
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = rng_uniform(r, lo, hi);
-    }
 }
 
 // A device copy of n bytes of host memory (freed by dev_free).
@@ -99,12 +80,12 @@ static void check(const float *got, const float *want, int64_t n, double tol, in
 // ---- matmul -----------------------------------------------------------------------------------------------------
 
 // A random weight [N, K] in dtype (int8: q in [−127, 127], group scales), host copy; data/scales point into *store.
-static mc_weight make_weight(rng *r, int dtype, int64_t N, int64_t K, int64_t group, void **data, float **scales) {
+static mc_weight make_weight(mc_test_rng *r, int dtype, int64_t N, int64_t K, int64_t group, void **data, float **scales) {
     mc_weight w = { .dtype = dtype, .rows = N, .cols = K };
     *data = malloc((size_t)(N * K * mc_dtype_size(dtype) + 16));
     *scales = NULL;
     for (int64_t i = 0; i < N * K; i++) {
-        float v = rng_uniform(r, -1.0f, 1.0f);
+        float v = mc_test_rng_uniform(r, -1.0f, 1.0f);
         switch (dtype) {
             case MC_DTYPE_F16:
                 ((uint16_t *)*data)[i] = mc_f32_to_f16(v);
@@ -113,7 +94,7 @@ static mc_weight make_weight(rng *r, int dtype, int64_t N, int64_t K, int64_t gr
                 ((uint16_t *)*data)[i] = mc_f32_to_bf16(v);
                 break;
             case MC_DTYPE_I8:
-                ((int8_t *)*data)[i] = (int8_t)((int)(rng_u32(r) % 255) - 127);
+                ((int8_t *)*data)[i] = (int8_t)((int)(mc_test_rng_u32(r) % 255) - 127);
                 break;
             default:
                 ((float *)*data)[i] = v;
@@ -122,7 +103,7 @@ static mc_weight make_weight(rng *r, int dtype, int64_t N, int64_t K, int64_t gr
     if (dtype == MC_DTYPE_I8) {
         const int64_t ng = (K + group - 1) / group;
         *scales = alloc_f32(N * ng);
-        fill(r, *scales, N * ng, 0.001f, 0.02f);
+        mc_test_fill(r, *scales, N * ng, 0.001f, 0.02f);
         w.scales = *scales;
         w.group = group;
     }
@@ -132,13 +113,13 @@ static mc_weight make_weight(rng *r, int dtype, int64_t N, int64_t K, int64_t gr
 
 static void matmul_case(int dtype, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t group, bool bias,
                         uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     void *wdata = NULL;
     float *wscales = NULL;
     mc_weight w = make_weight(&r, dtype, N, K, group, &wdata, &wscales);
     float *x = alloc_f32(M * ldx), *b = alloc_f32(N), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
-    fill(&r, x, M * ldx, -1.0f, 1.0f);
-    fill(&r, b, N, -1.0f, 1.0f);
+    mc_test_fill(&r, x, M * ldx, -1.0f, 1.0f);
+    mc_test_fill(&r, b, N, -1.0f, 1.0f);
     for (int64_t i = 0; M == 130 && i < M * ldx; i += 3) { // past f16's range (65504): the row scaling must hold
         x[i] *= 3e5f;
     }
@@ -197,14 +178,14 @@ static void test_embed(void **unused) {
     const int64_t Hs[] = { 1, 3, 65, 768 };
     for (size_t d = 0; d < 4; d++) {
         for (size_t hi = 0; hi < ARRAY_LEN(Hs); hi++) {
-            rng r = { 100 + d * 10 + hi };
+            mc_test_rng r = { 100 + d * 10 + hi };
             const int64_t V = 37, H = Hs[hi], Bt = 3, T = 5, ldi = 7; // ids rows 7 apart: a strided batch
             void *wdata = NULL;
             float *wscales = NULL;
             mc_weight w = make_weight(&r, dtypes[d], V, H, 7, &wdata, &wscales);
             int32_t ids[3 * 7];
             for (int i = 0; i < 21; i++) {
-                ids[i] = (int32_t)(rng_u32(&r) % V);
+                ids[i] = (int32_t)(mc_test_rng_u32(&r) % V);
             }
             ids[0] = 0;
             ids[8] = (int32_t)V - 1;
@@ -242,12 +223,12 @@ static void test_rmsnorm(void **unused) {
         for (size_t hi = 0; hi < ARRAY_LEN(Hs); hi++) {
             for (int with_add = 0; with_add < 2; with_add++) {
                 const int64_t M = Ms[mi], H = Hs[hi];
-                rng r = { 200 + mi * 100 + hi * 2 + (uint64_t)with_add };
+                mc_test_rng r = { 200 + mi * 100 + hi * 2 + (uint64_t)with_add };
                 float *x = alloc_f32(M * H), *add = alloc_f32(M * H), *w = alloc_f32(H);
                 float *want = alloc_f32(M * H), *got = alloc_f32(M * H), *got_x = alloc_f32(M * H);
-                fill(&r, x, M * H, -3.0f, 3.0f);
-                fill(&r, add, M * H, -3.0f, 3.0f);
-                fill(&r, w, H, 0.5f, 1.5f);
+                mc_test_fill(&r, x, M * H, -3.0f, 3.0f);
+                mc_test_fill(&r, add, M * H, -3.0f, 3.0f);
+                mc_test_fill(&r, w, H, 0.5f, 1.5f);
                 float *dx = dev_from(x, M * H * 4), *dadd = dev_from(add, M * H * 4), *dw = dev_from(w, H * 4);
                 float *dy = dev_from(NULL, M * H * 4);
                 mc_ref_rmsnorm(&g_ex, want, x, with_add ? add : NULL, w, M, H, 1e-5f);
@@ -279,15 +260,15 @@ static void test_rmsnorm(void **unused) {
 // the sequence form against the reference per sequence, then the step form over the same inputs, one position at
 // a time from the same starting state, against the sequence form's outputs.
 static void conv_case(int64_t Bt, int64_t L, int64_t E, int64_t K, bool bias, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = 2 * E + 1;
     float *x = alloc_f32(Bt * L * ldx), *w = alloc_f32(E * K), *b = alloc_f32(E), *s0 = alloc_f32(Bt * E * K);
     float *want_u = alloc_f32(Bt * L * E), *want_s = alloc_f32(Bt * E * K);
     float *got_u = alloc_f32(Bt * L * E), *got_s = alloc_f32(Bt * E * K);
-    fill(&r, x, Bt * L * ldx, -2.0f, 2.0f);
-    fill(&r, w, E * K, -1.0f, 1.0f);
-    fill(&r, b, E, -0.5f, 0.5f);
-    fill(&r, s0, Bt * E * K, -2.0f, 2.0f);
+    mc_test_fill(&r, x, Bt * L * ldx, -2.0f, 2.0f);
+    mc_test_fill(&r, w, E * K, -1.0f, 1.0f);
+    mc_test_fill(&r, b, E, -0.5f, 0.5f);
+    mc_test_fill(&r, s0, Bt * E * K, -2.0f, 2.0f);
     memcpy(want_s, s0, (size_t)(Bt * E * K) * 4);
     for (int64_t q = 0; q < Bt; q++) {
         mc_ref_conv1d(&g_ex, want_u + q * L * E, want_s + q * E * K, x + q * L * ldx, ldx, w, bias ? b : NULL, L, E,
@@ -361,36 +342,36 @@ static void test_conv1d(void **unused) {
 
 // dt spans −30..+100: mostly where softplus is curved, some far below, some past the threshold 20, and a few
 // within 0.01 of it (where a wrong threshold shows).
-static float draw_dt(rng *r) {
-    uint32_t k = rng_u32(r) % 10;
-    return k < 6 ? rng_uniform(r, -6.0f, 3.0f)
-           : k < 7 ? rng_uniform(r, -30.0f, -6.0f)
-           : k < 8 ? rng_uniform(r, 19.99f, 20.01f)
-                   : rng_uniform(r, 15.0f, 100.0f);
+static float draw_dt(mc_test_rng *r) {
+    uint32_t k = mc_test_rng_u32(r) % 10;
+    return k < 6 ? mc_test_rng_uniform(r, -6.0f, 3.0f)
+           : k < 7 ? mc_test_rng_uniform(r, -30.0f, -6.0f)
+           : k < 8 ? mc_test_rng_uniform(r, 19.99f, 20.01f)
+                   : mc_test_rng_uniform(r, 15.0f, 100.0f);
 }
 
 // Bt sequences of L steps in the forward's layout: q [Bt·L, R + 2N] holds δ, B, C (ldbc = R + 2N), xz
 // [Bt·L, 2E + 1] holds x then z (ldz odd: misaligned). The sequence form against the reference per sequence (y and
 // the carried h), then the step form position by position against the same outputs.
 static void scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t R = 3, ldbc = R + 2 * N, ldz = 2 * E + 1, rows = Bt * L;
     float *u = alloc_f32(rows * E), *dt = alloc_f32(rows * E), *dtb = alloc_f32(E), *A = alloc_f32(E * N);
     float *q = alloc_f32(rows * ldbc), *D = alloc_f32(E), *xz = alloc_f32(rows * ldz), *h0 = alloc_f32(Bt * E * N);
     float *want_y = alloc_f32(rows * E), *want_h = alloc_f32(Bt * E * N);
     float *got_y = alloc_f32(rows * E), *got_h = alloc_f32(Bt * E * N);
-    fill(&r, u, rows * E, -2.0f, 2.0f);
+    mc_test_fill(&r, u, rows * E, -2.0f, 2.0f);
     for (int64_t i = 0; i < rows * E; i++) {
         dt[i] = draw_dt(&r);
     }
-    fill(&r, dtb, E, -2.0f, 1.0f);
+    mc_test_fill(&r, dtb, E, -2.0f, 1.0f);
     for (int64_t i = 0; i < E * N; i++) {
-        A[i] = -expf(rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+        A[i] = -expf(mc_test_rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
     }
-    fill(&r, q, rows * ldbc, -1.0f, 1.0f);
-    fill(&r, D, E, -1.0f, 1.0f);
-    fill(&r, xz, rows * ldz, -4.0f, 4.0f);
-    fill(&r, h0, Bt * E * N, -1.0f, 1.0f);
+    mc_test_fill(&r, q, rows * ldbc, -1.0f, 1.0f);
+    mc_test_fill(&r, D, E, -1.0f, 1.0f);
+    mc_test_fill(&r, xz, rows * ldz, -4.0f, 4.0f);
+    mc_test_fill(&r, h0, Bt * E * N, -1.0f, 1.0f);
     memcpy(want_h, h0, (size_t)(Bt * E * N) * 4);
     for (int64_t b = 0; b < Bt; b++) {
         mc_ref_selective_scan(&g_ex, want_y + b * L * E, want_h + b * E * N, u + b * L * E, dt + b * L * E, dtb, A,

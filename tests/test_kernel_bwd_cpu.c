@@ -38,19 +38,6 @@ static const int thread_counts[] = { 1, 2 };
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rng_u32(rng *r) {
-    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(r->s >> 33);
-}
-
-static float rng_uniform(rng *r, float lo, float hi) {
-    return lo + (hi - lo) * ((float)rng_u32(r) / 2147483648.0f);
-}
-
 // Every allocation of a case, freed together.
 typedef struct pool {
     void *p[128];
@@ -80,10 +67,10 @@ static float *new_f32(pool *pl, int64_t n, float v) {
     return p;
 }
 
-static float *new_rand(pool *pl, rng *r, int64_t n, float lo, float hi) {
+static float *new_rand(pool *pl, mc_test_rng *r, int64_t n, float lo, float hi) {
     float *p = new_f32(pl, n, 0.0f);
     for (int64_t i = 0; i < n; i++) {
-        p[i] = rng_uniform(r, lo, hi);
+        p[i] = mc_test_rng_uniform(r, lo, hi);
     }
     return p;
 }
@@ -127,21 +114,21 @@ static const mc_cpu_kernels *table(int isa) {
 
 // ---- matmul -----------------------------------------------------------------------------------------------------
 
-static mc_weight weight_new(pool *pl, rng *r, int dtype, int64_t N, int64_t K, int64_t group) {
+static mc_weight weight_new(pool *pl, mc_test_rng *r, int dtype, int64_t N, int64_t K, int64_t group) {
     mc_weight w = { .dtype = dtype, .rows = N, .cols = K, .group = group };
     if (dtype == MC_DTYPE_F32) {
         w.data = new_rand(pl, r, N * K, -1.0f, 1.0f);
     } else if (dtype == MC_DTYPE_I8) {
         int8_t *q = pool_alloc(pl, (size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) {
-            q[i] = (int8_t)(rng_u32(r) & 0xff);
+            q[i] = (int8_t)(mc_test_rng_u32(r) & 0xff);
         }
         w.data = q;
         w.scales = new_rand(pl, r, N * ((K + group - 1) / group), 0.005f, 0.02f);
     } else {
         uint16_t *h = pool_alloc(pl, (size_t)(N * K) * sizeof(uint16_t));
         for (int64_t i = 0; i < N * K; i++) {
-            float v = rng_uniform(r, -1.0f, 1.0f);
+            float v = mc_test_rng_uniform(r, -1.0f, 1.0f);
             h[i] = dtype == MC_DTYPE_BF16 ? mc_f32_to_bf16(v) : mc_f32_to_f16(v);
         }
         w.data = h;
@@ -154,7 +141,7 @@ static mc_weight weight_new(pool *pl, rng *r, int dtype, int64_t N, int64_t K, i
 static bool matmul_case(int dtype, int64_t M, int64_t N, int64_t K, uint64_t seed) {
     static const char *names[] = { "f32", "f16", "bf16", "int8" };
     pool pl = { 0 };
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = K + 3;
     const mc_weight w = weight_new(&pl, &r, dtype, N, K, 32);
     const float *dy = new_rand(&pl, &r, M * N, -1.0f, 1.0f), *x = new_rand(&pl, &r, M * ldx, -1.0f, 1.0f);
@@ -230,11 +217,11 @@ static void test_embed(void **unused) {
     for (size_t a = 0; a < ARRAY_LEN(ns); a++) {
         for (size_t b = 0; b < ARRAY_LEN(Hs); b++) {
             pool pl = { 0 };
-            rng r = { seed++ };
+            mc_test_rng r = { seed++ };
             const int64_t n = ns[a], H = Hs[b], V = 7; // V < n: ids repeat
             int32_t *ids = pool_alloc(&pl, (size_t)n * sizeof(int32_t));
             for (int64_t i = 0; i < n; i++) {
-                ids[i] = (int32_t)(rng_u32(&r) % V);
+                ids[i] = (int32_t)(mc_test_rng_u32(&r) % V);
             }
             const float *dout = new_rand(&pl, &r, n * H, -1.0f, 1.0f), *dw0 = new_rand(&pl, &r, V * H, -1.0f, 1.0f);
             float *want = copy_f32(&pl, dw0, V * H), *got = new_f32(&pl, V * H, 0);
@@ -264,7 +251,7 @@ static void test_rmsnorm(void **unused) {
     for (size_t a = 0; a < ARRAY_LEN(Ms); a++) {
         for (size_t b = 0; b < ARRAY_LEN(Hs); b++) {
             pool pl = { 0 };
-            rng r = { seed++ };
+            mc_test_rng r = { seed++ };
             const int64_t M = Ms[a], H = Hs[b];
             const float *x = new_rand(&pl, &r, M * H, -3.0f, 3.0f), *dy = new_rand(&pl, &r, M * H, -1.0f, 1.0f);
             const float *w = new_rand(&pl, &r, H, 0.5f, 1.5f), *dx0 = new_rand(&pl, &r, M * H, -1.0f, 1.0f);
@@ -301,7 +288,7 @@ typedef struct conv_case {
 static bool conv_run(const conv_case *cc, uint64_t seed) {
     const int64_t Bt = cc->Bt, L = cc->L, E = cc->E, K = cc->K, ldx = 2 * E + 1, rows = Bt * L, S = Bt * E * K;
     pool pl = { 0 };
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const float *x = new_rand(&pl, &r, rows * ldx, -3.0f, 3.0f), *state0 = new_rand(&pl, &r, S, -3.0f, 3.0f);
     const float *w = new_rand(&pl, &r, E * K, -1.0f, 1.0f), *b = cc->bias ? new_rand(&pl, &r, E, -1.0f, 1.0f) : NULL;
     const float *du = new_rand(&pl, &r, rows * E, -1.0f, 1.0f), *fin = new_rand(&pl, &r, S, -1.0f, 1.0f);
@@ -395,7 +382,7 @@ typedef struct scan_out { // everything selective_scan_bwd writes or adds to
 // gates reach silu(20) and silu(−100).
 static scan_in scan_inputs(pool *pl, int64_t Bt, int64_t L, int64_t E, int64_t N, bool with_h0, bool with_dhT,
                            uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t rows = Bt * L;
     scan_in c = { .Bt = Bt, .L = L, .E = E, .N = N, .R = 3 };
     c.ldbc = c.R + 2 * N + 1;
@@ -409,14 +396,14 @@ static scan_in scan_inputs(pool *pl, int64_t Bt, int64_t L, int64_t E, int64_t N
     c.dt_bias = new_rand(pl, &r, E, -2.0f, 1.0f);
     c.dt = new_f32(pl, rows * E, 0.0f);
     for (int64_t i = 0; i < rows * E; i++) {
-        const uint32_t k = rng_u32(&r) % 10;
-        float v = k < 7 ? rng_uniform(&r, -5.0f, 2.5f) : k < 8 ? rng_uniform(&r, 19.0f, 21.0f) : k < 9 ? 95.0f : -30.0f;
+        const uint32_t k = mc_test_rng_u32(&r) % 10;
+        float v = k < 7 ? mc_test_rng_uniform(&r, -5.0f, 2.5f) : k < 8 ? mc_test_rng_uniform(&r, 19.0f, 21.0f) : k < 9 ? 95.0f : -30.0f;
         v = fabsf(v - 20.0f) < 1e-3f ? 20.01f : v;
         c.dt[i] = v - c.dt_bias[i % E];
     }
     c.A = new_f32(pl, E * N, 0.0f);
     for (int64_t i = 0; i < E * N; i++) {
-        c.A[i] = -expf(rng_uniform(&r, -2.0f, logf((float)N) + 0.5f));
+        c.A[i] = -expf(mc_test_rng_uniform(&r, -2.0f, logf((float)N) + 0.5f));
     }
     c.D = new_rand(pl, &r, E, -1.0f, 1.0f);
     c.h0 = with_h0 ? new_rand(pl, &r, Bt * E * N, -1.0f, 1.0f) : NULL;
@@ -549,13 +536,13 @@ static void test_scan(void **unused) {
 // every fourth row ignored, or every row when all_ignored.
 static bool ce_case(int64_t T, int64_t V, bool all_ignored, uint64_t seed) {
     pool pl = { 0 };
-    rng r = { seed };
+    mc_test_rng r = { seed };
     float *logits = new_rand(&pl, &r, T * V, -10.0f, 10.0f);
     int32_t *targets = pool_alloc(&pl, (size_t)T * sizeof(int32_t));
     int64_t kept = 0;
     for (int64_t t = 0; t < T; t++) {
-        targets[t] = all_ignored || t % 4 == 3 ? -100 : (int32_t)(rng_u32(&r) % V);
-        logits[t * V + rng_u32(&r) % V] = 25.0f;
+        targets[t] = all_ignored || t % 4 == 3 ? -100 : (int32_t)(mc_test_rng_u32(&r) % V);
+        logits[t * V + mc_test_rng_u32(&r) % V] = 25.0f;
         kept += targets[t] != -100;
     }
     const float scale = kept > 0 ? 1.0f / (float)kept : 1.0f;

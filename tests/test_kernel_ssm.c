@@ -36,29 +36,10 @@ static const char *const isa_names[MC_CPU_ISA_COUNT] = { "c", "avx2", "avx512" }
 #define KERNEL(isa, op) (mc_cpu_kernels_get(isa) != NULL ? mc_cpu_kernels_get(isa)->op : NULL)
 static const int thread_counts[] = { 1, 2 };
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint32_t rng_u32(rng *r) {
-    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(r->s >> 33);
-}
-
-static float rng_uniform(rng *r, float lo, float hi) {
-    return lo + (hi - lo) * ((float)rng_u32(r) / 2147483648.0f);
-}
-
 static float *alloc_f32(int64_t n) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     assert_non_null(p);
     return p;
-}
-
-static void fill(rng *r, float *p, int64_t n, float lo, float hi) {
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = rng_uniform(r, lo, hi);
-    }
 }
 
 // Prints once per test and op that a variant is not available here (never passes quietly).
@@ -80,13 +61,13 @@ typedef struct scan_data {
 
 // dt spans −30..+100: most of the mass where softplus is curved, some far below (Δ ≈ 0, exp(Δ·A) = 1) and some
 // past the threshold 20 and far past where expf(v) overflows (v > 88.7).
-static float draw_dt(rng *r) {
-    uint32_t k = rng_u32(r) % 10;
-    return k < 7 ? rng_uniform(r, -6.0f, 3.0f) : k < 8 ? rng_uniform(r, -30.0f, -6.0f) : rng_uniform(r, 15.0f, 100.0f);
+static float draw_dt(mc_test_rng *r) {
+    uint32_t k = mc_test_rng_u32(r) % 10;
+    return k < 7 ? mc_test_rng_uniform(r, -6.0f, 3.0f) : k < 8 ? mc_test_rng_uniform(r, -30.0f, -6.0f) : mc_test_rng_uniform(r, 15.0f, 100.0f);
 }
 
 static scan_data scan_data_new(int64_t L, int64_t E, int64_t N, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     scan_data d = { .L = L, .E = E, .N = N, .R = 3 };
     d.ldbc = d.R + 2 * N;
     d.ldz = 2 * E + 1; // odd: z rows are misaligned as well as strided
@@ -100,21 +81,21 @@ static scan_data scan_data_new(int64_t L, int64_t E, int64_t N, uint64_t seed) {
     d.h0 = alloc_f32(E * N);
     d.want_y = alloc_f32(L * E);
     d.want_h = alloc_f32(E * N);
-    fill(&r, d.u, L * E, -2.0f, 2.0f);
+    mc_test_fill(&r, d.u, L * E, -2.0f, 2.0f);
     for (int64_t i = 0; i < L * E; i++) {
         d.dt[i] = draw_dt(&r);
     }
-    fill(&r, d.dt_bias, E, -2.0f, 1.0f);
+    mc_test_fill(&r, d.dt_bias, E, -2.0f, 1.0f);
     for (int64_t i = 0; i < E * N; i++) { // A = −exp(A_log), A_log near ln(1..N) as initialised, some near 0
-        d.A[i] = -expf(rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+        d.A[i] = -expf(mc_test_rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
     }
-    fill(&r, d.q, L * d.ldbc, -1.0f, 1.0f);
-    fill(&r, d.D, E, -1.0f, 1.0f);
-    fill(&r, d.xz, L * d.ldz, -4.0f, 4.0f);
+    mc_test_fill(&r, d.q, L * d.ldbc, -1.0f, 1.0f);
+    mc_test_fill(&r, d.D, E, -1.0f, 1.0f);
+    mc_test_fill(&r, d.xz, L * d.ldz, -4.0f, 4.0f);
     for (int64_t t = 0; t < L; t += 7) { // gates far out: silu(20) = 20 and silu(−100) = −0 (exp(100) overflows)
         d.xz[t * d.ldz + E + (t % E)] = t % 2 == 0 ? 20.0f : -100.0f;
     }
-    fill(&r, d.h0, E * N, -1.0f, 1.0f); // a carried state, not zeros
+    mc_test_fill(&r, d.h0, E * N, -1.0f, 1.0f); // a carried state, not zeros
     memcpy(d.want_h, d.h0, (size_t)(E * N) * sizeof(float));
     mc_exec ex = { .n_threads = 1 };
     mc_ref_selective_scan(&ex, d.want_y, d.want_h, d.u, d.dt, d.dt_bias, d.A, d.q + d.R, d.q + d.R + N, d.ldbc, d.D,
@@ -284,14 +265,14 @@ static void test_scan_softplus_reference(void **unused) {
 // ---- conv1d -----------------------------------------------------------------------------------------------------
 
 static bool conv_case(int64_t L, int64_t E, int64_t K, bool with_bias, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = 2 * E + 1;
     float *x = alloc_f32(L * ldx), *w = alloc_f32(E * K), *b = alloc_f32(E), *s0 = alloc_f32(E * K);
     float *want_u = alloc_f32(L * E), *want_s = alloc_f32(E * K), *u = alloc_f32(L * E), *s = alloc_f32(E * K);
-    fill(&r, x, L * ldx, -3.0f, 3.0f);
-    fill(&r, w, E * K, -1.0f, 1.0f);
-    fill(&r, b, E, -0.5f, 0.5f);
-    fill(&r, s0, E * K, -3.0f, 3.0f);
+    mc_test_fill(&r, x, L * ldx, -3.0f, 3.0f);
+    mc_test_fill(&r, w, E * K, -1.0f, 1.0f);
+    mc_test_fill(&r, b, E, -0.5f, 0.5f);
+    mc_test_fill(&r, s0, E * K, -3.0f, 3.0f);
     const float *bias = with_bias ? b : NULL;
     mc_exec ex1 = { .n_threads = 1 };
     memcpy(want_s, s0, (size_t)(E * K) * sizeof(float));
@@ -357,18 +338,18 @@ static void test_conv1d(void **unused) {
 // `steps` decode steps of n_seq sequences laid out as forward.c's buffers at T = 1 (row b = sequence b), each step
 // through the batched step kernel, against n_seq reference calls with L = 1; outputs every step, states at the end.
 static bool scan_step_case(int64_t n_seq, int64_t E, int64_t N, int steps, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t R = 3, ldbc = R + 2 * N, ldz = 2 * E + 1;
     float *u = alloc_f32(n_seq * E), *dt = alloc_f32(n_seq * E), *q = alloc_f32(n_seq * ldbc);
     float *xz = alloc_f32(n_seq * ldz), *bias = alloc_f32(E), *A = alloc_f32(E * N), *D = alloc_f32(E);
     float *h0 = alloc_f32(n_seq * E * N), *want_h = alloc_f32(n_seq * E * N), *got_h = alloc_f32(n_seq * E * N);
     float *want_y = alloc_f32(n_seq * E), *got_y = alloc_f32(n_seq * E);
-    fill(&r, bias, E, -2.0f, 1.0f);
+    mc_test_fill(&r, bias, E, -2.0f, 1.0f);
     for (int64_t i = 0; i < E * N; i++) {
-        A[i] = -expf(rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+        A[i] = -expf(mc_test_rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
     }
-    fill(&r, D, E, -1.0f, 1.0f);
-    fill(&r, h0, n_seq * E * N, -1.0f, 1.0f);
+    mc_test_fill(&r, D, E, -1.0f, 1.0f);
+    mc_test_fill(&r, h0, n_seq * E * N, -1.0f, 1.0f);
     bool ok = true;
     for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
         mc_cpu_selective_scan_fn f = KERNEL(isa, selective_scan_step);
@@ -377,16 +358,16 @@ static bool scan_step_case(int64_t n_seq, int64_t E, int64_t N, int steps, uint6
         }
         for (size_t ti = 0; ti < sizeof(thread_counts) / sizeof(thread_counts[0]); ti++) {
             mc_exec ex = { .n_threads = thread_counts[ti] }, ex1 = { .n_threads = 1 };
-            rng rs = { seed + 1 }; // the same inputs for every variant
+            mc_test_rng rs = { seed + 1 }; // the same inputs for every variant
             memcpy(want_h, h0, (size_t)(n_seq * E * N) * sizeof(float));
             memcpy(got_h, h0, (size_t)(n_seq * E * N) * sizeof(float));
             for (int step = 0; step < steps; step++) {
-                fill(&rs, u, n_seq * E, -2.0f, 2.0f);
+                mc_test_fill(&rs, u, n_seq * E, -2.0f, 2.0f);
                 for (int64_t i = 0; i < n_seq * E; i++) {
                     dt[i] = draw_dt(&rs);
                 }
-                fill(&rs, q, n_seq * ldbc, -1.0f, 1.0f);
-                fill(&rs, xz, n_seq * ldz, -4.0f, 4.0f);
+                mc_test_fill(&rs, q, n_seq * ldbc, -1.0f, 1.0f);
+                mc_test_fill(&rs, xz, n_seq * ldz, -4.0f, 4.0f);
                 for (int64_t b = 0; b < n_seq; b++) {
                     mc_ref_selective_scan(&ex1, want_y + b * E, want_h + b * E * N, u + b * E, dt + b * E, bias, A,
                                           q + b * ldbc + R, q + b * ldbc + R + N, ldbc, D, xz + b * ldz + E, ldz, 1, E,
@@ -412,14 +393,14 @@ static bool scan_step_case(int64_t n_seq, int64_t E, int64_t N, int steps, uint6
 }
 
 static bool conv_step_case(int64_t n_seq, int64_t E, int64_t K, int steps, uint64_t seed) {
-    rng r = { seed };
+    mc_test_rng r = { seed };
     const int64_t ldx = 2 * E + 1;
     float *x = alloc_f32(n_seq * ldx), *w = alloc_f32(E * K), *bias = alloc_f32(E), *s0 = alloc_f32(n_seq * E * K);
     float *want_s = alloc_f32(n_seq * E * K), *got_s = alloc_f32(n_seq * E * K);
     float *want_u = alloc_f32(n_seq * E), *got_u = alloc_f32(n_seq * E);
-    fill(&r, w, E * K, -1.0f, 1.0f);
-    fill(&r, bias, E, -0.5f, 0.5f);
-    fill(&r, s0, n_seq * E * K, -3.0f, 3.0f);
+    mc_test_fill(&r, w, E * K, -1.0f, 1.0f);
+    mc_test_fill(&r, bias, E, -0.5f, 0.5f);
+    mc_test_fill(&r, s0, n_seq * E * K, -3.0f, 3.0f);
     bool ok = true;
     for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
         mc_cpu_conv1d_fn f = KERNEL(isa, conv1d_step);
@@ -428,11 +409,11 @@ static bool conv_step_case(int64_t n_seq, int64_t E, int64_t K, int steps, uint6
         }
         for (size_t ti = 0; ti < sizeof(thread_counts) / sizeof(thread_counts[0]); ti++) {
             mc_exec ex = { .n_threads = thread_counts[ti] }, ex1 = { .n_threads = 1 };
-            rng rs = { seed + 1 };
+            mc_test_rng rs = { seed + 1 };
             memcpy(want_s, s0, (size_t)(n_seq * E * K) * sizeof(float));
             memcpy(got_s, s0, (size_t)(n_seq * E * K) * sizeof(float));
             for (int step = 0; step < steps; step++) {
-                fill(&rs, x, n_seq * ldx, -3.0f, 3.0f);
+                mc_test_fill(&rs, x, n_seq * ldx, -3.0f, 3.0f);
                 for (int64_t b = 0; b < n_seq; b++) {
                     mc_ref_conv1d(&ex1, want_u + b * E, want_s + b * E * K, x + b * ldx, ldx, w, bias, 1, E, K);
                 }
@@ -489,12 +470,12 @@ static void test_rmsnorm(void **unused) {
         for (size_t a = 0; a < sizeof(Ms) / sizeof(Ms[0]); a++) {
             for (size_t b = 0; b < sizeof(Hs) / sizeof(Hs[0]); b++) {
                 const int64_t M = Ms[a], H = Hs[b];
-                rng r = { (uint64_t)(M * 7919 + H) };
+                mc_test_rng r = { (uint64_t)(M * 7919 + H) };
                 float *x0 = alloc_f32(M * H), *add = alloc_f32(M * H), *w = alloc_f32(H);
                 float *xw = alloc_f32(M * H), *yw = alloc_f32(M * H), *xg = alloc_f32(M * H), *yg = alloc_f32(M * H);
-                fill(&r, x0, M * H, -10.0f, 10.0f);
-                fill(&r, add, M * H, -3.0f, 3.0f);
-                fill(&r, w, H, 0.5f, 1.5f);
+                mc_test_fill(&r, x0, M * H, -10.0f, 10.0f);
+                mc_test_fill(&r, add, M * H, -3.0f, 3.0f);
+                mc_test_fill(&r, w, H, 0.5f, 1.5f);
                 for (int with_add = 0; with_add < 2; with_add++) {
                     mc_exec ex1 = { .n_threads = 1 };
                     memcpy(xw, x0, (size_t)(M * H) * sizeof(float));
@@ -525,23 +506,23 @@ static void test_rmsnorm(void **unused) {
 
 // A [V, H] table in dtype with random bits (f16/bf16: every finite pattern, subnormals included) or int8 values
 // with `group`-wide scale groups.
-static void *table_new(rng *r, int dtype, int64_t V, int64_t H, int64_t group, float **scales) {
+static void *table_new(mc_test_rng *r, int dtype, int64_t V, int64_t H, int64_t group, float **scales) {
     int64_t n = V * H;
     *scales = NULL;
     if (dtype == MC_DTYPE_F32) {
         float *p = alloc_f32(n);
-        fill(r, p, n, -2.0f, 2.0f);
+        mc_test_fill(r, p, n, -2.0f, 2.0f);
         return p;
     }
     if (dtype == MC_DTYPE_I8) {
         int8_t *p = malloc((size_t)n);
         assert_non_null(p);
         for (int64_t i = 0; i < n; i++) {
-            p[i] = (int8_t)(rng_u32(r) & 0xff);
+            p[i] = (int8_t)(mc_test_rng_u32(r) & 0xff);
         }
         int64_t n_groups = (H + group - 1) / group;
         *scales = alloc_f32(V * n_groups);
-        fill(r, *scales, V * n_groups, 1e-4f, 0.05f);
+        mc_test_fill(r, *scales, V * n_groups, 1e-4f, 0.05f);
         return p;
     }
     uint16_t *p = malloc((size_t)n * sizeof(uint16_t));
@@ -549,7 +530,7 @@ static void *table_new(rng *r, int dtype, int64_t V, int64_t H, int64_t group, f
     for (int64_t i = 0; i < n; i++) {
         uint16_t v;
         do { // no inf/NaN: the all-ones exponent is 0x7c00 in f16, 0x7f80 in bf16
-            v = (uint16_t)rng_u32(r);
+            v = (uint16_t)mc_test_rng_u32(r);
         } while (dtype == MC_DTYPE_F16 ? (v & 0x7c00) == 0x7c00 : (v & 0x7f80) == 0x7f80);
         p[i] = v;
     }
@@ -572,7 +553,7 @@ static void test_embed(void **unused) {
                 size_t n_groups = dtypes[di] == MC_DTYPE_I8 ? sizeof(groups) / sizeof(groups[0]) : 1;
                 for (size_t gi = 0; gi < n_groups; gi++) {
                     const int64_t H = Hs[hi], group = groups[gi] > 0 ? groups[gi] : H, n = 100; // 100 × 768: threaded
-                    rng r = { 77 + di * 100 + hi * 10 + gi };
+                    mc_test_rng r = { 77 + di * 100 + hi * 10 + gi };
                     float *scales;
                     void *data = table_new(&r, dtypes[di], V, H, group, &scales);
                     mc_weight w = {
@@ -580,7 +561,7 @@ static void test_embed(void **unused) {
                     };
                     int32_t ids[100];
                     for (int64_t i = 0; i < n; i++) {
-                        ids[i] = i == 0 ? 0 : i == 1 ? (int32_t)(V - 1) : (int32_t)(rng_u32(&r) % V);
+                        ids[i] = i == 0 ? 0 : i == 1 ? (int32_t)(V - 1) : (int32_t)(mc_test_rng_u32(&r) % V);
                     }
                     float *want = alloc_f32(n * H), *got = alloc_f32(n * H);
                     mc_exec ex1 = { .n_threads = 1 };
@@ -608,9 +589,9 @@ static void test_embed(void **unused) {
 // reference itself against a direct double-precision log-softmax (the max-subtraction must not change the value).
 static void test_nll(void **unused) {
     enum { T = 37, V = 2003 }; // T·V over the one-thread limit (2^16), so 2 and 3 threads split the rows
-    rng r = { 99 };
+    mc_test_rng r = { 99 };
     float *logits = malloc((size_t)T * V * sizeof(float));
-    fill(&r, logits, (int64_t)T * V, -30.0f, 30.0f);
+    mc_test_fill(&r, logits, (int64_t)T * V, -30.0f, 30.0f);
     int32_t targets[T];
     for (int t = 0; t < T; t++) {
         targets[t] = (int32_t)((t * 7919 + 5) % V);
