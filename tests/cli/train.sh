@@ -92,4 +92,9 @@ run 2 finetune -m "$F32" --data "$DATA" --output-dir "$TMP/x" --lora-targets con
 err_has "conv1d"
 run 2 train -m "$F32" --data "$DATA"
 err_has "--output-dir"
+run 2 train -m "$F32" --data "$DATA" --output-dir "$TMP/x" --precision fp64
+err_has "'fp64' is not f32, tf32 or bf16"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one error line for --precision"
+# --precision is accepted on the cpu, which computes in f32 whatever it says
+run 0 train -m "$F32" --backend cpu --data "$DATA" --batch-size 4 --max-steps 1 --precision bf16 --output-dir "$TMP/p" -q
 exit 0
