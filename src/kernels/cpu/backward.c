@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/ref/backward.h"
 #include "kernels/dtype.h"
 
 #define IGNORE_INDEX       (-100) // PyTorch CrossEntropyLoss's default ignore_index (spec §6)
@@ -162,14 +163,9 @@ static void widen_part(const void *ctx, int tid, int nt) {
 
 mc_status mc_cpu_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
                            int64_t N, int64_t K, bool accumulate) {
-    if (M < 0 || N < 0 || K < 0 || ldx < K) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
-                       (long long)N, (long long)K, (long long)ldx);
-    }
-    if (!mc_weight_ok(w, N, K)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dx: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix",
-                       (long long)N, (long long)K);
+    const mc_status bad = mc_bwd_check_matmul(ex, "matmul_dx", M, N, K, ldx, w);
+    if (bad != MC_OK) {
+        return bad;
     }
     if (!blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dx: M=%lld N=%lld K=%lld ldx=%lld exceed sgemm's int sizes",
@@ -244,10 +240,9 @@ static void colsum_part(const void *ctx, int tid, int nt) {
 
 mc_status mc_cpu_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
                            int64_t M, int64_t N, int64_t K) {
-    if (M < 0 || N < 0 || K < 0 || ldx < K) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "matmul_dw: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
-                       (long long)N, (long long)K, (long long)ldx);
+    const mc_status bad = mc_bwd_check_matmul(ex, "matmul_dw", M, N, K, ldx, NULL);
+    if (bad != MC_OK) {
+        return bad;
     }
     if (!blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dw: M=%lld N=%lld K=%lld ldx=%lld exceed sgemm's int sizes",
@@ -295,15 +290,9 @@ static void embed_bwd_part(const void *ctx, int tid, int nt) {
 
 mc_status mc_cpu_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
                            int64_t H) {
-    if (n < 0 || V < 0 || H < 0) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: n=%lld V=%lld H=%lld, expected sizes >= 0", (long long)n,
-                       (long long)V, (long long)H);
-    }
-    for (int64_t i = 0; i < n; i++) { // all ids first: nothing is written on failure
-        if (ids[i] < 0 || ids[i] >= V) {
-            return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: id %lld at row %lld, expected 0 <= id < %lld",
-                           (long long)ids[i], (long long)i, (long long)V);
-        }
+    const mc_status bad = mc_bwd_check_embed(ex, ids, n, V, H);
+    if (bad != MC_OK) {
+        return bad;
     }
     const embed_bwd_args a = { dw, dout, ids, n, H };
     team_run(H >= 64 ? mc_simd_threads(ex, n * H, BWD_MIN_PARALLEL) : 1, embed_bwd_part, &a);
@@ -366,9 +355,9 @@ static void norm_bwd_part(const void *ctx, int tid, int nt) {
 
 mc_status mc_cpu_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
                              int64_t M, int64_t H, float eps) {
-    if (M < 0 || H < 1) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "rmsnorm_bwd: M=%lld H=%lld, expected M >= 0 and H >= 1",
-                       (long long)M, (long long)H);
+    const mc_status bad = mc_bwd_check_rmsnorm(ex, M, H);
+    if (bad != MC_OK) {
+        return bad;
     }
     const int nt = mc_simd_threads(ex, M * H, BWD_MIN_PARALLEL);
     double *part = calloc((size_t)nt * (size_t)H, sizeof(double)); // [nt, H]; a team may be smaller than nt
@@ -400,15 +389,6 @@ typedef struct conv_bwd_args {
     float *scratch; // per thread: scratch_per floats
     int64_t scratch_per;
 } conv_bwd_args;
-
-static mc_status conv_bwd_check(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t K, int64_t ldx) {
-    if (Bt < 0 || L < 0 || E < 0 || K < 1 || ldx < E) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "conv1d_bwd: Bt=%lld L=%lld E=%lld K=%lld ldx=%lld, expected K >= 1, ldx >= E, others >= 0",
-                       (long long)Bt, (long long)L, (long long)E, (long long)K, (long long)ldx);
-    }
-    return MC_OK;
-}
 
 // Allocates per-thread scratch of `per` floats for nt threads and runs fn; the status says whether memory was there.
 static mc_status conv_bwd_launch(const mc_exec *ex, conv_bwd_args *a, int nt, int64_t per, team_fn fn) {
@@ -482,7 +462,7 @@ static void conv_bwd_part_c(const void *ctx, int tid, int nt) {
 mc_status mc_cpu_conv1d_bwd_c(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                               const float *dstate_final, const float *x, int64_t ldx, const float *state0,
                               const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
-    mc_status st = conv_bwd_check(ex, Bt, L, E, K, ldx);
+    mc_status st = mc_bwd_check_conv1d(ex, Bt, L, E, K, ldx);
     if (st != MC_OK) {
         return st;
     }
@@ -504,16 +484,6 @@ typedef struct sbwd_args {
     float *scratch; // [nt, scratch_per]
     int64_t scratch_per;
 } sbwd_args;
-
-static mc_status sbwd_check(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t ldbc, int64_t ldz) {
-    if (Bt < 0 || L < 0 || E < 0 || N < 0 || ldbc < N || ldz < E) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld, expected sizes >= 0, "
-                       "ldbc >= N, ldz >= E",
-                       (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc, (long long)ldz);
-    }
-    return MC_OK;
-}
 
 static float softplus_c(float v) {
     return v > SOFTPLUS_THRESHOLD ? v : log1pf(expf(v));
@@ -649,7 +619,7 @@ mc_status mc_cpu_selective_scan_bwd_c(const mc_exec *ex, float *du, float *ddt, 
                                       const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                       const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
                                       int64_t N) {
-    mc_status st = sbwd_check(ex, Bt, L, E, N, ldbc, ldz);
+    mc_status st = mc_bwd_check_scan(ex, Bt, L, E, N, ldbc, ldz);
     if (st != MC_OK) {
         return st;
     }
@@ -676,21 +646,6 @@ typedef struct ce_args {
     int64_t T, V;
     float scale;
 } ce_args;
-
-static mc_status ce_check(const mc_exec *ex, const int32_t *targets, int64_t T, int64_t V) {
-    if (T < 0 || V < 1) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "cross_entropy: T=%lld V=%lld, expected T >= 0 and V >= 1",
-                       (long long)T, (long long)V);
-    }
-    for (int64_t t = 0; t < T; t++) { // all targets first: nothing is written on failure
-        if (targets[t] != IGNORE_INDEX && (targets[t] < 0 || targets[t] >= V)) {
-            return mc_fail(err_of(ex), MC_ERR_INVALID,
-                           "cross_entropy: target %lld at row %lld, expected 0 <= target < %lld or -100",
-                           (long long)targets[t], (long long)t, (long long)V);
-        }
-    }
-    return MC_OK;
-}
 
 static void ce_row_c(const ce_args *a, int64_t t) {
     const int64_t V = a->V;
@@ -750,7 +705,7 @@ static mc_status ce_run(const mc_exec *ex, ce_args *a, double *loss_sum, int64_t
 
 mc_status mc_cpu_cross_entropy_c(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                  const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
-    mc_status st = ce_check(ex, targets, T, V);
+    mc_status st = mc_bwd_check_cross_entropy(ex, targets, T, V);
     if (st != MC_OK) {
         return st;
     }
@@ -843,7 +798,7 @@ MC_AVX512 static void ce_part512(const void *ctx, int tid, int nt) {
 
 mc_status mc_cpu_cross_entropy_avx512(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                       const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
-    mc_status st = ce_check(ex, targets, T, V);
+    mc_status st = mc_bwd_check_cross_entropy(ex, targets, T, V);
     if (st != MC_OK) {
         return st;
     }
@@ -937,7 +892,7 @@ MC_AVX512 static void conv_bwd_part512(const void *ctx, int tid, int nt) {
 mc_status mc_cpu_conv1d_bwd_avx512(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                                    const float *dstate_final, const float *x, int64_t ldx, const float *state0,
                                    const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
-    mc_status st = conv_bwd_check(ex, Bt, L, E, K, ldx);
+    mc_status st = mc_bwd_check_conv1d(ex, Bt, L, E, K, ldx);
     if (st != MC_OK) {
         return st;
     }
@@ -1222,7 +1177,7 @@ mc_status mc_cpu_selective_scan_bwd_avx512(const mc_exec *ex, float *du, float *
                                            const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                            const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L,
                                            int64_t E, int64_t N) {
-    mc_status st = sbwd_check(ex, Bt, L, E, N, ldbc, ldz);
+    mc_status st = mc_bwd_check_scan(ex, Bt, L, E, N, ldbc, ldz);
     if (st != MC_OK) {
         return st;
     }

@@ -38,18 +38,85 @@ static float silu_grad(float v) {
     return s * (1.0f + v * (1.0f - s));
 }
 
+// ---- argument checks (every host backend's) ---------------------------------------------------------------------
+
+mc_status mc_bwd_check_matmul(const mc_exec *ex, const char *op, int64_t M, int64_t N, int64_t K, int64_t ldx,
+                              const mc_weight *w) {
+    if (M < 0 || N < 0 || K < 0 || ldx < K) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID,
+                       "%s: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", op, (long long)M,
+                       (long long)N, (long long)K, (long long)ldx);
+    }
+    if (w != NULL && !mc_weight_ok(w, N, K)) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "%s: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix", op,
+                       (long long)N, (long long)K);
+    }
+    return MC_OK;
+}
+
+mc_status mc_bwd_check_embed(const mc_exec *ex, const int32_t *ids, int64_t n, int64_t V, int64_t H) {
+    if (n < 0 || V < 0 || H < 0) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: n=%lld V=%lld H=%lld, expected sizes >= 0", (long long)n,
+                       (long long)V, (long long)H);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= V) {
+            return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: id %lld at row %lld, expected 0 <= id < %lld",
+                           (long long)ids[i], (long long)i, (long long)V);
+        }
+    }
+    return MC_OK;
+}
+
+mc_status mc_bwd_check_rmsnorm(const mc_exec *ex, int64_t M, int64_t H) {
+    if (M < 0 || H < 1) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "rmsnorm_bwd: M=%lld H=%lld, expected M >= 0 and H >= 1",
+                       (long long)M, (long long)H);
+    }
+    return MC_OK;
+}
+
+mc_status mc_bwd_check_conv1d(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t K, int64_t ldx) {
+    if (Bt < 0 || L < 0 || E < 0 || K < 1 || ldx < E) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID,
+                       "conv1d_bwd: Bt=%lld L=%lld E=%lld K=%lld ldx=%lld, expected K >= 1, ldx >= E, others >= 0",
+                       (long long)Bt, (long long)L, (long long)E, (long long)K, (long long)ldx);
+    }
+    return MC_OK;
+}
+
+mc_status mc_bwd_check_scan(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t ldbc, int64_t ldz) {
+    if (Bt < 0 || L < 0 || E < 0 || N < 0 || ldbc < N || ldz < E) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID,
+                       "selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld, expected sizes >= 0, "
+                       "ldbc >= N, ldz >= E",
+                       (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc, (long long)ldz);
+    }
+    return MC_OK;
+}
+
+mc_status mc_bwd_check_cross_entropy(const mc_exec *ex, const int32_t *targets, int64_t T, int64_t V) {
+    if (T < 0 || V < 1) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "cross_entropy: T=%lld V=%lld, expected T >= 0 and V >= 1",
+                       (long long)T, (long long)V);
+    }
+    for (int64_t t = 0; t < T; t++) {
+        if (targets[t] != IGNORE_INDEX && (targets[t] < 0 || targets[t] >= V)) {
+            return mc_fail(err_of(ex), MC_ERR_INVALID,
+                           "cross_entropy: target %lld at row %lld, expected 0 <= target < %lld or -100",
+                           (long long)targets[t], (long long)t, (long long)V);
+        }
+    }
+    return MC_OK;
+}
+
 // ---- matmul -----------------------------------------------------------------------------------------------------
 
 mc_status mc_ref_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,
                            int64_t N, int64_t K, bool accumulate) {
-    if (M < 0 || N < 0 || K < 0 || ldx < K) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "matmul_dx: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
-                       (long long)N, (long long)K, (long long)ldx);
-    }
-    if (!mc_weight_ok(w, N, K)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "matmul_dx: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix",
-                       (long long)N, (long long)K);
+    mc_status st = mc_bwd_check_matmul(ex, "matmul_dx", M, N, K, ldx, w);
+    if (st != MC_OK) {
+        return st;
     }
     for (int64_t m = 0; m < M; m++) {
         for (int64_t k = 0; k < K; k++) {
@@ -66,10 +133,9 @@ mc_status mc_ref_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const floa
 
 mc_status mc_ref_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
                            int64_t M, int64_t N, int64_t K) {
-    if (M < 0 || N < 0 || K < 0 || ldx < K) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "matmul_dw: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
-                       (long long)N, (long long)K, (long long)ldx);
+    mc_status st = mc_bwd_check_matmul(ex, "matmul_dw", M, N, K, ldx, NULL);
+    if (st != MC_OK) {
+        return st;
     }
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
@@ -96,15 +162,9 @@ mc_status mc_ref_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const flo
 // a tolerance here, not bit equality.
 mc_status mc_ref_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
                            int64_t H) {
-    if (n < 0 || V < 0 || H < 0) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: n=%lld V=%lld H=%lld, expected sizes >= 0", (long long)n,
-                       (long long)V, (long long)H);
-    }
-    for (int64_t i = 0; i < n; i++) { // all ids first: nothing is written on failure
-        if (ids[i] < 0 || ids[i] >= V) {
-            return mc_fail(err_of(ex), MC_ERR_INVALID, "embed_bwd: id %lld at row %lld, expected 0 <= id < %lld",
-                           (long long)ids[i], (long long)i, (long long)V);
-        }
+    mc_status st = mc_bwd_check_embed(ex, ids, n, V, H);
+    if (st != MC_OK) {
+        return st;
     }
     for (int64_t i = 0; i < n; i++) {
         float *row = dw + (int64_t)ids[i] * H;
@@ -120,9 +180,9 @@ mc_status mc_ref_embed_bwd(const mc_exec *ex, float *dw, const float *dout, cons
 // r is recomputed in double from x (the forward's f32 r differs by a few ulp): the oracle is the exact gradient.
 mc_status mc_ref_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,
                              int64_t M, int64_t H, float eps) {
-    if (M < 0 || H < 1) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "rmsnorm_bwd: M=%lld H=%lld, expected M >= 0 and H >= 1",
-                       (long long)M, (long long)H);
+    mc_status st = mc_bwd_check_rmsnorm(ex, M, H);
+    if (st != MC_OK) {
+        return st;
     }
     double *r = scratch_new(M, sizeof(double)); // [M] 1 / rms of each row
     if (r == NULL) {
@@ -181,10 +241,9 @@ static void conv_channel_bwd(const conv_scratch *sc, double *db_acc, const float
 mc_status mc_ref_conv1d_bwd(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                             const float *dstate_final, const float *x, int64_t ldx, const float *state0, const float *w,
                             const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
-    if (Bt < 0 || L < 0 || E < 0 || K < 1 || ldx < E) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "conv1d_bwd: Bt=%lld L=%lld E=%lld K=%lld ldx=%lld, expected K >= 1, ldx >= E, others >= 0",
-                       (long long)Bt, (long long)L, (long long)E, (long long)K, (long long)ldx);
+    mc_status st = mc_bwd_check_conv1d(ex, Bt, L, E, K, ldx);
+    if (st != MC_OK) {
+        return st;
     }
     conv_scratch sc = { scratch_new(K + L, sizeof(float)), scratch_new(K + L, sizeof(double)),
                         scratch_new(K, sizeof(double)) };
@@ -338,11 +397,13 @@ mc_status mc_ref_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, fl
                                     const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
                                     int64_t N) {
     int64_t LN = 0;
-    if (Bt < 0 || L < 0 || E < 0 || N < 0 || ldbc < N || ldz < E || !mc_mul_i64(L + 1, N, &LN)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID,
-                       "selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld, expected sizes >= 0, "
-                       "ldbc >= N, ldz >= E",
-                       (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc, (long long)ldz);
+    mc_status st = mc_bwd_check_scan(ex, Bt, L, E, N, ldbc, ldz);
+    if (st != MC_OK) {
+        return st;
+    }
+    if (!mc_mul_i64(L + 1, N, &LN)) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "selective_scan_bwd: L=%lld N=%lld overflow the scratch",
+                       (long long)L, (long long)N);
     }
     scan_scratch sc = {
         scratch_new(LN, sizeof(float)), scratch_new(L, sizeof(float)),   scratch_new(N, sizeof(double)),
@@ -393,16 +454,9 @@ mc_status mc_ref_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, fl
 // its max and double sum. Each logit is read before its gradient overwrites it, so dlogits may alias logits.
 mc_status mc_ref_cross_entropy(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
-    if (T < 0 || V < 1) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "cross_entropy: T=%lld V=%lld, expected T >= 0 and V >= 1",
-                       (long long)T, (long long)V);
-    }
-    for (int64_t t = 0; t < T; t++) { // all targets first: nothing is written on failure
-        if (targets[t] != IGNORE_INDEX && (targets[t] < 0 || targets[t] >= V)) {
-            return mc_fail(err_of(ex), MC_ERR_INVALID,
-                           "cross_entropy: target %lld at row %lld, expected 0 <= target < %lld or -100",
-                           (long long)targets[t], (long long)t, (long long)V);
-        }
+    mc_status st = mc_bwd_check_cross_entropy(ex, targets, T, V);
+    if (st != MC_OK) {
+        return st;
     }
     int64_t kept = 0;
     for (int64_t t = 0; t < T; t++) {
@@ -413,16 +467,10 @@ mc_status mc_ref_cross_entropy(const mc_exec *ex, float *dlogits, double *loss_s
             memset(grad, 0, (size_t)V * sizeof(float));
             continue;
         }
-        *loss_sum += mc_ref_nll_row(row, V, target);
+        float mx;
+        const double sum = mc_ref_row_expsum(row, V, &mx);
+        *loss_sum += log(sum) + mx - row[target]; // mc_ref_nll_row's number, its normaliser computed once
         kept++;
-        float mx = row[0];
-        for (int64_t v = 1; v < V; v++) {
-            mx = row[v] > mx ? row[v] : mx;
-        }
-        double sum = 0;
-        for (int64_t v = 0; v < V; v++) {
-            sum += exp((double)row[v] - mx);
-        }
         for (int64_t v = 0; v < V; v++) {
             double p = exp((double)row[v] - mx) / sum;
             grad[v] = (float)((double)scale * (p - (v == target ? 1.0 : 0.0)));

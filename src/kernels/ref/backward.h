@@ -14,6 +14,17 @@
 // - Errors: MC_ERR_INVALID for bad sizes, strides or ids (nothing is written then), MC_ERR_NOMEM when scratch cannot
 //   be allocated; the message goes to ex->err (ex->err may be NULL).
 
+// The argument checks of the backward ops, shared by the host backends so the same calls are refused with the same
+// one-line message (MC_ERR_INVALID in ex->err; MC_OK otherwise). Ids and targets are all checked before anything is
+// written. w == NULL: no weight to check (matmul_dw).
+mc_status mc_bwd_check_matmul(const mc_exec *ex, const char *op, int64_t M, int64_t N, int64_t K, int64_t ldx,
+                              const mc_weight *w);
+mc_status mc_bwd_check_embed(const mc_exec *ex, const int32_t *ids, int64_t n, int64_t V, int64_t H);
+mc_status mc_bwd_check_rmsnorm(const mc_exec *ex, int64_t M, int64_t H);
+mc_status mc_bwd_check_conv1d(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t K, int64_t ldx);
+mc_status mc_bwd_check_scan(const mc_exec *ex, int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t ldbc, int64_t ldz);
+mc_status mc_bwd_check_cross_entropy(const mc_exec *ex, const int32_t *targets, int64_t T, int64_t V);
+
 // Backward of mc_ref_matmul wrt its input: dx[m, k] = Σ_n dy[m, n] · W[n, k], added to dx when accumulate, else
 // written. W is read as mc_ref_matmul reads it (f32/f16/bf16, int8 · group scale).
 mc_status mc_ref_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, // [M, K], rows ldx apart

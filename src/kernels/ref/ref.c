@@ -111,7 +111,7 @@ void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const flo
     }
 }
 
-double mc_ref_nll_row(const float *row, int64_t V, int32_t target) {
+double mc_ref_row_expsum(const float *row, int64_t V, float *max) {
     float mx = row[0];
     for (int64_t v = 1; v < V; v++) {
         mx = row[v] > mx ? row[v] : mx;
@@ -120,6 +120,13 @@ double mc_ref_nll_row(const float *row, int64_t V, int32_t target) {
     for (int64_t v = 0; v < V; v++) {
         sum += exp((double)row[v] - mx);
     }
+    *max = mx;
+    return sum;
+}
+
+double mc_ref_nll_row(const float *row, int64_t V, int32_t target) {
+    float mx;
+    const double sum = mc_ref_row_expsum(row, V, &mx);
     return log(sum) + mx - row[target];
 }
 

@@ -23,6 +23,9 @@ void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, 
 // One row of mc_ref_nll, which the fast backends run on their threads (so their losses equal the reference's).
 double mc_ref_nll_row(const float *row, int64_t V, int32_t target);
 
+// A row's largest entry (*max) and Σ exp(row − max) summed in double: the softmax normaliser of mc_ref_nll_row.
+double mc_ref_row_expsum(const float *row, int64_t V, float *max);
+
 // y = a·y + b·x elementwise (ops.h `axpby`; x may be NULL).
 void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
 
