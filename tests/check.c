@@ -58,6 +58,31 @@ void mc_test_fill(mc_test_rng *r, float *p, int64_t n, float lo, float hi) {
     }
 }
 
+mc_model *mc_test_load_model(const char *rel, mc_backend backend, bool *no_device) {
+    char *path = mc_test_fixture(rel);
+    if (path == NULL) {
+        mc_test_skip("MC_FIXTURES is unset");
+    }
+    mc_load_opts opts;
+    mc_load_opts_init(&opts);
+    opts.backend = backend;
+    opts.n_threads = 2;
+    mc_model *m = NULL;
+    mc_error err = { 0 };
+    const mc_status st = mc_model_load(path, &opts, &m, &err);
+    free(path);
+    if (no_device != NULL) {
+        *no_device = st == MC_ERR_UNSUPPORTED && backend == MC_BACKEND_CUDA;
+        if (*no_device) {
+            return NULL;
+        }
+    }
+    if (st != MC_OK) {
+        fprintf(stderr, "%s: %s\n", rel, err.msg);
+    }
+    return m;
+}
+
 char *mc_test_fixture(const char *rel) {
     const char *root = getenv("MC_FIXTURES");
     if (root == NULL) {

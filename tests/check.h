@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mambac.h"
+
 // Passes when every got is finite where want is and max|got - want| <= tol * max|want|. On failure prints the
 // label, worst index, both values, the scale and the ratio to tol, and returns false.
 bool mc_check_close(const float *got, const float *want, int64_t n, double tol, const char *label);
@@ -25,6 +27,11 @@ void mc_test_fill(mc_test_rng *r, float *p, int64_t n, float lo, float hi);
 char *mc_test_fixture(const char *rel);
 // $MC_SHARED/<rel> when that file exists, else NULL (owned string).
 char *mc_test_shared(const char *rel);
+// The fixture model $MC_FIXTURES/<rel> loaded on backend with 2 threads (skips when MC_FIXTURES is unset). NULL
+// on failure, with the message on stderr — except that a cuda load with no usable device sets *no_device (when
+// no_device is not NULL) and prints nothing, so the caller can skip instead of failing.
+mc_model *mc_test_load_model(const char *rel, mc_backend backend, bool *no_device);
+
 // Prints "SKIP: <reason>" and exits 77 (ctest's skip code).
 void mc_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -21,20 +21,7 @@
 static mc_model *load(const char *name, mc_backend backend) {
     char rel[128];
     snprintf(rel, sizeof(rel), "models/%s", name);
-    char *path = mc_test_fixture(rel);
-    if (path == NULL) {
-        mc_test_skip("MC_FIXTURES is unset");
-    }
-    mc_load_opts opts;
-    mc_load_opts_init(&opts);
-    opts.backend = backend;
-    opts.n_threads = 2;
-    mc_model *m = NULL;
-    mc_error err = { 0 };
-    if (mc_model_load(path, &opts, &m, &err) != MC_OK) {
-        fprintf(stderr, "%s: %s\n", path, err.msg);
-    }
-    free(path);
+    mc_model *m = mc_test_load_model(rel, backend, NULL);
     assert_non_null(m);
     return m;
 }

@@ -36,23 +36,10 @@ enum { B_SEQ = 3, T_TOK = 37 };
 static mc_model *load(const char *name, mc_backend backend) {
     char rel[128];
     snprintf(rel, sizeof(rel), "models/%s", name);
-    char *path = mc_test_fixture(rel);
-    if (path == NULL) {
-        mc_test_skip("MC_FIXTURES is unset");
-    }
-    mc_load_opts opts;
-    mc_load_opts_init(&opts);
-    opts.backend = backend;
-    opts.n_threads = 2;
-    mc_model *m = NULL;
-    mc_error err = { 0 };
-    const mc_status st = mc_model_load(path, &opts, &m, &err);
-    free(path);
-    if (st == MC_ERR_UNSUPPORTED && backend == MC_BACKEND_CUDA) {
+    bool no_device = false;
+    mc_model *m = mc_test_load_model(rel, backend, &no_device);
+    if (no_device) {
         mc_test_skip("no usable CUDA device");
-    }
-    if (st != MC_OK) {
-        print_error("%s: %s\n", name, err.msg);
     }
     assert_non_null(m);
     return m;

@@ -45,22 +45,11 @@ static int teardown(void **state) {
 
 // NULL when the backend cannot run here (cuda without a GPU).
 static mc_model *load_model(const char *rel, mc_backend backend) {
-    char *path = mc_test_fixture(rel);
-    mc_load_opts opts;
-    mc_load_opts_init(&opts);
-    opts.backend = backend;
-    opts.n_threads = 2;
-    mc_model *m = NULL;
-    mc_error err = { 0 };
-    const mc_status st = mc_model_load(path, &opts, &m, &err);
-    free(path);
-    if (st == MC_ERR_UNSUPPORTED && backend == MC_BACKEND_CUDA) {
-        return NULL;
+    bool no_device = false;
+    mc_model *m = mc_test_load_model(rel, backend, &no_device);
+    if (!no_device) {
+        assert_non_null(m);
     }
-    if (st != MC_OK) {
-        print_error("%s: %s\n", rel, err.msg);
-    }
-    assert_non_null(m);
     return m;
 }
 

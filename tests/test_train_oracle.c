@@ -55,17 +55,7 @@ static int32_t *ints_2d(const cJSON *rows, int64_t *B, int64_t *T) {
 }
 
 static mc_model *load_model(const char *rel, mc_backend backend) {
-    char *path = mc_test_fixture(rel);
-    mc_load_opts opts;
-    mc_load_opts_init(&opts);
-    opts.backend = backend;
-    opts.n_threads = 2;
-    mc_model *m = NULL;
-    mc_error err = { 0 };
-    if (mc_model_load(path, &opts, &m, &err) != MC_OK) {
-        print_error("%s: %s\n", path, err.msg);
-    }
-    free(path);
+    mc_model *m = mc_test_load_model(rel, backend, NULL);
     assert_non_null(m);
     return m;
 }
