@@ -413,6 +413,34 @@ static void test_selective_scan_bwd(void **unused) {
     assert_true(ok);
 }
 
+// The parallel backward's boundaries (scan_par.cu: lanes own slices of 4 steps, chunks of 128 steps walked from the
+// last, blocks of 8 warps running 2 or 4 groups of 8 channels, dB and dC summed over blocks): L around a slice, a
+// warp's 32 slices and a chunk; E around a warp group and a block (8, 16, 32 channels); N in both state
+// configurations (≤ 16 and ≤ 64); 1 to 5 sequences (Bt·E picks 2 or 4 groups); every NULL / alias mode in turn.
+static void test_selective_scan_bwd_chunks(void **unused) {
+    const int64_t Ls[] = { 1, 3, 4, 5, 31, 32, 33, 127, 128, 129, 256, 261 }, Es[] = { 1, 8, 9, 17, 33 },
+                  Ns[] = { 1, 3, 16, 17 };
+    bool ok = true;
+    uint64_t seed = 5000;
+    for (size_t a = 0; a < ARRAY_LEN(Ls); a++) {
+        for (size_t b = 0; b < ARRAY_LEN(Es); b++) {
+            for (size_t d = 0; d < ARRAY_LEN(Ns); d++) {
+                const int v = (int)(seed % 4);
+                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
+                ok &= scan_case(1 + (int64_t)(seed % 5), Ls[a], Es[b], Ns[d], 2, 3, mode, seed);
+                seed++;
+            }
+        }
+    }
+    const scan_mode all = { .h0 = true, .dhT = true, .dh0 = true, .alias = false };
+    const scan_mode alias = { .h0 = true, .dhT = true, .dh0 = true, .alias = true };
+    ok &= scan_case(2, 517, 1537, 16, 48, 1, all, seed++);  // 2·1537 ≤ 6144 channels: 2 groups a block, 1 left over
+    ok &= scan_case(5, 261, 1537, 16, 48, 1, alias, seed++); // 7685: 4 groups a block
+    ok &= scan_case(2, 300, 100, 64, 7, 2, all, seed++);     // the 64-state configuration, full
+    ok &= scan_case(1, 129, 40, 33, 3, 0, alias, seed++);
+    assert_true(ok);
+}
+
 // ---- errors -----------------------------------------------------------------------------------------------------
 
 static void expect_fail(mc_status st, mc_status want, const char *needle) {
@@ -465,6 +493,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv1d_bwd),
         cmocka_unit_test(test_selective_scan_bwd),
+        cmocka_unit_test(test_selective_scan_bwd_chunks),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -449,6 +449,129 @@ static void test_selective_scan(void **unused) {
     scan_case(9, 40, 1536, 16, seed++);  // 13824 (4 lanes × 4 states)
 }
 
+// The sequence form across the parallel scan's boundaries (scan_par.cu: lanes own slices of S = 4 or 8 steps,
+// chunks of 128 or 256 steps, blocks of 8 channels): L around a slice, a warp's 32 slices and both chunk lengths,
+// E breaking a block of channels, N in both state configurations, 1 to 5 sequences. B and C are columns of a
+// padded q [rows, R + 2N + 2]; y and h sit in buffers with a guard tail that must stay untouched. The state is
+// carried: the L steps run as two calls (L1 then L − L1, h passed on) against one reference call.
+#define GUARD 37
+static void scan_split_case(int64_t Bt, int64_t L, int64_t L1, int64_t E, int64_t N, uint64_t seed) {
+    mc_test_rng r = { seed };
+    const int64_t R = 5, ldbc = R + 2 * N + 2, ldz = 2 * E + 3, rows = Bt * L, S = Bt * E * N;
+    float *u = alloc_f32(rows * E), *dt = alloc_f32(rows * E), *dtb = alloc_f32(E), *A = alloc_f32(E * N);
+    float *q = alloc_f32(rows * ldbc), *D = alloc_f32(E), *xz = alloc_f32(rows * ldz), *h0 = alloc_f32(S);
+    float *want_y = alloc_f32(rows * E + GUARD), *want_h = alloc_f32(S + GUARD);
+    float *got_y = alloc_f32(rows * E + GUARD), *got_h = alloc_f32(S + GUARD);
+    mc_test_fill(&r, u, rows * E, -2.0f, 2.0f);
+    for (int64_t i = 0; i < rows * E; i++) {
+        dt[i] = draw_dt(&r);
+    }
+    mc_test_fill(&r, dtb, E, -2.0f, 1.0f);
+    for (int64_t i = 0; i < E * N; i++) {
+        A[i] = -expf(mc_test_rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+    }
+    mc_test_fill(&r, q, rows * ldbc, -1.0f, 1.0f);
+    mc_test_fill(&r, D, E, -1.0f, 1.0f);
+    mc_test_fill(&r, xz, rows * ldz, -4.0f, 4.0f);
+    mc_test_fill(&r, h0, S, -1.0f, 1.0f);
+    for (int64_t i = 0; i < GUARD; i++) { // the guards: what the device copies start with past the outputs
+        want_y[rows * E + i] = want_h[S + i] = 3.5f + (float)i;
+    }
+    memcpy(want_h, h0, (size_t)S * 4);
+    for (int64_t b = 0; b < Bt; b++) {
+        mc_ref_selective_scan(&g_ex, want_y + b * L * E, want_h + b * E * N, u + b * L * E, dt + b * L * E, dtb, A,
+                              q + b * L * ldbc + R, q + b * L * ldbc + R + N, ldbc, D, xz + b * L * ldz + E, ldz, L,
+                              E, N);
+    }
+    // Device: sequence b's rows split at L1; each call takes Bt sequences of its length, so the rows are regathered.
+    const int64_t L2 = L - L1;
+    float *dh = dev_from(want_h, (S + GUARD) * 4); // guards copied; the state is set below
+    assert_int_equal(g_ops->upload(&g_ex, dh, h0, (size_t)S * 4), MC_OK);
+    float *dtb_d = dev_from(dtb, E * 4), *dA = dev_from(A, E * N * 4), *dD = dev_from(D, E * 4);
+    for (int part = 0; part < 2; part++) {
+        const int64_t Lp = part == 0 ? L1 : L2, off = part == 0 ? 0 : L1, rp = Bt * Lp;
+        float *pu = alloc_f32(rp * E), *pdt = alloc_f32(rp * E), *pq = alloc_f32(rp * ldbc), *pxz = alloc_f32(rp * ldz);
+        float *py = alloc_f32(rp * E + GUARD);
+        for (int64_t b = 0; b < Bt; b++) {
+            for (int64_t t = 0; t < Lp; t++) {
+                const int64_t src = b * L + off + t, dst = b * Lp + t;
+                memcpy(pu + dst * E, u + src * E, (size_t)E * 4);
+                memcpy(pdt + dst * E, dt + src * E, (size_t)E * 4);
+                memcpy(pq + dst * ldbc, q + src * ldbc, (size_t)ldbc * 4);
+                memcpy(pxz + dst * ldz, xz + src * ldz, (size_t)ldz * 4);
+            }
+        }
+        for (int64_t i = 0; i < GUARD; i++) {
+            py[rp * E + i] = 3.5f + (float)i;
+        }
+        float *du = dev_from(pu, rp * E * 4), *ddt = dev_from(pdt, rp * E * 4), *dq = dev_from(pq, rp * ldbc * 4);
+        float *dxz = dev_from(pxz, rp * ldz * 4), *dy = dev_from(py, (rp * E + GUARD) * 4);
+        expect_ok(g_ops->selective_scan(&g_ex, dy, dh, du, ddt, dtb_d, dA, dq + R, dq + R + N, ldbc, dD, dxz + E, ldz,
+                                        Bt, Lp, E, N),
+                  "selective_scan");
+        dev_to(py, dy, (rp * E + GUARD) * 4);
+        for (int64_t b = 0; b < Bt; b++) {
+            memcpy(got_y + (b * L + off) * E, py + b * Lp * E, (size_t)(Lp * E) * 4);
+        }
+        for (int64_t i = 0; i < GUARD; i++) {
+            if (py[rp * E + i] != 3.5f + (float)i) {
+                print_error("selective_scan Bt=%lld L=%lld E=%lld N=%lld: y guard %lld changed to %g\n", (long long)Bt,
+                            (long long)Lp, (long long)E, (long long)N, (long long)i, (double)py[rp * E + i]);
+                fail();
+            }
+        }
+        float *bufs[] = { du, ddt, dq, dxz, dy };
+        for (size_t i = 0; i < ARRAY_LEN(bufs); i++) {
+            dev_free(bufs[i]);
+        }
+        free(pu);
+        free(pdt);
+        free(pq);
+        free(pxz);
+        free(py);
+    }
+    dev_to(got_h, dh, (S + GUARD) * 4);
+    char label[160];
+    snprintf(label, sizeof(label), "scan (split) Bt=%lld L=%lld+%lld E=%lld N=%lld", (long long)Bt, (long long)L1,
+             (long long)L2, (long long)E, (long long)N);
+    check(got_y, want_y, rows * E, TOL_F32, 5, label);
+    check(got_h, want_h, S + GUARD, TOL_F32, 5, label); // the guard compares equal only if untouched
+    for (int64_t i = 0; i < GUARD; i++) {
+        assert_true(got_h[S + i] == 3.5f + (float)i);
+    }
+    float *dbufs[] = { dh, dtb_d, dA, dD };
+    for (size_t i = 0; i < ARRAY_LEN(dbufs); i++) {
+        dev_free(dbufs[i]);
+    }
+    float *host[] = { u, dt, dtb, A, q, D, xz, h0, want_y, want_h, got_y, got_h };
+    for (size_t i = 0; i < ARRAY_LEN(host); i++) {
+        free(host[i]);
+    }
+}
+
+static void test_selective_scan_chunks(void **unused) {
+    // Slices of 4 and 8 steps, 32 of them a chunk (128 or 256 steps): L on each side of those; E around 8 channels a
+    // block; N in both configurations (≤ 16, ≤ 64) and just past 16.
+    const int64_t Ls[] = { 1, 2, 31, 32, 33, 127, 128, 129, 255, 256, 257, 261, 517 }, Es[] = { 1, 7, 9, 33 },
+                  Ns[] = { 1, 3, 16, 17, 64 };
+    uint64_t seed = 7000;
+    for (size_t li = 0; li < ARRAY_LEN(Ls); li++) {
+        for (size_t ei = 0; ei < ARRAY_LEN(Es); ei++) {
+            for (size_t ni = 0; ni < ARRAY_LEN(Ns); ni++) {
+                const int64_t Bt = 1 + (int64_t)(seed % 5), L = Ls[li];
+                // The split point: none (one call, L1 = L), or inside a slice, at a slice or chunk edge, or past one.
+                const int64_t splits[] = { L, L / 2, L > 128 ? 128 : L, L > 33 ? 33 : L / 3 };
+                const int64_t L1 = splits[seed % 4] > 0 ? splits[seed % 4] : L;
+                scan_split_case(Bt, L, L1, Es[ei], Ns[ni], seed);
+                seed++;
+            }
+        }
+    }
+    scan_split_case(2, 261, 261, 1537, 16, seed++); // the 130m width plus one: a last block of 1 channel
+    scan_split_case(3, 600, 257, 1536, 16, seed++);
+    scan_split_case(1, 300, 129, 1537, 17, seed++); // N > 16: the 64-state configuration
+}
+
 static void test_errors(void **unused) {
     // A failing allocation reports through the context's sink with CUDA's words, and leaves *out NULL.
     void *p = (void *)1;
@@ -490,7 +613,8 @@ static int teardown(void **unused) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),  cmocka_unit_test(test_embed),          cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_conv1d),  cmocka_unit_test(test_selective_scan), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_conv1d),  cmocka_unit_test(test_selective_scan),
+        cmocka_unit_test(test_selective_scan_chunks), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -122,6 +122,29 @@ mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, f
                                      int64_t N);
 }
 
+// Selective-scan kernels behind mc_cuda_selective_scan and mc_cuda_selective_scan_bwd, callable directly so that
+// benchmarks can time one against another (same arguments and contracts as those entries, sizes already checked).
+// scan_par.cu, parallel over time (header there): config 0 picks by shape, 1.. names one (listed at the
+// definitions); MC_ERR_UNSUPPORTED for N beyond the configuration (at most 64). scan.cu / scan_bwd.cu: the tiled
+// kernels that walk time in order (the entries' fallback for N > 64; the backward's up to N = 128).
+mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, const float *u, const float *dt,
+                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                           const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N);
+mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *ddt, float *dz, float *dB, float *dC,
+                               float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                               const float *dh_final, const float *u, const float *dt, const float *dt_bias,
+                               const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+                               const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
+                               int64_t N);
+mc_status mc_cuda_scan_tiled(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                             const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                             const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N);
+mc_status mc_cuda_scan_bwd_tiled(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC, float *dA,
+                                 float *dD, float *ddt_bias, float *dh0, const float *dy, const float *dh_final,
+                                 const float *u, const float *dt, const float *dt_bias, const float *A,
+                                 const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                                 int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N);
+
 // The training ops (backward.cu; contracts in ops.h and the reference twins).
 extern "C" {
 mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const float *dy, const mc_weight *w, int64_t M,

@@ -1,9 +1,11 @@
 // Selective scan on the device (spec §3.4 steps 4–9), sequence and step forms. Which shapes go where:
-// - sequence, N ≤ 64: scan_tiled_kernel. One block per (sequence, group of channels); each channel's state lives in
-//   the registers of TPC threads (SPT states each) for the whole sequence; time advances in tiles of SCAN_TILE
-//   steps whose B, C, Δ, u, z are staged in shared memory with coalesced loads and whose y leaves the same way.
+// - sequence, N ≤ 64: mc_cuda_scan_par (scan_par.cu), parallel over time within each chunk of steps.
 // - the step form (L = 1), and any N > 64: scan_generic_kernel, one thread per (sequence, channel), h read and
 //   written in device memory (a step touches each state once anyway).
+// - scan_tiled_kernel (mc_cuda_scan_tiled, N ≤ 64), the sequence form before scan_par.cu: one block per (sequence,
+//   group of channels); each channel's state lives in the registers of TPC threads (SPT states each) for the whole
+//   sequence; time advances in tiles of SCAN_TILE steps whose B, C, Δ, u, z are staged in shared memory with
+//   coalesced loads and whose y leaves the same way. No entry uses it; it stays for the benchmarks' comparison.
 #include "kernels/cuda/common.cuh"
 
 #define SCAN_TILE 32    // time steps staged per tile
@@ -137,16 +139,15 @@ static mc_status scan_tiled(const mc_exec *ex, float *y, float *h, const float *
     return mc_cuda_launched("selective_scan", ex);
 }
 
-extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
-                                            const float *dt_bias, const float *A, const float *B, const float *C,
-                                            int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt,
-                                            int64_t L, int64_t E, int64_t N) {
+mc_status mc_cuda_scan_tiled(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                             const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                             const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N) {
     if (Bt * E <= 0 || L <= 0) {
         return MC_OK;
     }
-    if (Bt > 65535) {
-        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan: %lld sequences in one call (at most "
-                       "65535)", (long long)Bt);
+    if (Bt > 65535 || N > 64) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan (tiled): N=%lld Bt=%lld (at most 64 "
+                       "states and 65535 sequences)", (long long)N, (long long)Bt);
     }
     if (N <= 4) {
         return scan_tiled<4, 1>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
@@ -161,8 +162,22 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
         }
         return scan_tiled<4, 4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
     }
+    return scan_tiled<8, 8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+}
+
+extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                            const float *dt_bias, const float *A, const float *B, const float *C,
+                                            int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt,
+                                            int64_t L, int64_t E, int64_t N) {
+    if (Bt * E <= 0 || L <= 0) {
+        return MC_OK;
+    }
+    if (Bt > 65535) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan: %lld sequences in one call (at most "
+                       "65535)", (long long)Bt);
+    }
     if (N <= 64) {
-        return scan_tiled<8, 8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+        return mc_cuda_scan_par(ex, 0, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
     }
     return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
 }

@@ -1,4 +1,6 @@
 // Backward of the selective scan on the device (contract: mc_ref_selective_scan_bwd in kernels/ref/backward.h).
+// The entry sends N ≤ 64 to mc_cuda_scan_par_bwd (scan_par.cu, parallel over time); the kernel here
+// (mc_cuda_scan_bwd_tiled) takes N up to 128 and stays reachable for the benchmarks' comparison.
 // Layout as the forward's tiled kernel: one block per (sequence, group of CH channels), each channel's N states in
 // the registers of TPC threads (SPT states each). The states are recomputed, never read from the forward:
 // - pass 1 runs the recurrence forward and stores the state at the start of every chunk of TC steps (scratch ck);
@@ -372,6 +374,20 @@ extern "C" mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, fl
                        "cuda selective_scan_bwd: N=%lld Bt=%lld, at most N=%d states and 65535 sequences in one call",
                        (long long)N, (long long)Bt, SCANB_MAX_N);
     }
+    if (N <= 64) {
+        return mc_cuda_scan_par_bwd(ex, 0, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A,
+                                    B, C, ldbc, D, z, ldz, h0, Bt, L, E, N);
+    }
+    return mc_cuda_scan_bwd_tiled(ex, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B,
+                                  C, ldbc, D, z, ldz, h0, Bt, L, E, N);
+}
+
+// Sizes checked by the caller (mc_cuda_selective_scan_bwd) or the benchmark.
+mc_status mc_cuda_scan_bwd_tiled(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC, float *dA,
+                                 float *dD, float *ddt_bias, float *dh0, const float *dy, const float *dh_final,
+                                 const float *u, const float *dt, const float *dt_bias, const float *A,
+                                 const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                                 int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N) {
     if (Bt == 0) {
         return MC_OK;
     }
