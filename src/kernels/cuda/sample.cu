@@ -605,7 +605,9 @@ extern "C" mc_status mc_cuda_sample(const mc_exec *ex, int32_t *out_ids, const f
     }
     if (use_prev) {
         memcpy(h + off_off, prev_off, (size_t)(n + 1) * sizeof(int64_t));
-        memcpy(h + off_prev, prev, (size_t)n_prev * sizeof(int32_t));
+        if (n_prev > 0) {
+            memcpy(h + off_prev, prev, (size_t)n_prev * sizeof(int32_t));
+        }
     }
     // The previous call's download finished before it returned, so the staging buffer is free to refill.
     const size_t up_bytes = use_prev ? stage_bytes : a->do_sample ? (size_t)n * sizeof(double) : 0;
