@@ -1,5 +1,7 @@
 // mc_generate: prefill each prompt alone, then step the unfinished sequences together one token at a time, so
-// a ragged batch gives every sequence exactly the tokens it gets alone (spec §7.1). Token choice is sampler.c's.
+// a ragged batch gives every sequence exactly the tokens it gets alone (spec §7.1). Token choice is sampler.c's;
+// on a device backend the same choice runs as the backend's `sample` op next to the logits (issue 9 §2.2), with the
+// uniforms drawn here from the same streams, so only the ids come back (MAMBAC_HOST_SAMPLING=1 keeps it on the host).
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -7,6 +9,7 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "generate/sampler.h"
+#include "model/forward_sample.h"
 
 void mc_generate_opts_init(mc_generate_opts *opts, const mc_model *model) {
     (void)model; // eos comes from the config at generate time (eos_ids NULL)
@@ -42,6 +45,12 @@ typedef struct gen_ctx {
     int64_t *slot_seq; // [n_seq] the sequence each slot of batch holds
     int64_t n_slots;   // = mc_state_n_seq(batch)
     mc_sampler *sampler;
+    bool on_device;    // logits stay on the device; the sample op chooses (arrays below), logits is NULL
+    double *uniforms;  // [n_seq] one per batch slot
+    int64_t *prev_off; // [n_seq + 1] the slots' histories in prev (repetition penalty only)
+    int32_t *prev;     // [prev_cap]
+    int64_t prev_cap;
+    int32_t *chosen;   // [n_seq] the op's ids per slot
     mc_state *one;   // 1-sequence state for prefill
     mc_state *batch; // n_slots sequences for the decode steps
     mc_generate_stats stats;
@@ -109,6 +118,10 @@ static void ctx_free(gen_ctx *c) {
     free(c->logits);
     free(c->step_ids);
     free(c->slot_seq);
+    free(c->uniforms);
+    free(c->prev_off);
+    free(c->prev);
+    free(c->chosen);
     mc_sampler_free(c->sampler);
     mc_state_free(c->one);
     mc_state_free(c->batch);
@@ -149,10 +162,19 @@ static mc_status ctx_alloc(gen_ctx *c, const int32_t *const *prompts, const int6
         return mc_fail(err, MC_ERR_NOMEM, "generate: %lld x %lld logits overflow", (long long)c->n_seq,
                        (long long)c->n_vocab);
     }
-    c->logits = malloc((size_t)n_logits * sizeof(float));
+    if (c->on_device) {
+        c->uniforms = calloc((size_t)c->n_seq, sizeof(double));
+        c->prev_off = calloc((size_t)c->n_seq + 1, sizeof(int64_t));
+        c->chosen = calloc((size_t)c->n_seq, sizeof(int32_t));
+        if (c->uniforms == NULL || c->prev_off == NULL || c->chosen == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "generate: out of memory for %lld sequences", (long long)c->n_seq);
+        }
+    } else {
+        c->logits = malloc((size_t)n_logits * sizeof(float));
+    }
     c->step_ids = calloc((size_t)c->n_seq, sizeof(int32_t));
     c->slot_seq = calloc((size_t)c->n_seq, sizeof(int64_t));
-    if (c->logits == NULL || c->step_ids == NULL || c->slot_seq == NULL) {
+    if ((!c->on_device && c->logits == NULL) || c->step_ids == NULL || c->slot_seq == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "generate: out of memory for %lld logits rows", (long long)c->n_seq);
     }
     st = mc_sampler_new(&c->opts->sampler, c->n_vocab, c->n_seq, &c->sampler, err);
@@ -199,12 +221,10 @@ static mc_status seq_append(gen_seq *s, int32_t tok, mc_error *err) {
     return MC_OK;
 }
 
-// Processes row (sequence i's next-token scores [V], overwritten), picks a token, records it and decides whether
-// the sequence ends: callback said stop, EOS (when enabled), or max_new_tokens reached.
-static mc_status accept_token(gen_ctx *c, int64_t i, float *row, mc_error *err) {
+// Records sequence i's new token and decides whether the sequence ends: callback said stop, EOS (when enabled),
+// or max_new_tokens reached.
+static mc_status record_token(gen_ctx *c, int64_t i, int32_t tok, mc_error *err) {
     gen_seq *s = &c->seqs[i];
-    mc_sampler_process(c->sampler, row, s->ids, s->n_ids);
-    int32_t tok = mc_sampler_choose(c->sampler, i, row);
     mc_status st = seq_append(s, tok, err);
     if (st != MC_OK) {
         return st;
@@ -222,6 +242,37 @@ static mc_status accept_token(gen_ctx *c, int64_t i, float *row, mc_error *err) 
     return MC_OK;
 }
 
+// Processes row (sequence i's next-token scores [V], overwritten) on the host, picks a token and records it.
+static mc_status accept_token(gen_ctx *c, int64_t i, float *row, mc_error *err) {
+    gen_seq *s = &c->seqs[i];
+    mc_sampler_process(c->sampler, row, s->ids, s->n_ids);
+    return record_token(c, i, mc_sampler_choose(c->sampler, i, row), err);
+}
+
+// The device path's inputs for slot j holding sequence i: its uniform (drawn only for an unfinished sampled
+// sequence, as the host path draws once per chosen token) and its history for the penalty, appended to prev.
+static mc_status stage_slot(gen_ctx *c, int64_t j, int64_t i, bool active, mc_error *err) {
+    const gen_seq *s = &c->seqs[i];
+    const mc_sample_args *a = mc_sampler_args(c->sampler);
+    c->uniforms[j] = active && a->do_sample ? mc_sampler_uniform(c->sampler, i) : 0.0;
+    const int64_t n = active && a->penalty_on ? s->n_ids : 0, off = c->prev_off[j];
+    if (off + n > c->prev_cap) {
+        int64_t cap = c->prev_cap * 2 > off + n ? c->prev_cap * 2 : off + n;
+        int32_t *p = (uint64_t)cap <= SIZE_MAX / sizeof(int32_t) ? realloc(c->prev, (size_t)cap * sizeof(int32_t))
+                                                                 : NULL;
+        if (p == NULL) {
+            return mc_fail(err, MC_ERR_NOMEM, "generate: out of memory for %lld history ids", (long long)cap);
+        }
+        c->prev = p;
+        c->prev_cap = cap;
+    }
+    if (n > 0) {
+        memcpy(c->prev + off, s->ids, (size_t)n * sizeof(int32_t));
+    }
+    c->prev_off[j + 1] = off + n;
+    return MC_OK;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Prefill and decode
 
@@ -233,16 +284,25 @@ static mc_status prefill_all(gen_ctx *c, mc_error *err) {
         if (s->done) {
             continue; // max_new_tokens 0: nothing to prefill for
         }
-        float *row = c->logits + i * c->n_vocab;
         mc_status st = mc_state_reset(c->one, err);
-        if (st == MC_OK) {
-            st = mc_model_forward(c->model, c->one, s->ids, 1, s->n_prompt, false, row, err);
+        if (c->on_device) {
+            c->prev_off[0] = 0;
+            if (st == MC_OK) {
+                st = stage_slot(c, 0, i, true, err);
+            }
+            if (st == MC_OK) {
+                st = mc_model_forward_sample(c->model, c->one, s->ids, 1, s->n_prompt, mc_sampler_args(c->sampler),
+                                             c->prev, c->prev_off, c->uniforms, c->chosen, err);
+            }
+        } else if (st == MC_OK) {
+            st = mc_model_forward(c->model, c->one, s->ids, 1, s->n_prompt, false, c->logits + i * c->n_vocab, err);
         }
         if (st == MC_OK) {
             st = mc_state_copy_seq(c->batch, i, c->one, 0, err);
         }
         if (st == MC_OK) {
-            st = accept_token(c, i, row, err);
+            st = c->on_device ? record_token(c, i, c->chosen[0], err)
+                              : accept_token(c, i, c->logits + i * c->n_vocab, err);
         }
         if (st != MC_OK) {
             return st;
@@ -285,6 +345,25 @@ static int64_t count_active(const gen_ctx *c) {
     return n;
 }
 
+// One step on the device: each slot's uniform and history go up with the ids, the chosen ids come back.
+static mc_status decode_step_device(gen_ctx *c, mc_error *err) {
+    mc_status st = MC_OK;
+    c->prev_off[0] = 0;
+    for (int64_t j = 0; j < c->n_slots && st == MC_OK; j++) {
+        st = stage_slot(c, j, c->slot_seq[j], !c->seqs[c->slot_seq[j]].done, err);
+    }
+    if (st == MC_OK) {
+        st = mc_model_forward_sample(c->model, c->batch, c->step_ids, c->n_slots, 1, mc_sampler_args(c->sampler),
+                                     c->prev, c->prev_off, c->uniforms, c->chosen, err);
+    }
+    for (int64_t j = 0; j < c->n_slots && st == MC_OK; j++) {
+        if (!c->seqs[c->slot_seq[j]].done) {
+            st = record_token(c, c->slot_seq[j], c->chosen[j], err);
+        }
+    }
+    return st;
+}
+
 // One token per step for every slot; a finished sequence still in a slot feeds its last token and its row is
 // ignored (rows are independent, so it cannot change the others).
 static mc_status decode_all(gen_ctx *c, mc_error *err) {
@@ -299,6 +378,13 @@ static mc_status decode_all(gen_ctx *c, mc_error *err) {
         for (int64_t j = 0; j < c->n_slots; j++) {
             const gen_seq *s = &c->seqs[c->slot_seq[j]];
             c->step_ids[j] = s->ids[s->n_ids - 1];
+        }
+        if (c->on_device) {
+            st = decode_step_device(c, err);
+            if (st != MC_OK) {
+                return st;
+            }
+            continue;
         }
         st = mc_model_forward(c->model, c->batch, c->step_ids, c->n_slots, 1, false, c->logits, err);
         for (int64_t j = 0; j < c->n_slots && st == MC_OK; j++) {
@@ -348,6 +434,9 @@ mc_status mc_generate(const mc_model *model, const int32_t *const *prompts, cons
         .n_eos = opts->n_eos_ids,
         .cfg_eos = mc_model_config(model)->eos_token_id,
     };
+    const char *host_sampling = getenv("MAMBAC_HOST_SAMPLING");
+    c.on_device = mc_model_samples_on_device(model) &&
+                  (host_sampling == NULL || host_sampling[0] == '\0' || strcmp(host_sampling, "0") == 0);
     st = ctx_alloc(&c, prompts, prompt_len, err);
     if (st == MC_OK) {
         st = prefill_all(&c, err);

@@ -3,13 +3,14 @@
 #pragma once
 
 #include "base/rng.h"
+#include "kernels/ref/sample.h"
 #include "mambac.h"
 
 
 // Checks every setting against HF's accepted ranges; MC_ERR_INVALID names the first bad one.
 mc_status mc_sampler_opts_check(const mc_sampler_opts *opts, mc_error *err);
 
-// Settings, per-sequence random streams and [V] scratch rows, allocated once.
+// Settings, per-sequence random streams and [V] scratch rows, allocated once. The math is kernels/ref/sample.c's.
 typedef struct mc_sampler mc_sampler;
 
 // n_vocab >= 1 entries per row; n_seq >= 1 random streams (stream i seeded from opts->seed and i). Owned:
@@ -26,5 +27,12 @@ void mc_sampler_process(mc_sampler *s, float *scores, const int32_t *prev, int64
 // sequence seq's stream (never an entry of probability 0).
 int32_t mc_sampler_choose(mc_sampler *s, int64_t seq, const float *scores);
 
-// softmax of scores [n] into probs [n] (f32 out, double accumulation); -inf entries get 0.
-void mc_softmax_f32(float *probs, const float *scores, int64_t n);
+// The processors' settings as the `sample` op takes them (torch's f32 roundings of the Python floats).
+void mc_sample_args_from_opts(mc_sample_args *a, const mc_sampler_opts *opts);
+const mc_sample_args *mc_sampler_args(const mc_sampler *s);
+
+// The next U[0, 1) of sequence seq's stream: the uniform mc_sampler_choose would draw for a row with a finite entry
+// (a device `sample` op takes it so that it draws what the host draws).
+double mc_sampler_uniform(mc_sampler *s, int64_t seq);
+
+// mc_softmax_f32 (softmax of a row, f32 out, double accumulation) is declared in kernels/ref/sample.h.

@@ -43,6 +43,22 @@ typedef struct mc_adamw_args {
     float eps;
 } mc_adamw_args;
 
+// Token choice settings for the `sample` op, resolved from mc_sampler_opts (generate/sampler.c) with torch's f32
+// roundings of HF's Python floats. A processor runs only when its flag is set (top_k: when > 0), in this order:
+// repetition penalty (also when !do_sample), then only when do_sample temperature, top-k, top-p, min-p.
+typedef struct mc_sample_args {
+    bool do_sample;         // false: first argmax after the penalty
+    bool penalty_on;        // repetition_penalty != 1
+    float penalty;          // (f32) repetition_penalty
+    bool temperature_on;    // temperature != 1
+    float temperature;      // (f32) temperature
+    int64_t top_k;          // 0 = off
+    bool top_p_on;          // top_p < 1
+    float top_p_threshold;  // (f32)(1 - top_p), computed in double as transformers does
+    bool min_p_on;          // min_p > 0
+    float min_p;            // (f32) min_p
+} mc_sample_args;
+
 // A backend: the memory it computes in, per-caller contexts, and the compute ops. Every entry returns mc_status
 // (a failed launch or allocation is reported through ex->err, never by exiting). Pointers handed to the memory
 // and compute entries live in the backend's memory (host memory when host_memory is true), except where an entry
@@ -121,6 +137,15 @@ typedef struct mc_ops {
     // in double. targets were checked by the caller.
     mc_status (*nll)(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V,
                      const int32_t *targets);
+
+    // Token choice for n rows of logits [n, V] (rows ld floats apart) in the backend's memory, not modified: the
+    // processors of `a` (kernels/ref/sample.h has the math), then the first argmax (greedy) or the first entry whose
+    // cumulative weight exp(s − max) exceeds uniforms[r] · Σ weights (a draw from softmax). Row r's penalty reads
+    // prev[prev_off[r] .. prev_off[r + 1]) (repeats allowed, ids in [0, V)). out_ids [n], prev, prev_off [n + 1] and
+    // uniforms [n] are in HOST memory, so on a device only the ids cross back.
+    mc_status (*sample)(const mc_exec *ex, int32_t *out_ids, const float *logits, int64_t ld, int64_t n, int64_t V,
+                        const mc_sample_args *a, const int32_t *prev, const int64_t *prev_off,
+                        const double *uniforms);
 
     // y[i] = a · y[i] + b · x[i] for i < n (x may be NULL: then y = a · y). x may equal y.
     mc_status (*axpby)(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "base/error.h"
+#include "model/forward_sample.h"
 #include "model/model.h"
 
 #define MC_CHUNK_TOKENS 128 // positions per sequence per chunk: bounds the scratch
@@ -170,11 +171,12 @@ static uint64_t mix64(uint64_t h, uint64_t v) { // splitmix64 finaliser over the
 }
 
 // A decode step on a device with recorded calls (issue 9 §2.4): the ids go up, the step's launches are recorded
-// once per (model, state buffers, batch, head or not) and replayed as one graph launch, the logits come down.
+// once per (model, state buffers, batch, head or not) and replayed as one graph launch, the logits come down (when
+// logits is given; with keep they stay in s->logits for the sample op instead).
 // Everything the recording touches by address is fixed by that key: the model's weights (uid), the state's conv,
 // ssm and scratch (scratch pointer and n_seq fix its layout; conv and ssm live as long as the state's context).
 static mc_status decode_step_recorded(const mc_model *m, mc_state *state, const scratch *s, const int32_t *ids,
-                                      int64_t n_seq, float *logits) {
+                                      int64_t n_seq, float *logits, bool keep) {
     const mc_ops *ops = m->ops;
     const mc_exec *ex = &state->exec;
     mc_status st = ops->upload(ex, s->ids, ids, (size_t)n_seq * sizeof(int32_t));
@@ -182,22 +184,25 @@ static mc_status decode_step_recorded(const mc_model *m, mc_state *state, const 
         return st;
     }
     uint64_t key = mix64(mix64(mix64(0, m->uid), (uint64_t)(uintptr_t)state->scratch), (uint64_t)n_seq);
-    key = mix64(key, logits != NULL);
+    const bool head = logits != NULL || keep;
+    key = mix64(key, head);
     bool replayed = false;
     st = ops->graph_begin(ex, key, &replayed);
     if (st == MC_OK && !replayed) {
-        st = step_calls(m, state, s, n_seq, logits != NULL);
+        st = step_calls(m, state, s, n_seq, head);
         mc_status end = ops->graph_end(ex, st == MC_OK);
         st = st != MC_OK ? st : end;
     }
     if (st == MC_OK && logits != NULL) {
         st = ops->download(ex, logits, s->logits, (size_t)(n_seq * m->cfg.vocab_size) * sizeof(float));
     }
-    return st != MC_OK ? st : ops->sync(ex);
+    return st != MC_OK || keep ? st : ops->sync(ex); // with keep, the sample op that follows waits
 }
 
+// keep (device backends, last position only): the head's rows stay in the scratch (s->logits) and nothing is
+// downloaded; the caller runs the sample op on them before the next call on the state.
 static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
-                                bool all_logits, float *logits, mc_error *err) {
+                                bool all_logits, float *logits, bool keep, const float **kept, mc_error *err) {
     const mc_config *c = &m->cfg;
     const int64_t H = c->hidden_size, V = c->vocab_size;
     const mc_exec *ex = &state->exec;
@@ -208,8 +213,11 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
     if (st != MC_OK) {
         return st;
     }
+    if (keep) {
+        *kept = s.logits;
+    }
     if (n_tok == 1 && m->ops->graph_begin != NULL && !state->profiling) { // all_logits: the same rows when T = 1
-        return decode_step_recorded(m, state, &s, ids, n_seq, logits);
+        return decode_step_recorded(m, state, &s, ids, n_seq, logits, keep);
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
         const int64_t T = n_tok - t0 < chunk ? n_tok - t0 : chunk;
@@ -222,6 +230,10 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
         }
         // The last layer's output joins the stream: the final norm then reads hidden alone.
         RUN(state, MC_PROFILE_NORM, m->ops->rmsnorm(ex, s.normed, s.hidden, s.out, m->norm_f, n_seq * T, H, eps));
+        if (keep && t0 + T == n_tok) { // the last position's rows (T·H apart) into the device scratch
+            RUN(state, MC_PROFILE_LM_HEAD,
+                m->ops->matmul(ex, s.logits, s.normed + (T - 1) * H, T * H, &m->lm_head, NULL, n_seq, V, H));
+        }
         if (logits == NULL) {
             continue;
         }
@@ -237,8 +249,8 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
     return m->ops->sync(ex);
 }
 
-mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
-                           bool all_logits, float *logits, mc_error *err) {
+static mc_status forward_check(const mc_model *m, const mc_state *state, const int32_t *ids, int64_t n_seq,
+                               int64_t n_tok, mc_error *err) {
     const mc_config *c = &m->cfg;
     const int64_t V = c->vocab_size;
     if (n_seq < 1 || n_tok < 1) {
@@ -257,8 +269,42 @@ mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *id
                            (long long)V);
         }
     }
+    return MC_OK;
+}
+
+mc_status mc_model_forward(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq, int64_t n_tok,
+                           bool all_logits, float *logits, mc_error *err) {
+    mc_status st = forward_check(m, state, ids, n_seq, n_tok, err);
+    if (st != MC_OK) {
+        return st;
+    }
     state->exec.err = err;
-    mc_status st = forward_chunks(m, state, ids, n_seq, n_tok, all_logits, logits, err);
+    st = forward_chunks(m, state, ids, n_seq, n_tok, all_logits, logits, false, NULL, err);
+    state->exec.err = NULL;
+    return st;
+}
+
+bool mc_model_samples_on_device(const mc_model *m) {
+    return !m->ops->host_memory && m->ops->sample != NULL;
+}
+
+mc_status mc_model_forward_sample(const mc_model *m, mc_state *state, const int32_t *ids, int64_t n_seq,
+                                  int64_t n_tok, const mc_sample_args *a, const int32_t *prev, const int64_t *prev_off,
+                                  const double *uniforms, int32_t *out_ids, mc_error *err) {
+    if (!mc_model_samples_on_device(m)) {
+        return mc_fail(err, MC_ERR_UNSUPPORTED, "forward: backend %s does not sample on the device", m->ops->name);
+    }
+    mc_status st = forward_check(m, state, ids, n_seq, n_tok, err);
+    if (st != MC_OK) {
+        return st;
+    }
+    state->exec.err = err;
+    const float *dev_logits = NULL;
+    st = forward_chunks(m, state, ids, n_seq, n_tok, false, NULL, true, &dev_logits, err);
+    if (st == MC_OK) {
+        const int64_t V = m->cfg.vocab_size;
+        st = m->ops->sample(&state->exec, out_ids, dev_logits, V, n_seq, V, a, prev, prev_off, uniforms);
+    }
     state->exec.err = NULL;
     return st;
 }

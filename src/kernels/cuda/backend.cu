@@ -67,6 +67,10 @@ static void exec_free(mc_exec *ex) {
     }
     cudaFree(c->blas_work);
     cudaFree(c->work);
+    cudaFree(c->sample_dev);
+    if (c->sample_host != NULL) {
+        cudaFreeHost(c->sample_host);
+    }
     if (c->stream != NULL) {
         cudaStreamDestroy(c->stream);
     }
@@ -318,6 +322,7 @@ static void table_init(void) {
     table.sumsq = mc_cuda_sumsq;
     table.adamw = mc_cuda_adamw;
     table.neg_exp = mc_cuda_neg_exp;
+    table.sample = mc_cuda_sample;
     table.matmul_dx = mc_cuda_matmul_dx;
     table.matmul_dw = mc_cuda_matmul_dw;
     table.embed_bwd = mc_cuda_embed_bwd;

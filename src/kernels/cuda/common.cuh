@@ -34,6 +34,10 @@ typedef struct mc_cuda_ctx {
     bool capturing;     // between graph_begin and graph_end of a recording
     int capture_slot;   // the slot being recorded
     bool capture_error; // an op failed while recording: graph_end drops the recording
+    void *sample_dev;   // the sample op's device workspace (processed rows, staged uniforms, histories, ids)
+    size_t sample_dev_bytes;
+    void *sample_host;  // its pinned host staging buffer (one upload, one download per call)
+    size_t sample_host_bytes;
 } mc_cuda_ctx;
 
 static inline mc_cuda_ctx *mc_cuda_ctx_of(const mc_exec *ex) {
@@ -164,6 +168,11 @@ mc_status mc_cuda_adamw(const mc_exec *ex, float *p, const float *g, float *m, f
                         const mc_adamw_args *a);
 mc_status mc_cuda_neg_exp(const mc_exec *ex, float *y, const float *x, int64_t n);
 }
+
+// Token choice on the device (sample.cu; contract in ops.h, reference kernels/ref/sample.c).
+extern "C" mc_status mc_cuda_sample(const mc_exec *ex, int32_t *out_ids, const float *logits, int64_t ld, int64_t n,
+                                    int64_t V, const mc_sample_args *a, const int32_t *prev, const int64_t *prev_off,
+                                    const double *uniforms);
 
 // Shared device math: softplus with torch's threshold 20 (spec §3.7) and SiLU, in f32 as the reference.
 static __device__ __forceinline__ float mc_dev_softplus(float v) {

@@ -7,6 +7,7 @@
 #include "kernels/ops.h"
 #include "kernels/ref/backward.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/sample.h"
 
 void mc_ref_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                           const float *bias, int64_t M, int64_t N, int64_t K) {
@@ -291,6 +292,7 @@ const mc_ops mc_ops_ref = {
     .sumsq = sumsq_op,
     .adamw = adamw_op,
     .neg_exp = neg_exp_op,
+    .sample = mc_ref_sample,
     .matmul_dx = mc_ref_matmul_dx,
     .matmul_dw = mc_ref_matmul_dw,
     .embed_bwd = mc_ref_embed_bwd,
