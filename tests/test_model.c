@@ -269,13 +269,15 @@ static void long_sequence_chunking(const mc_model *m) {
     for (int64_t t = 0; t < L; t++) {
         assert_int_equal(mc_model_forward(m, b, ids + t, 1, 1, true, steps + t * V, &err), MC_OK);
     }
-    // Same kernels, same order per position: only the matmul row grouping differs, so f32 rounding alone (on
-    // CUDA the prefill's products go through cuBLAS, the steps' through the GEMV kernel: still f32 rounding).
+    // On a host backend the same kernels run in the same order per position: only the matmul row grouping differs,
+    // so f32 rounding alone (1e-5). On CUDA the prefill's products go through cuBLAS and its scan runs in parallel
+    // over time (decay products and partial states combined in another order than the step's h = a·h + b), so the
+    // two differ by more f32 rounding (1.17e-5 seen on an H100): held to the fixtures' bound, 1e-4 of the largest.
     mc_model_info info;
     mc_model_get_info(m, &info);
     char label[96];
     snprintf(label, sizeof(label), "300 tokens whole vs steps [%s]", mc_backend_name(info.backend));
-    assert_true(mc_check_close(whole, steps, L * V, 1e-5, label));
+    assert_true(mc_check_close(whole, steps, L * V, info.backend == MC_BACKEND_CUDA ? 1e-4 : 1e-5, label));
     printf("%s: max err / max|logit| = %.3g\n", label, mc_rel_err(whole, steps, L * V));
     // Profiling: every part of a forward is timed while on, nothing after off, and on starts from zero.
     double part[MC_PROFILE_COUNT];
