@@ -15,7 +15,7 @@
 #endif
 
 static const char usage[] = "usage: mambac bench -m MODEL [-p 512] [-n 128] [-b 1] [-t N] [--dtype LIST] [-r 3] "
-                            "[-o md|json] [--profile] [--backend auto|ref|cpu|cuda]";
+                            "[-o md|json] [--profile] [--backend auto|ref|cpu|cuda] [--precision f32|tf32|bf16]";
 
 static const char help[] =
     "Runs each combination of the listed values and prints one row per test: ppP is a prompt of P random tokens per\n"
@@ -39,6 +39,8 @@ static const char help[] =
     "                       scan, out_proj, lm_head) and print milliseconds per step (decode) or per call\n"
     "                       (prefill): a second table after the first, or profile_ms in each JSON object\n"
     "      --backend NAME   auto (default), ref, cpu or cuda\n"
+    "      --precision P    how a GPU multiplies: f32 (default), tf32 or bf16 (tensor cores; see generate --help);\n"
+    "                       on cuda the dtype column then says e.g. 'bf16, bf16 products'\n"
     "  -h, --help           this text\n"
     "\n"
     "example:\n"
@@ -58,6 +60,7 @@ typedef struct bench_opts {
     int64_t reps;
     bool json, profile;
     mc_backend backend;
+    mc_precision precision;
     char device[128]; // the CPU's model name, for the JSON rows
     FILE *profile_md; // --profile with -o md: the second table's rows, printed at the end
 } bench_opts;
@@ -337,6 +340,7 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
     load.backend = o->backend;
     load.n_threads = threads;
     load.weight_dtype = (mc_weight_dtype)dtype;
+    load.precision = o->precision;
     mc_model *m = NULL;
     int rc = cli_open_model("bench", o->model, &load, &m, NULL);
     if (rc != CLI_OK) {
@@ -345,7 +349,12 @@ static int bench_config(const bench_opts *o, int dtype, int threads, double mach
     mc_model_info info;
     mc_model_get_info(m, &info);
     const char *model = strrchr(mc_model_dir(m), '/') != NULL ? strrchr(mc_model_dir(m), '/') + 1 : mc_model_dir(m);
-    const char *dname = dtype == 0 ? mc_dtype_name((mc_dtype)mc_model_weight_dtype(m)) : dtype_names[dtype];
+    static const char *const products[] = { "f32", "tf32", "bf16" }; // mc_precision's order
+    char dname[48];
+    snprintf(dname, sizeof(dname), "%s", dtype == 0 ? mc_dtype_name((mc_dtype)mc_model_weight_dtype(m)) : dtype_names[dtype]);
+    if (o->precision != MC_PRECISION_F32 && info.backend == MC_BACKEND_CUDA) { // the CPU computes in f32
+        snprintf(dname + strlen(dname), sizeof(dname) - strlen(dname), ", %s products", products[o->precision]);
+    }
     for (int b = 0; rc == CLI_OK && b < o->batch.n; b++) {
         for (int p = 0; rc == CLI_OK && p < o->prompt.n; p++) {
             if (o->prompt.v[p] > 0) {
@@ -409,12 +418,15 @@ int cli_bench(int argc, char **argv) {
             o.json = rc == CLI_OK && strcmp(v, "json") == 0;
         } else if (cli_flag_is(&f, NULL, "--profile")) {
             o.profile = true;
-        } else if (cli_flag_is(&f, NULL, "--backend")) {
+        } else if (cli_flag_is(&f, NULL, "--backend") || cli_flag_is(&f, NULL, "--precision")) {
             mc_load_opts tmp;
             mc_load_opts_init(&tmp);
+            tmp.backend = o.backend;
+            tmp.precision = o.precision;
             bool matched = false;
             rc = cli_load_flag(&f, &tmp, &matched);
             o.backend = tmp.backend;
+            o.precision = tmp.precision;
         } else {
             return cli_flag_unknown(&f);
         }

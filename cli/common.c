@@ -241,6 +241,7 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
     static const char *const backends[] = { "auto", "ref", "cpu", "cuda" };
     static const mc_backend backend_ids[] = { MC_BACKEND_AUTO, MC_BACKEND_REF, MC_BACKEND_CPU, MC_BACKEND_CUDA };
     static const char *const weights[] = { "stored", "f32", "f16", "bf16", "int8" };
+    static const char *const precisions[] = { "f32", "tf32", "bf16" }; // in mc_precision's order
     static const mc_weight_dtype weight_ids[] = { MC_WEIGHTS_AS_STORED, MC_WEIGHTS_F32, MC_WEIGHTS_F16, MC_WEIGHTS_BF16,
                                                   MC_WEIGHTS_INT8 };
     const char *v = NULL;
@@ -264,6 +265,11 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched) {
         int k = rc == CLI_OK ? pick_name(v, weights, 5) : 0;
         rc = k < 0 ? cli_flag_bad(f, "'%s' is not a weight dtype (stored, f32, f16, bf16 or int8)", v) : rc;
         opts->weight_dtype = k >= 0 ? weight_ids[k] : opts->weight_dtype;
+    } else if (cli_flag_is(f, NULL, "--precision")) {
+        rc = cli_flag_value(f, &v);
+        int k = rc == CLI_OK ? pick_name(v, precisions, 3) : 0;
+        rc = k < 0 ? cli_flag_bad(f, "'%s' is not f32, tf32 or bf16", v) : rc;
+        opts->precision = k >= 0 ? (mc_precision)k : opts->precision;
     } else {
         *matched = false;
     }

@@ -87,17 +87,21 @@ int cli_fail_err(const char *cmd, const mc_error *err);
 // Seconds on a monotonic clock.
 double cli_now(void);
 
-// The load flags every model command takes: --revision, --backend, -t/--threads, --dtype. Sets *matched when the
+// The load flags every model command takes: --revision, --backend, -t/--threads, --dtype, --lora, --precision. Sets *matched when the
 // current flag is one of them; bad values print a message and return CLI_USAGE.
 int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched);
 #define CLI_LOAD_USAGE                                                                                                 \
-    "[--backend auto|ref|cpu|cuda] [-t N] [--dtype stored|f32|f16|bf16|int8] [--lora DIR] [--revision REV]"
+    "[--backend auto|ref|cpu|cuda] [-t N] [--dtype stored|f32|f16|bf16|int8] [--precision f32|tf32|bf16] "        \
+    "[--lora DIR] [--revision REV]"
 #define CLI_LOAD_HELP                                                                                                  \
     "      --backend NAME       kernels: auto (default: cuda when a GPU is usable, else cpu), ref (plain\n"      \
     "                           reference), cpu (SIMD + threads), cuda (NVIDIA GPU, when built with it)\n"              \
     "  -t, --threads N          kernel threads, 1..4096 (default: the physical cores)\n"                               \
     "      --dtype DTYPE        weights of the matrices: stored (default, as in the files), f32, f16, bf16,\n"    \
     "                           int8 (per-group quantized on load)\n"                \
+    "      --precision P        how a GPU multiplies: f32 (default: as exact as f32 products for every dtype),\n" \
+    "                           tf32, or bf16 (tensor cores, activations rounded once to bf16 as autocast\n"    \
+    "                           does; f32 accumulation, state and master weights); the CPU computes in f32\n"  \
     "      --lora DIR           a PEFT LoRA adapter folder applied to the model (merged on load; an adapted\n"      \
     "                           tied embedding keeps the base head, as PEFT does)\n"                              \
     "      --revision REV       hub-cache revision for ORG/NAME (default main)\n"

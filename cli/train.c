@@ -13,7 +13,7 @@ static const char train_usage[] =
     "[--batch-size N] [--grad-accum N] [--lr LR] [--lr-scheduler NAME] [--warmup-steps N] [--weight-decay W] "
     "[--max-grad-norm G] [--max-length N] [--packing] [--tbptt] [--format NAME] [--eos MODE] [--seed S] [--no-shuffle] "
     "[--logging-steps N] [--logging-dir DIR] [--save-steps N] [--save-total-limit N] [--resume DIR] "
-    "[--tokenizer FILE] [--precision P] [--quiet] " CLI_LOAD_USAGE;
+    "[--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
 static const char finetune_usage[] =
     "usage: mambac finetune -m MODEL --data FILE --output-dir DIR [--lora-r R] [--lora-alpha A] "
@@ -21,7 +21,7 @@ static const char finetune_usage[] =
     "[--max-steps N] [--batch-size N] [--grad-accum N] [--lr LR] [--lr-scheduler NAME] [--warmup-steps N] "
     "[--weight-decay W] [--max-grad-norm G] [--max-length N] [--packing] [--tbptt] [--format NAME] [--eos MODE] [--seed S] "
     "[--no-shuffle] [--logging-steps N] [--logging-dir DIR] [--save-steps N] [--save-total-limit N] "
-    "[--resume DIR] [--tokenizer FILE] [--precision P] [--quiet] " CLI_LOAD_USAGE;
+    "[--resume DIR] [--tokenizer FILE] [--quiet] " CLI_LOAD_USAGE;
 
 #define COMMON_HELP                                                                                                  \
     "  -m, --model MODEL        model folder, hub-cache snapshot, or ORG/NAME in the local hub cache (required)\n"  \
@@ -57,9 +57,6 @@ static const char finetune_usage[] =
     "      --save-total-limit N keep the newest N checkpoints (default: all)\n"                                  \
     "      --resume DIR         continue from a checkpoint-N folder (or the newest one in DIR)\n"                 \
     "      --tokenizer FILE     tokenizer.json (default: the model folder's)\n"                                   \
-    "      --precision P        how a GPU multiplies: f32 (default), tf32, or bf16 (bf16 tensor cores, f32\n"   \
-    "                           accumulation, master weights and optimizer state: as bf16 autocast); the CPU\n" \
-    "                           always computes in f32\n"                                                       \
     "  -q, --quiet              no progress on stderr\n" CLI_LOAD_HELP                                             \
     "  -h, --help               this text\n"
 
@@ -199,13 +196,6 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
             rc = cli_flag_i64(&f, 0, 1 << 20, &o->save_total_limit);
         } else if (cli_flag_is(&f, NULL, "--resume")) {
             rc = cli_flag_value(&f, &o->resume);
-        } else if (cli_flag_is(&f, NULL, "--precision")) {
-            rc = cli_flag_value(&f, &v);
-            o->precision = v == NULL ? 0 : strcmp(v, "tf32") == 0 ? MC_PRECISION_TF32
-                                         : strcmp(v, "bf16") == 0 ? MC_PRECISION_BF16 : MC_PRECISION_F32;
-            rc = rc == CLI_OK && o->precision == MC_PRECISION_F32 && strcmp(v, "f32") != 0
-                     ? cli_flag_bad(&f, "'%s' is not f32, tf32 or bf16", v)
-                     : rc;
         } else if (cli_flag_is(&f, NULL, "--tokenizer")) {
             rc = cli_flag_value(&f, &a->tokenizer);
         } else if (cli_flag_is(&f, "-q", "--quiet") && f.inline_value == NULL) {
@@ -248,6 +238,7 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
         return cli_missing(a->cmd, usage, "--output-dir DIR is required");
     }
     a->o.lora = lora ? &a->spec : NULL;
+    a->o.precision = (int)a->load.precision;
     return CLI_OK;
 }
 

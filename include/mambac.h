@@ -102,6 +102,11 @@ typedef enum mc_weight_dtype {
 
 #define MC_INT8_GROUP 64
 
+// How a GPU multiplies: f32 (the default: products as exact as f32 whatever the weights' dtype), TF32, or bf16
+// tensor-core products (activations rounded once to bf16 as autocast does; f32 accumulation, f32 activations,
+// state and, in training, master weights). The CPU always computes in f32.
+typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
+
 typedef struct mc_load_opts {
     const char *revision;          // hub cache revision for ORG/NAME (NULL = "main")
     mc_backend backend;            // MC_BACKEND_AUTO by default
@@ -109,6 +114,7 @@ typedef struct mc_load_opts {
     mc_weight_dtype weight_dtype;  // the matrices (projections, embedding, head) are converted to this on load
     const char *lora;              // a PEFT LoRA adapter folder merged into the weights on load (NULL: none); an
                                    // adapted tied embedding is untied, so the head keeps the base (PEFT's semantics)
+    mc_precision precision;        // how the states' products multiply on a GPU (MC_PRECISION_F32)
 } mc_load_opts;
 
 MC_API void mc_load_opts_init(mc_load_opts *opts); // revision main, auto backend, all cores, weights as stored
@@ -454,9 +460,6 @@ typedef struct mc_lora_spec {
 
 typedef struct mc_trainer mc_trainer;
 
-// How a GPU multiplies in training: f32 (the default), TF32, or bf16 tensor-core products (f32 accumulation, f32
-// master weights, activations and state, as bf16 autocast does). The CPU always computes in f32.
-typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
 
 
 // One trainable tensor: its Hugging Face name (all weights) or PEFT adapter key (LoRA), shape as saved, and its f32

@@ -287,6 +287,10 @@ mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error
         return mc_fail(err, MC_ERR_INVALID, "threads: %d is more than 4096", opts->n_threads);
     }
     m->n_threads = opts->n_threads > 0 ? opts->n_threads : mc_cpu_physical_cores();
+    if ((unsigned)opts->precision > MC_PRECISION_BF16) {
+        return mc_fail(err, MC_ERR_INVALID, "precision: %d is not f32, tf32 or bf16", (int)opts->precision);
+    }
+    m->math = mc_math_of(opts->precision);
     m->ops = mc_ops_get(opts->backend, err);
     return m->ops != NULL ? MC_OK : err != NULL ? err->code : MC_ERR_UNSUPPORTED;
 }

@@ -35,6 +35,7 @@ struct mc_model {
     mc_model_info info;
     const mc_ops *ops; // the backend (a static table shared by every model)
     int n_threads;     // each state's context starts with this many threads
+    int math;          // and this mc_math mode (from mc_load_opts.precision)
     // On a device backend (place.c): every weight pointer above points to device memory, listed here and freed
     // through ops->free; the host views they were copied from stay valid for saving (mc_model_host_view).
     void **dev_owned;
@@ -62,6 +63,10 @@ void *mc_model_own(mc_model *m, size_t bytes);
 
 // Sets the op table and thread count from opts (shared by load and init).
 mc_status mc_model_setup_backend(mc_model *m, const mc_load_opts *opts, mc_error *err);
+// The kernel layer's math mode for a precision (the two enums list the same modes in the same order).
+static inline int mc_math_of(mc_precision p) {
+    return p == MC_PRECISION_BF16 ? MC_MATH_BF16 : p == MC_PRECISION_TF32 ? MC_MATH_TF32 : MC_MATH_F32;
+}
 
 // Last step of load and init: weight dtype conversion per opts, derived sizes for mc_model_info.
 mc_status mc_model_finish(mc_model *m, const mc_load_opts *opts, mc_error *err);

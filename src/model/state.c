@@ -28,6 +28,7 @@ mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_
         free(s);
         return st;
     }
+    s->exec.math = model->math;
     s->exec.err = err;
     st = s->ops->alloc(&s->exec, (void **)&s->conv, (size_t)n_conv * sizeof(float));
     if (st == MC_OK) {

@@ -419,6 +419,7 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
         mc_trainer_free(t);
         return st;
     }
+    t->exec.math = model->math; // the load's precision until mc_trainer_set_precision
     memcpy(t->layers, model->layers, (size_t)NL * sizeof(*t->layers));
     t->view.layers = t->layers;
     builder b = { .t = t };
@@ -696,8 +697,8 @@ void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream) {
     t->dropout_stream = stream;
 }
 
-void mc_trainer_set_precision(mc_trainer *t, mc_precision p) { // the kernel layer's math modes, in the same order
-    t->exec.math = p == MC_PRECISION_BF16 ? MC_MATH_BF16 : p == MC_PRECISION_TF32 ? MC_MATH_TF32 : MC_MATH_F32;
+void mc_trainer_set_precision(mc_trainer *t, mc_precision p) {
+    t->exec.math = mc_math_of(p);
 }
 
 mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *err) {

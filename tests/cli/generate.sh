@@ -30,6 +30,15 @@ run 0 generate -m "$NEOX" --ids 1,2,3 --ids 7,8,9,10,11 -n 5 --print-ids -q
 [ "$(sed -n 2p "$OUT")" = "$solo2" ] || fail "batch row 2 differs from the prompt alone"
 [ ! -s "$ERR" ] || fail "--quiet left text on stderr"
 
+# --precision: the cpu computes in f32 whatever it says (the same ids); a bad value is one line naming it.
+run 0 generate -m "$NEOX" --backend cpu --ids 1,2,3 -n 5 --print-ids -q
+f32_ids=$(cat "$OUT")
+run 0 generate -m "$NEOX" --backend cpu --ids 1,2,3 -n 5 --print-ids -q --precision bf16
+[ "$(cat "$OUT")" = "$f32_ids" ] || fail "--precision bf16 changed the cpu's ids"
+run 2 generate -m "$NEOX" --ids 1,2,3 --precision fp8
+err_has "'fp8' is not f32, tf32 or bf16"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one error line for --precision fp8"
+
 # -n 0 prints the prompt only; the same seed samples the same ids, --greedy overrides sampling flags.
 run 0 generate -m "$NEOX" --ids 1,2,3 -n 0 --print-ids
 [ "$(cat "$OUT")" = "1,2,3" ] || fail "-n 0 printed $(cat "$OUT")"
