@@ -309,9 +309,17 @@ static void long_sequence_chunking(const mc_model *m) {
 // position alone, must equal that sequence run by itself. Catches a wrong sequence stride wherever a chunk's ids
 // are read or a batch's logits are written, on every backend.
 static void test_long_batch_equals_alone(void **unused) {
-    for (int fi = 0; fi < g_n_fix && fi < 2; fi++) { // the first fixture on each backend
+    for (int fi = 0; fi < g_n_fix; fi++) { // the first fixture on each backend
+        if (fi > 0 && g_fix[fi].backend == g_fix[0].backend) {
+            break; // the second fixture file begins
+        }
         const mc_model *m = g_fix[fi].model;
         const int64_t V = mc_model_config(m)->vocab_size, B = 3, L = 300;
+        // Host backends cut 300 positions into chunks of 128; a device would take them whole, so the batch is
+        // told to use chunks of 100 there (alone, each sequence runs whole): the state carries across chunks and
+        // the chunk's ids and logits of each sequence sit at the right stride. On a device cuBLAS and the scan's
+        // split over time differ with the chunking: the fixtures' 1e-4 there, f32 rounding (1e-5) on a host.
+        const double tol = g_fix[fi].backend == MC_BACKEND_CUDA ? 1e-4 : 1e-5;
         int32_t *ids = malloc((size_t)(B * L) * sizeof(int32_t));
         uint64_t x = 7 + (uint64_t)fi;
         for (int64_t i = 0; i < B * L; i++) {
@@ -324,6 +332,7 @@ static void test_long_batch_equals_alone(void **unused) {
         mc_error err = { 0 };
         assert_int_equal(mc_state_new(m, B, &sb, &err), MC_OK);
         assert_int_equal(mc_state_new(m, 1, &s1, &err), MC_OK);
+        sb->chunk_rows = B * 100;
         assert_int_equal(mc_model_forward(m, sb, ids, B, L, true, batch, &err), MC_OK);
         assert_int_equal(mc_state_reset(sb, &err), MC_OK);
         assert_int_equal(mc_model_forward(m, sb, ids, B, L, false, batch_last, &err), MC_OK);
@@ -333,12 +342,12 @@ static void test_long_batch_equals_alone(void **unused) {
             assert_int_equal(mc_model_forward(m, s1, ids + b * L, 1, L, true, alone, &err), MC_OK);
             snprintf(label, sizeof(label), "%s: sequence %lld of %lld x %lld, all positions", g_fix[fi].name,
                      (long long)b, (long long)B, (long long)L);
-            assert_true(mc_check_close(batch + b * L * V, alone, L * V, 1e-5, label));
+            assert_true(mc_check_close(batch + b * L * V, alone, L * V, tol, label));
             assert_int_equal(mc_state_reset(s1, &err), MC_OK);
             assert_int_equal(mc_model_forward(m, s1, ids + b * L, 1, L, false, alone_last, &err), MC_OK);
             snprintf(label, sizeof(label), "%s: sequence %lld of %lld x %lld, last position", g_fix[fi].name,
                      (long long)b, (long long)B, (long long)L);
-            assert_true(mc_check_close(batch_last + b * V, alone_last, V, 1e-5, label));
+            assert_true(mc_check_close(batch_last + b * V, alone_last, V, tol, label));
         }
         mc_state_free(sb);
         mc_state_free(s1);

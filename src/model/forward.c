@@ -9,7 +9,12 @@
 #include "model/forward_sample.h"
 #include "model/model.h"
 
-#define MC_CHUNK_TOKENS 128 // positions per sequence per chunk: bounds the scratch
+#define MC_CHUNK_TOKENS 128 // positions per sequence per chunk on a host backend: bounds the scratch
+// On a device a chunk holds up to this many rows (sequences × positions, at least MC_CHUNK_TOKENS positions): the
+// products then have thousands of rows and the scan long stretches of time to spread over the GPU (~40 KB of
+// scratch a row for the 130m shape: 160 MB).
+#define MC_DEVICE_CHUNK_ROWS 4096
+#define MC_HEAD_ROWS 256 // rows of all-position logits per head product on a device: bounds the logits scratch
 
 typedef struct scratch {
     float *hidden; // [Bt, T, H] residual stream, f32 always (spec §3.3)
@@ -30,7 +35,8 @@ static mc_status scratch_get(scratch *s, mc_state *state, const mc_model *m, int
     const mc_config *c = &m->cfg;
     const int64_t H = c->hidden_size, E = c->intermediate_size, RN = c->time_step_rank + 2 * c->state_size;
     const int64_t rows = Bt * T, per_row = 3 * H + 5 * E + RN;
-    const int64_t device_rows = m->ops->host_memory ? 0 : (T > Bt ? T : Bt);
+    const int64_t head_rows = T < MC_HEAD_ROWS ? T : MC_HEAD_ROWS;
+    const int64_t device_rows = m->ops->host_memory ? 0 : (head_rows > Bt ? head_rows : Bt);
     const int64_t need = rows * per_row + (m->ops->host_memory ? 0 : rows + device_rows * c->vocab_size);
     if (need > state->scratch_rows) { // scratch_rows counts floats
         void *grown = NULL;
@@ -131,8 +137,9 @@ static mc_status embed_chunk(const mc_model *m, mc_state *state, const scratch *
     return m->ops->embed(ex, s->hidden, &m->embed, s->ids, T, Bt, T, m->cfg.hidden_size);
 }
 
-// The head over M rows of normed (ldx apart) into dst [M, V] in host memory: directly on a host backend, through
-// the device scratch and one download on a device.
+// The head over M rows of normed (ldx apart) into dst [M, V] in host memory: directly on a host backend; on a
+// device through the scratch's logits rows, up to MC_HEAD_ROWS (or M when it is a batch's last positions) a product,
+// each downloaded.
 static mc_status head_rows(const mc_model *m, mc_state *state, const scratch *s, float *dst, const float *x,
                            int64_t ldx, int64_t M) {
     const mc_exec *ex = &state->exec;
@@ -140,8 +147,25 @@ static mc_status head_rows(const mc_model *m, mc_state *state, const scratch *s,
     if (m->ops->host_memory) {
         return m->ops->matmul(ex, dst, x, ldx, &m->lm_head, NULL, M, V, H);
     }
-    mc_status st = m->ops->matmul(ex, s->logits, x, ldx, &m->lm_head, NULL, M, V, H);
-    return st != MC_OK ? st : m->ops->download(ex, dst, s->logits, (size_t)(M * V) * sizeof(float));
+    const int64_t block = M < MC_HEAD_ROWS || ldx != H ? M : MC_HEAD_ROWS;
+    mc_status st = MC_OK;
+    for (int64_t r0 = 0; st == MC_OK && r0 < M; r0 += block) {
+        const int64_t rows = M - r0 < block ? M - r0 : block;
+        st = m->ops->matmul(ex, s->logits, x + r0 * ldx, ldx, &m->lm_head, NULL, rows, V, H);
+        st = st != MC_OK ? st : m->ops->download(ex, dst + r0 * V, s->logits, (size_t)(rows * V) * sizeof(float));
+    }
+    return st;
+}
+
+// Positions per sequence in each chunk of n_tok (see MC_CHUNK_TOKENS, MC_DEVICE_CHUNK_ROWS).
+static int64_t chunk_tokens(const mc_model *m, const mc_state *state, int64_t n_seq, int64_t n_tok) {
+    int64_t t = MC_CHUNK_TOKENS;
+    if (!m->ops->host_memory) {
+        const int64_t rows = state->chunk_rows > 0 ? state->chunk_rows : MC_DEVICE_CHUNK_ROWS;
+        t = rows / n_seq;
+        t = state->chunk_rows > 0 ? (t > 0 ? t : 1) : (t > MC_CHUNK_TOKENS ? t : MC_CHUNK_TOKENS);
+    }
+    return n_tok < t ? n_tok : t;
 }
 
 // The calls of one decode step on a device, from the uploaded ids to the head's rows in the device scratch.
@@ -207,7 +231,7 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
     const int64_t H = c->hidden_size, V = c->vocab_size;
     const mc_exec *ex = &state->exec;
     const float eps = (float)c->layer_norm_epsilon;
-    const int64_t chunk = n_tok < MC_CHUNK_TOKENS ? n_tok : MC_CHUNK_TOKENS;
+    const int64_t chunk = chunk_tokens(m, state, n_seq, n_tok);
     scratch s = { 0 };
     mc_status st = scratch_get(&s, state, m, n_seq, chunk, err);
     if (st != MC_OK) {

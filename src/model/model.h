@@ -54,6 +54,7 @@ struct mc_state {
     float *ssm;  // [NL, n_seq, E, N]
     float *scratch; // the forward's activations, kept between calls (not part of the recurrent state)
     int64_t scratch_rows; // its size in floats
+    int64_t chunk_rows;   // sequences × positions per chunk on a device; 0: the default (forward.c; tests set less)
     bool profiling;
     int64_t profile_ns[MC_PROFILE_COUNT]; // summed while profiling
 };
