@@ -348,6 +348,38 @@ static void test_math_modes(void **unused) {
         dx_case(MC_DTYPE_F32, (dx_shape){ M, N, K, 3, 0 }, true, modes[i], tols[i], classes[i], seed++);
         dw_case(700, N, 300, 1, false, modes[i], tols[i], classes[i], seed++);
     }
+    // The forward product with 16-bit weights under BF16: x is one bf16 term (bf16 weights: unscaled; f16: scaled
+    // by a power of two into f16's range), with and without the bias pass.
+    const int wtypes[] = { MC_DTYPE_BF16, MC_DTYPE_F16 };
+    for (size_t i = 0; i < ARRAY_LEN(wtypes); i++) {
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            mc_test_rng r = { seed++ };
+            const int64_t M = 130, N = 257, K = 768;
+            host_weight hw = weight_new(&r, wtypes[i], N, K, 0);
+            float *x = alloc_f32(M * K), *b = alloc_f32(N), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
+            mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
+            mc_test_fill(&r, b, N, -1.0f, 1.0f);
+            mc_ref_matmul(&g_ex, want, x, K, &hw.w, with_bias ? b : NULL, M, N, K);
+            float *dx = dev_from(x, M * K * 4), *db = dev_from(b, N * 4), *dy = dev_from(NULL, M * N * 4);
+            g_ex.math = MC_MATH_BF16;
+            const mc_status st = g_ops->matmul(&g_ex, dy, dx, K, &hw.dev, with_bias ? db : NULL, M, N, K);
+            g_ex.math = MC_MATH_F32;
+            expect_ok(st, "matmul");
+            dev_to(got, dy, M * N * 4);
+            char label[64];
+            snprintf(label, sizeof(label), "matmul %s math=bf16 bias=%d", mc_dtype_name((mc_dtype)wtypes[i]),
+                     with_bias);
+            check(got, want, M * N, TOL_BF16, C_BF16, label);
+            dev_free(dx);
+            dev_free(db);
+            dev_free(dy);
+            weight_free(&hw);
+            free(x);
+            free(b);
+            free(want);
+            free(got);
+        }
+    }
     // 16-bit weights: only x is rounded (once) under BF16; MC_MATH_F32's terms keep the f32 bound
     dx_case(MC_DTYPE_BF16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
     dx_case(MC_DTYPE_F16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);

@@ -1,7 +1,9 @@
 // y[M, N] = x[M, K] · Wᵀ (+ bias) on the device. Which shapes go where:
-// - M ≤ GEMV_ROWS (decode), any dtype, and int8 at every M: our own kernel, one warp per output column, the weight
-//   row streamed once per pass of up to GEMV_ROWS rows of x and dequantised in registers (f32 accumulation). Int8
-//   prefill therefore re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
+// - M ≤ gemv_max_rows() (decode: 32 by default, MAMBAC_GEMV_ROWS overrides for benchmarks), any dtype, and int8 at
+//   every M: our own kernel, one warp per output column, the weight row streamed once per pass of up to GEMV_ROWS
+//   rows of x (from L2 after the first pass) and dequantised in registers (f32 accumulation): one launch where the
+//   16-bit cuBLAS path takes up to five, which is what a batched decode step's time is made of. Int8 prefill
+//   re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
 // - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 is cublasSgemm with the
 //   handle's default math (no TF32); TF32 and BF16 let the tensor cores round the operands.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
@@ -10,7 +12,8 @@
 //   cublasGemmEx (f32 accumulation, f32 output) runs once per term with beta = 1: bf16 takes 3 terms (24 bits of
 //   x), f16 2 terms (22 bits), so the product is an f32 product up to f32 rounding; a last pass scales rows by 1/p
 //   and adds the bias. The weights are read once per term (2–3× the tensor-core work; still far below f32 SIMT).
-//   Under MC_MATH_BF16 x is one term, rounded once as bf16 autocast rounds activations.
+//   Under MC_MATH_BF16 x is one term, rounded once as bf16 autocast rounds activations (with bf16 weights unscaled:
+//   bf16 has f32's range, so one conversion and one GEMM, plus the bias pass when there is a bias).
 // The M ≤ GEMV_ROWS kernel is exact f32 in every math mode: the modes permit rounding, they do not require it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -19,6 +22,15 @@
 
 #define GEMV_ROWS 8     // rows of x per pass of the weight: registers per thread bound it
 #define GEMV_WARPS 8    // output columns per block
+
+static int64_t gemv_max_rows() {
+    static const int64_t rows = [] {
+        const char *v = getenv("MAMBAC_GEMV_ROWS");
+        const long long n = v != nullptr ? atoll(v) : 32;
+        return (int64_t)(n >= 1 && n <= 4096 ? n : 32);
+    }();
+    return rows;
+}
 
 static __device__ __forceinline__ float to_f32(float v) {
     return v;
@@ -181,6 +193,12 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     __shared__ float partial[SPLIT_THREADS / 32];
     const int64_t m = blockIdx.x;
     const float *xm = x + m * ldx;
+    if (inv_p == nullptr) { // one bf16 term, unscaled
+        for (int64_t k = threadIdx.x; k < K; k += SPLIT_THREADS) {
+            terms[m * K + k] = from_f32<T>(xm[k]);
+        }
+        return;
+    }
     float amax = 0.0f;
     for (int64_t k = threadIdx.x; k < K; k += SPLIT_THREADS) {
         amax = fmaxf(amax, fabsf(xm[k]));
@@ -268,7 +286,8 @@ static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t
         return st;
     }
     char *terms = (char *)c->work;
-    *inv_p = (float *)((char *)c->work + scale_off);
+    const bool unscaled = n_terms == 1 && w->dtype == MC_DTYPE_BF16;
+    *inv_p = unscaled ? nullptr : (float *)((char *)c->work + scale_off);
     st = mc_cuda_split_rows(ex, terms, *inv_p, x, ldx, M, K, w->dtype, n_terms);
     const float one = 1.0f, zero = 0.0f;
     for (int s = 0; st == MC_OK && s < n_terms; s++) {
@@ -327,7 +346,7 @@ extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x,
     if (M <= 0 || N <= 0) {
         return MC_OK;
     }
-    if (w->dtype == MC_DTYPE_I8 || M <= GEMV_ROWS || K == 0) {
+    if (w->dtype == MC_DTYPE_I8 || M <= gemv_max_rows() || K == 0) {
         switch (w->dtype) {
             case MC_DTYPE_F32:
                 return gemv<float>(ex, y, x, ldx, w, bias, M, N, K);
