@@ -7,11 +7,11 @@ in use at the end (total - free, as bench_train reports it for mambac) plus torc
 usage: python3 bench/pytorch_train_gpu.py MODEL_DIR --batch 4 --length 1024 [--amp bf16] [--lora R] [--steps 20]
 """
 import argparse
+import sys
 import time
 
 import torch
 from transformers import MambaForCausalLM
-from transformers.models.mamba import modeling_mamba
 
 
 def main():
@@ -69,8 +69,10 @@ def main():
     free_b, total_b = torch.cuda.mem_get_info()
     med = sorted(times)[len(times) // 2]
     tokens = a.batch * a.length
-    fast = getattr(modeling_mamba.mamba_inner_fn, "__module__", "").startswith("mamba_ssm")
-    print("torch %s, transformers fast path (mamba_ssm kernels): %s, %s, amp %s, %s: batch %d x %d, median %.4f s/step "
+    # transformers 5.x finds the kernels when a forward runs (the module-level name the script read before stays
+    # unset), so ask what the run imported: mamba_ssm's CUDA extension is loaded only when its kernels were taken.
+    fast = "selective_scan_cuda" in sys.modules or any(m.startswith("mamba_ssm") for m in sys.modules)
+    print("torch %s, mamba_ssm kernels loaded by the run: %s, %s, amp %s, %s: batch %d x %d, median %.4f s/step "
           "(best %.4f), %.0f tokens/s, loss %.4f, device memory in use %.2f GB, torch peak allocated %.2f GB" %
           (torch.__version__, fast, torch.cuda.get_device_name(), a.amp, targets,
            a.batch, a.length, med, min(times), tokens / med, float(loss), (total_b - free_b) * 1e-9,

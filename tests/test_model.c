@@ -421,14 +421,14 @@ static void check_matrix(const mc_weight *got, const mc_weight *want, const char
     }
 }
 
-// Weights converted on load (--dtype): elementwise within the format's rounding; the resulting logit error against
-// the f32 fixture is printed (these random models are deliberately sensitive, so it is reported, not bounded).
 // The same load as opts (bf16 weights) with --precision bf16: on the cpu the logits equal f32_logits (bf16
 // weights, f32 products) bit for bit, as it computes in f32 whatever the mode. On a GPU the products round each
 // activation once to bf16 (2^-9 relative, as the weights already are): the logits must differ from f32_logits
 // where a product runs on the tensor cores (more than 8 rows), by no more than twice what rounding the weights
-// alone moved them from transformers' f32 logits, plus 3e-2 of the largest (a few bf16 ulps; these tiny random
-// models amplify rounding: up to ~0.13 of the largest logit for the weights alone). The product kernels themselves are held to their reference in test_cuda_kernels.
+// alone moved them from transformers' f32 logits plus 0.1 of the largest: a wiring check that catches wrong rows or
+// scales, not a rounding bound, because these tiny random models amplify rounding (the weights alone move
+// f32-tied's logits by 0.13; bf16 activations moved sharded-bf16's by 0.055 on an H100). The product kernels are
+// held to bf16's bound against their reference in test_cuda_bwd (test_math_modes).
 static void bf16_precision(const mc_load_opts *base_opts, const char *dir, const entry *en, const float *f32_logits,
                            const char *label) {
     mc_load_opts opts = *base_opts;
@@ -450,13 +450,15 @@ static void bf16_precision(const mc_load_opts *base_opts, const char *dir, const
     } else {
         const double weight_err = mc_rel_err(f32_logits, en->want, n);
         assert_true(en->B * en->L <= 8 || memcmp(got, f32_logits, (size_t)n * sizeof(float)) != 0);
-        assert_true(mc_check_close(got, f32_logits, n, 2 * weight_err + 3e-2, what));
+        assert_true(mc_check_close(got, f32_logits, n, 2 * weight_err + 0.1, what));
     }
     free(got);
     mc_state_free(st);
     mc_model_free(m);
 }
 
+// Weights converted on load (--dtype): elementwise within the format's rounding; the resulting logit error against
+// the f32 fixture is printed (these random models are deliberately sensitive, so it is reported, not bounded).
 static void test_converted_weights(void **unused) {
     const mc_weight_dtype dtypes[] = { MC_WEIGHTS_F32, MC_WEIGHTS_BF16, MC_WEIGHTS_F16, MC_WEIGHTS_INT8 };
     const char *names[] = { "f32", "bf16", "f16", "int8" };

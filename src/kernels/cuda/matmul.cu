@@ -1,9 +1,11 @@
 // y[M, N] = x[M, K] · Wᵀ (+ bias) on the device. Which shapes go where:
-// - M ≤ gemv_max_rows() (decode: 32 by default, MAMBAC_GEMV_ROWS overrides for benchmarks), any dtype, and int8 at
-//   every M: our own kernel, one warp per output column, the weight row streamed once per pass of up to GEMV_ROWS
-//   rows of x (from L2 after the first pass) and dequantised in registers (f32 accumulation): one launch where the
-//   16-bit cuBLAS path takes up to five, which is what a batched decode step's time is made of. Int8 prefill
-//   re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
+// - small M (decode), any dtype, and int8 at every M: our own kernel, one warp per output column, the weight row
+//   streamed once per pass of up to GEMV_ROWS rows of x (from L2 after the first pass) and dequantised in registers
+//   (f32 accumulation). "Small" is gemv_rows(): 32 rows for 16-bit weights in MC_MATH_F32, where cuBLAS would take
+//   five launches (split, three GEMMs, scales), else GEMV_ROWS. Measured on an H100 (bf16 weights, decode steps at
+//   batch 16): f32 products 8,751 tokens/s with 32 GEMV rows vs 7,292 through cuBLAS; bf16 products (one GEMM)
+//   12,691 through cuBLAS vs 10,195 with GEMV passes. MAMBAC_GEMV_ROWS overrides it, for such benchmarks. Int8
+//   prefill re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
 // - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 is cublasSgemm with the
 //   handle's default math (no TF32); TF32 and BF16 let the tensor cores round the operands.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
@@ -23,13 +25,17 @@
 #define GEMV_ROWS 8     // rows of x per pass of the weight: registers per thread bound it
 #define GEMV_WARPS 8    // output columns per block
 
-static int64_t gemv_max_rows() {
-    static const int64_t rows = [] {
+static int64_t gemv_rows(const mc_exec *ex, const mc_weight *w) {
+    static const int64_t forced = [] {
         const char *v = getenv("MAMBAC_GEMV_ROWS");
-        const long long n = v != nullptr ? atoll(v) : 32;
-        return (int64_t)(n >= 1 && n <= 4096 ? n : 32);
+        const long long n = v != nullptr ? atoll(v) : 0;
+        return (int64_t)(n >= 1 && n <= 4096 ? n : 0);
     }();
-    return rows;
+    if (forced > 0) {
+        return forced;
+    }
+    const bool split3 = (w->dtype == MC_DTYPE_BF16 || w->dtype == MC_DTYPE_F16) && ex->math == MC_MATH_F32;
+    return split3 ? 32 : GEMV_ROWS;
 }
 
 static __device__ __forceinline__ float to_f32(float v) {
@@ -346,7 +352,7 @@ extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x,
     if (M <= 0 || N <= 0) {
         return MC_OK;
     }
-    if (w->dtype == MC_DTYPE_I8 || M <= gemv_max_rows() || K == 0) {
+    if (w->dtype == MC_DTYPE_I8 || M <= gemv_rows(ex, w) || K == 0) {
         switch (w->dtype) {
             case MC_DTYPE_F32:
                 return gemv<float>(ex, y, x, ldx, w, bias, M, N, K);
