@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "check.h"
+#include "dev_check.h"
 #include "kernels/ops.h"
 #include "kernels/ref/backward.h"
 
@@ -29,9 +30,6 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const mc_ops *g_ops;
-static mc_exec g_ex;
-static mc_error g_err;
 static double g_worst[2]; // worst max|got − ref| / max|ref| per op (conv1d_bwd, selective_scan_bwd), for the record
 
 // ---- helpers ----------------------------------------------------------------------------------------------------
@@ -67,26 +65,15 @@ static float *copy_f32(pool *pl, const float *src, int64_t n) {
     return p;
 }
 
-// A device copy of n floats of host memory (NULL stays NULL).
-static float *dev_from(pool *pl, const float *host, int64_t n) {
+// A device copy of n floats of host memory (NULL stays NULL), freed with the pool.
+static float *pool_dev(pool *pl, const float *host, int64_t n) {
     if (host == NULL) {
         return NULL;
     }
     assert_true(pl->n_dev < (int)ARRAY_LEN(pl->dev));
-    void *d = NULL;
-    assert_int_equal(g_ops->alloc(&g_ex, &d, (size_t)(n > 0 ? n : 1) * sizeof(float)), MC_OK);
-    if (n > 0) {
-        assert_int_equal(g_ops->upload(&g_ex, d, host, (size_t)n * sizeof(float)), MC_OK);
-    }
+    float *d = dev_from(n > 0 ? host : NULL, n * (int64_t)sizeof(float));
     pl->dev[pl->n_dev++] = d;
     return d;
-}
-
-static void dev_to(float *host, const float *dev, int64_t n) {
-    if (n > 0 && g_ops->download(&g_ex, host, dev, (size_t)n * sizeof(float)) != MC_OK) {
-        print_error("download: %s\n", g_err.msg);
-        fail();
-    }
 }
 
 static void pool_free(pool *pl) {
@@ -153,10 +140,10 @@ static bool conv_run(const conv_case *cc, uint64_t seed) {
                                        cc->final_grad ? wfin : NULL, x, ldx, state0, w, b, Bt, L, E, K),
                      MC_OK);
     // The device, from the same starting values.
-    float *d_dx = dev_from(&pl, dx0, rows * ldx), *d_dw = dev_from(&pl, dw0, E * K), *d_db = dev_from(&pl, db0, E);
-    float *d_fin = dev_from(&pl, fin, S), *d_s0 = cc->alias ? d_fin : dev_from(&pl, ds0, S);
-    const float *d_x = dev_from(&pl, x, rows * ldx), *d_state0 = dev_from(&pl, state0, S);
-    const float *d_w = dev_from(&pl, w, E * K), *d_b = dev_from(&pl, b, E), *d_du = dev_from(&pl, du, rows * E);
+    float *d_dx = pool_dev(&pl, dx0, rows * ldx), *d_dw = pool_dev(&pl, dw0, E * K), *d_db = pool_dev(&pl, db0, E);
+    float *d_fin = pool_dev(&pl, fin, S), *d_s0 = cc->alias ? d_fin : pool_dev(&pl, ds0, S);
+    const float *d_x = pool_dev(&pl, x, rows * ldx), *d_state0 = pool_dev(&pl, state0, S);
+    const float *d_w = pool_dev(&pl, w, E * K), *d_b = pool_dev(&pl, b, E), *d_du = pool_dev(&pl, du, rows * E);
     const mc_status st =
         g_ops->conv1d_bwd(&g_ex, d_dx, d_dw, cc->bias ? d_db : NULL, cc->want_state ? d_s0 : NULL, d_du,
                           cc->final_grad ? d_fin : NULL, d_x, ldx, d_state0, d_w, d_b, Bt, L, E, K);
@@ -166,10 +153,10 @@ static bool conv_run(const conv_case *cc, uint64_t seed) {
     }
     float *gdx = new_f32(&pl, rows * ldx, 0.0f), *gdw = new_f32(&pl, E * K, 0.0f), *gdb = new_f32(&pl, E, 0.0f);
     float *gs0 = new_f32(&pl, S, 0.0f);
-    dev_to(gdx, d_dx, rows * ldx);
-    dev_to(gdw, d_dw, E * K);
-    dev_to(gdb, d_db, E);
-    dev_to(gs0, d_s0, S);
+    dev_to(gdx, d_dx, (rows * ldx) * (int64_t)sizeof(float));
+    dev_to(gdw, d_dw, (E * K) * (int64_t)sizeof(float));
+    dev_to(gdb, d_db, E * (int64_t)sizeof(float));
+    dev_to(gs0, d_s0, S * (int64_t)sizeof(float));
     char label[192];
     snprintf(label, sizeof(label), "conv1d_bwd Bt=%lld L=%lld E=%lld K=%lld bias=%d final=%d alias=%d state=%d",
              (long long)Bt, (long long)L, (long long)E, (long long)K, cc->bias, cc->final_grad, cc->alias,
@@ -285,15 +272,15 @@ static scan_out scan_out_new(pool *pl, const scan_in *c) {
 // Device copies of every output buffer, from the same starting values.
 static scan_out scan_out_dev(pool *pl, const scan_in *c, const scan_out *h) {
     const int64_t rows = c->Bt * c->L, E = c->E, N = c->N, S = c->Bt * E * N;
-    scan_out d = { .du = dev_from(pl, h->du, rows * E),
-                   .ddt = dev_from(pl, h->ddt, rows * E),
-                   .dxz = dev_from(pl, h->dxz, rows * c->ldz),
-                   .dq = dev_from(pl, h->dq, rows * c->ldbc),
-                   .dA = dev_from(pl, h->dA, E * N),
-                   .dD = dev_from(pl, h->dD, E),
-                   .dbias = dev_from(pl, h->dbias, E),
-                   .dh0 = dev_from(pl, h->dh0, S),
-                   .dhT = dev_from(pl, h->dhT, S) };
+    scan_out d = { .du = pool_dev(pl, h->du, rows * E),
+                   .ddt = pool_dev(pl, h->ddt, rows * E),
+                   .dxz = pool_dev(pl, h->dxz, rows * c->ldz),
+                   .dq = pool_dev(pl, h->dq, rows * c->ldbc),
+                   .dA = pool_dev(pl, h->dA, E * N),
+                   .dD = pool_dev(pl, h->dD, E),
+                   .dbias = pool_dev(pl, h->dbias, E),
+                   .dh0 = pool_dev(pl, h->dh0, S),
+                   .dhT = pool_dev(pl, h->dhT, S) };
     return d;
 }
 
@@ -350,30 +337,30 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, in
                           .R = R,
                           .ldbc = ldbc,
                           .ldz = ldz,
-                          .u = dev_from(&pl, c.u, rows * E),
-                          .dt = dev_from(&pl, c.dt, rows * E),
-                          .xz = dev_from(&pl, c.xz, rows * ldz),
-                          .q = dev_from(&pl, c.q, rows * ldbc),
-                          .dt_bias = dev_from(&pl, c.dt_bias, E),
-                          .A = dev_from(&pl, c.A, E * N),
-                          .D = dev_from(&pl, c.D, E),
-                          .h0 = dev_from(&pl, c.h0, S),
-                          .dy = dev_from(&pl, c.dy, rows * E),
+                          .u = pool_dev(&pl, c.u, rows * E),
+                          .dt = pool_dev(&pl, c.dt, rows * E),
+                          .xz = pool_dev(&pl, c.xz, rows * ldz),
+                          .q = pool_dev(&pl, c.q, rows * ldbc),
+                          .dt_bias = pool_dev(&pl, c.dt_bias, E),
+                          .A = pool_dev(&pl, c.A, E * N),
+                          .D = pool_dev(&pl, c.D, E),
+                          .h0 = pool_dev(&pl, c.h0, S),
+                          .dy = pool_dev(&pl, c.dy, rows * E),
                           .dhT = NULL };
     if (scan_call(g_ops, &g_ex, &din, &dout, mode) != MC_OK || g_ops->sync(&g_ex) != MC_OK) {
         print_error("selective_scan_bwd: %s\n", g_err.msg);
         fail();
     }
-    dev_to(got.du, dout.du, rows * E);
-    dev_to(got.ddt, dout.ddt, rows * E);
-    dev_to(got.dxz, dout.dxz, rows * ldz);
-    dev_to(got.dq, dout.dq, rows * ldbc);
-    dev_to(got.dA, dout.dA, E * N);
-    dev_to(got.dD, dout.dD, E);
-    dev_to(got.dbias, dout.dbias, E);
-    dev_to(got.dh0, dout.dh0, S);
+    dev_to(got.du, dout.du, (rows * E) * (int64_t)sizeof(float));
+    dev_to(got.ddt, dout.ddt, (rows * E) * (int64_t)sizeof(float));
+    dev_to(got.dxz, dout.dxz, (rows * ldz) * (int64_t)sizeof(float));
+    dev_to(got.dq, dout.dq, (rows * ldbc) * (int64_t)sizeof(float));
+    dev_to(got.dA, dout.dA, (E * N) * (int64_t)sizeof(float));
+    dev_to(got.dD, dout.dD, E * (int64_t)sizeof(float));
+    dev_to(got.dbias, dout.dbias, E * (int64_t)sizeof(float));
+    dev_to(got.dh0, dout.dh0, S * (int64_t)sizeof(float));
     if (got.dhT != NULL) {
-        dev_to(got.dhT, dout.dhT, S);
+        dev_to(got.dhT, dout.dhT, S * (int64_t)sizeof(float));
     }
     char label[224];
     snprintf(label, sizeof(label),
@@ -471,21 +458,12 @@ static void test_bad_input(void **unused) {
 }
 
 static int setup(void **unused) {
-    mc_error err = { 0 };
-    g_ops = mc_ops_get(MC_BACKEND_CUDA, &err);
-    if (g_ops == NULL) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    if (g_ops->exec_init(&g_ex, 1, &err) != MC_OK) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    g_ex.err = &g_err;
-    return 0;
+    return dev_setup();
 }
 
 static int teardown(void **unused) {
     printf("worst max|got - ref| / max|ref|, conv1d_bwd: %.3g, selective_scan_bwd: %.3g\n", g_worst[0], g_worst[1]);
-    g_ops->exec_free(&g_ex);
+    dev_teardown();
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "check.h"
+#include "dev_check.h"
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
 #include "kernels/ref/ref.h"
@@ -31,42 +32,11 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const mc_ops *g_ops;
-static mc_exec g_ex;
-static mc_error g_err;
 
 static float *alloc_f32(int64_t n) {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
     assert_non_null(p);
     return p;
-}
-
-// A device copy of n bytes of host memory (freed by dev_free).
-static void *dev_from(const void *host, int64_t bytes) {
-    void *d = NULL;
-    assert_int_equal(g_ops->alloc(&g_ex, &d, (size_t)(bytes > 0 ? bytes : 4)), MC_OK);
-    if (bytes > 0 && host != NULL) {
-        assert_int_equal(g_ops->upload(&g_ex, d, host, (size_t)bytes), MC_OK);
-    }
-    return d;
-}
-
-static void dev_to(void *host, const void *dev, int64_t bytes) {
-    if (g_ops->download(&g_ex, host, dev, (size_t)bytes) != MC_OK) {
-        print_error("download: %s\n", g_err.msg);
-        fail();
-    }
-}
-
-static void dev_free(void *d) {
-    g_ops->free(&g_ex, d);
-}
-
-static void expect_ok(mc_status st, const char *what) {
-    if (st != MC_OK || g_ops->sync(&g_ex) != MC_OK) {
-        print_error("%s: %s\n", what, g_err.msg);
-        fail();
-    }
 }
 
 static double g_worst[8]; // worst relative error seen per class, printed at the end for the record
@@ -588,16 +558,7 @@ static void test_errors(void **unused) {
 }
 
 static int setup(void **unused) {
-    mc_error err = { 0 };
-    g_ops = mc_ops_get(MC_BACKEND_CUDA, &err);
-    if (g_ops == NULL) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    if (g_ops->exec_init(&g_ex, 1, &err) != MC_OK) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    g_ex.err = &g_err;
-    return 0;
+    return dev_setup();
 }
 
 static int teardown(void **unused) {
@@ -606,7 +567,7 @@ static int teardown(void **unused) {
     for (size_t i = 0; i < ARRAY_LEN(classes); i++) {
         printf("worst max|got - ref| / max|ref|, %s: %.3g\n", classes[i], g_worst[i]);
     }
-    g_ops->exec_free(&g_ex);
+    dev_teardown();
     return 0;
 }
 

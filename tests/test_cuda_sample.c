@@ -20,14 +20,12 @@
 
 #include "base/rng.h"
 #include "check.h"
+#include "dev_check.h"
 #include "generate/sampler.h"
 #include "kernels/ops.h"
 #include "kernels/ref/sample.h"
 #include "mambac.h"
 
-static const mc_ops *g_ops;
-static mc_exec g_ex;
-static mc_error g_err;
 static int g_near_boundary; // sampled rows that differed with u within 1e-6 of a boundary (reported)
 static int g_rows_checked;
 
@@ -373,20 +371,11 @@ static void test_generate_full_vocab(void **unused) {
 }
 
 static int setup(void **unused) {
-    mc_error err = { 0 };
-    g_ops = mc_ops_get(MC_BACKEND_CUDA, &err);
-    if (g_ops == NULL) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    if (g_ops->exec_init(&g_ex, 1, &err) != MC_OK) {
-        mc_test_skip("no CUDA device usable: %s", err.msg);
-    }
-    g_ex.err = &g_err;
-    return 0;
+    return dev_setup();
 }
 
 static int teardown(void **unused) {
-    g_ops->exec_free(&g_ex);
+    dev_teardown();
     return 0;
 }
 
