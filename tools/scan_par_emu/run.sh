@@ -13,7 +13,9 @@ a = s.index('namespace {')
 f1 = s.index('template <int S, int W, int NP, bool CK, int MINB> mc_status fwd_launch')
 f2 = s.index('// ---- backward ----')
 f3 = s.index('template <int S, int W, int G, int NP, int MINB>\nmc_status bwd_launch')
-body = s[a:f1] + s[f2:f3] + '} // namespace\n'
+common = open(sys.argv[1].replace('scan_par.cu', 'common.cuh')).read()  # the shared backward arguments and helpers
+shared = common[common.index('struct mc_scan_bwd_args {'):]
+body = shared + s[a:f1] + s[f2:f3] + '} // namespace\n'
 body = body.replace('    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));', '    asm(0);')
 body = body.replace('    extern __shared__ float smem[];', '')
 open(sys.argv[2], 'w').write(body)

@@ -182,3 +182,58 @@ static __device__ __forceinline__ float mc_dev_softplus(float v) {
 static __device__ __forceinline__ float mc_dev_silu(float v) {
     return v / (1.0f + expf(-v));
 }
+
+// The selective scan backward's arguments, shared by the tiled kernels (scan_bwd.cu) and the parallel ones
+// (scan_par.cu): mc_scan_bwd_args_of takes the op's parameters in its order; each launcher adds its scratch (ck,
+// part) and their counts (nch, nblk).
+struct mc_scan_bwd_args {
+    float *du, *ddt, *dz, *dB, *dC, *dA, *dD, *ddt_bias, *dh0;
+    const float *dy, *dh_final, *u, *dt, *dt_bias, *A, *B, *C, *D, *z, *h0;
+    float *ck;   // [Bt, nch, E, N] the state at the start of each chunk
+    float *part; // per block: Σ over its channels of dB and dC (the layout is the kernel's)
+    int64_t ldbc, ldz, L, E, N, nch, nblk;
+};
+
+static inline mc_scan_bwd_args mc_scan_bwd_args_of(float *du, float *ddt, float *dz, float *dB, float *dC, float *dA,
+                                                   float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                                   const float *dh_final, const float *u, const float *dt,
+                                                   const float *dt_bias, const float *A, const float *B,
+                                                   const float *C, int64_t ldbc, const float *D, const float *z,
+                                                   int64_t ldz, const float *h0, int64_t L, int64_t E, int64_t N) {
+    mc_scan_bwd_args a = {};
+    a.du = du;
+    a.ddt = ddt;
+    a.dz = dz;
+    a.dB = dB;
+    a.dC = dC;
+    a.dA = dA;
+    a.dD = dD;
+    a.ddt_bias = ddt_bias;
+    a.dh0 = dh0;
+    a.dy = dy;
+    a.dh_final = dh_final;
+    a.u = u;
+    a.dt = dt;
+    a.dt_bias = dt_bias;
+    a.A = A;
+    a.B = B;
+    a.C = C;
+    a.D = D;
+    a.z = z;
+    a.h0 = h0;
+    a.ldbc = ldbc;
+    a.ldz = ldz;
+    a.L = L;
+    a.E = E;
+    a.N = N;
+    return a;
+}
+
+static __device__ __forceinline__ float mc_sigmoid(float v) {
+    return 1.0f / (1.0f + expf(-v));
+}
+
+// d silu(v) / dv = σ(v)·(1 + v·(1 − σ(v))) from s = σ(v), as the reference.
+static __device__ __forceinline__ float mc_silu_grad(float s, float v) {
+    return s * (1.0f + v * (1.0f - s));
+}

@@ -19,22 +19,8 @@ extern "C" {
 #define SCANB_MAX_N   128 // largest d_state with a tiled configuration below
 
 // Everything the kernel reads and writes; sizes and strides as in mc_ref_selective_scan_bwd.
-typedef struct scan_bwd_args {
-    float *du, *ddt, *dz, *dB, *dC, *dA, *dD, *ddt_bias, *dh0;
-    const float *dy, *dh_final, *u, *dt, *dt_bias, *A, *B, *C, *D, *z, *h0;
-    float *ck;   // [Bt, nch, E, N] state at the start of each chunk
-    float *part; // [Bt, nblk, L, 2N] per block: Σ over its channels of dB (columns 0..N) and dC (N..2N)
-    int64_t ldbc, ldz, L, E, N, nch, nblk;
-} scan_bwd_args;
+typedef mc_scan_bwd_args scan_bwd_args; // part: [Bt, nblk, L, 2N], dB in columns 0..N, dC in N..2N
 
-// d silu(v) / dv = σ(v)·(1 + v·(1 − σ(v))), as the reference (0 where expf(−v) overflows).
-static __device__ __forceinline__ float silu_grad(float s, float v) {
-    return s * (1.0f + v * (1.0f - s));
-}
-
-static __device__ __forceinline__ float sigmoid(float v) {
-    return 1.0f / (1.0f + expf(-v));
-}
 
 // Sum over the TPC lanes of one channel (an aligned group of lanes).
 template <int TPC> static __device__ __forceinline__ float channel_sum(float p) {
@@ -103,7 +89,7 @@ static __device__ void stage_chunk(scan_bwd_smem<TPC, SPT, TC> &s, const scan_bw
         if (ee < a.E) {
             const float v = a.dt[row * a.E + ee] + a.dt_bias[ee];
             delta = mc_dev_softplus(v);
-            dsp = v > 20.0f ? 1.0f : sigmoid(v); // softplus' = σ below the threshold (spec §3.7)
+            dsp = v > 20.0f ? 1.0f : mc_sigmoid(v); // softplus' = σ below the threshold (spec §3.7)
             uv = a.u[row * a.E + ee];
             if (full) {
                 zv = a.z[row * a.ldz + ee];
@@ -239,7 +225,7 @@ __global__ void __launch_bounds__(SCANB_THREADS, MINB) scan_bwd_kernel(const sca
                 readout += s.C[tt][j + i * TPC] * hist[tt][i];
             }
             readout = channel_sum<TPC>(readout);
-            const float sz = sigmoid(zt);
+            const float sz = mc_sigmoid(zt);
             const float gy = dyt * (zt * sz); // gradient wrt C·h + D·u
             float v[M], du_p = 0.0f, dd_p = 0.0f;
 #pragma unroll
@@ -267,7 +253,7 @@ __global__ void __launch_bounds__(SCANB_THREADS, MINB) scan_bwd_kernel(const sca
                 const float dv = dd_p * s.dsp[tt][c];
                 s.du[tt][c] = gy * Dv + du_p;
                 s.ddt[tt][c] = dv;
-                s.dz[tt][c] = dyt * (readout + Dv * ut) * silu_grad(sz, zt);
+                s.dz[tt][c] = dyt * (readout + Dv * ut) * mc_silu_grad(sz, zt);
                 dD_acc += gy * ut;
                 dbias_acc += dv;
             }
@@ -391,32 +377,8 @@ mc_status mc_cuda_scan_bwd_tiled(const mc_exec *ex, float *du, float *ddt, float
     if (Bt == 0) {
         return MC_OK;
     }
-    scan_bwd_args a = {};
-    a.du = du;
-    a.ddt = ddt;
-    a.dz = dz;
-    a.dB = dB;
-    a.dC = dC;
-    a.dA = dA;
-    a.dD = dD;
-    a.ddt_bias = ddt_bias;
-    a.dh0 = dh0;
-    a.dy = dy;
-    a.dh_final = dh_final;
-    a.u = u;
-    a.dt = dt;
-    a.dt_bias = dt_bias;
-    a.A = A;
-    a.B = B;
-    a.C = C;
-    a.D = D;
-    a.z = z;
-    a.h0 = h0;
-    a.ldbc = ldbc;
-    a.ldz = ldz;
-    a.L = L;
-    a.E = E;
-    a.N = N;
+    scan_bwd_args a = mc_scan_bwd_args_of(du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B,
+                                          C, ldbc, D, z, ldz, h0, L, E, N);
     // Configurations keep TC · SPT ≤ 64 history registers and the shared memory under 48 KiB. For N ≤ 16 the
     // choice follows the channels to spread (Bt·E): at Bt·E ≤ 6144 (e.g. 4 × 1536) 8 lanes × 2 states with cached
     // decays took 0.84 ms against 1.13 ms for 4 × 4 (Bt 4, L 1024); at 24576 the 4 × 4 layout with 3 blocks an SM

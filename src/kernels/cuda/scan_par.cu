@@ -67,15 +67,6 @@ __device__ __forceinline__ float ex2(float x) {
     return y;
 }
 
-__device__ __forceinline__ float sigmoid(float v) {
-    return 1.0f / (1.0f + expf(-v));
-}
-
-// d silu(v) / dv = σ(v)·(1 + v·(1 − σ(v))), as the reference.
-__device__ __forceinline__ float silu_grad(float s, float v) {
-    return s * (1.0f + v * (1.0f - s));
-}
-
 // Inclusive scan of the maps (a, b) over the warp's lanes, lane 0 first: b becomes the composition of lanes 0..lane.
 __device__ __forceinline__ void scan_up(float &a, float &b, int lane) {
 #pragma unroll
@@ -291,13 +282,7 @@ template <int S, int W, int NP, bool CK, int MINB> mc_status fwd_launch(const mc
 
 // ---- backward -----------------------------------------------------------------------------------------------------
 
-struct bwd_args {
-    float *du, *ddt, *dz, *dB, *dC, *dA, *dD, *ddt_bias, *dh0;
-    const float *dy, *dh_final, *u, *dt, *dt_bias, *A, *B, *C, *D, *z;
-    const float *ck; // [Bt, nch, E, N] the state at the start of each chunk
-    float *part;     // [Bt, nblk, 2N, L] per block: Σ over its channels of dB (rows 0..N) and dC (N..2N)
-    int64_t ldbc, ldz, L, E, N, nch, nblk;
-};
+using bwd_args = mc_scan_bwd_args; // ck: [Bt, nch, E, N]; part: [Bt, nblk, 2N, L], dB in rows 0..N, dC in N..2N
 
 template <int S, int W, int G, int NP> struct bwd_smem {
     using TL = tile<S, W, NP>;
@@ -362,7 +347,7 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                     const float zv = a.z[(row0 + tt) * a.ldz + ee];
                     v = a.dt[at] + a.dt_bias[ee];
                     uv = a.u[at];
-                    gy = a.dy[at] * (zv * sigmoid(zv)); // gradient wrt C·h + D·u
+                    gy = a.dy[at] * (zv * mc_sigmoid(zv)); // gradient wrt C·h + D·u
                 }
                 const int s = c * TL::CP + TL::slot(tt);
                 sV[s] = v;
@@ -473,7 +458,7 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
 #pragma unroll
             for (int i = 0; i < S; i++) {
                 const float v = myV[i];
-                const float ddtv = dda[i] * (v > 20.0f ? 1.0f : sigmoid(v)); // softplus' = σ below the threshold
+                const float ddtv = dda[i] * (v > 20.0f ? 1.0f : mc_sigmoid(v)); // softplus' = σ below the threshold
                 if (lane * S + i < tl) {
                     sdd = fmaf(gyl[i], ul[i], sdd);
                     sdbv += ddtv;
@@ -497,7 +482,7 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                     const float zv = a.z[row * a.ldz + ee];
                     a.du[row * E + ee] = sV[s];
                     a.ddt[row * E + ee] = sU[s];
-                    a.dz[row * a.ldz + ee] = a.dy[row * E + ee] * sG[s] * silu_grad(sigmoid(zv), zv);
+                    a.dz[row * a.ldz + ee] = a.dy[row * E + ee] * sG[s] * mc_silu_grad(mc_sigmoid(zv), zv);
                 }
             }
         }
@@ -677,31 +662,8 @@ mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *
     if (Bt == 0) {
         return MC_OK;
     }
-    bwd_args a = {};
-    a.du = du;
-    a.ddt = ddt;
-    a.dz = dz;
-    a.dB = dB;
-    a.dC = dC;
-    a.dA = dA;
-    a.dD = dD;
-    a.ddt_bias = ddt_bias;
-    a.dh0 = dh0;
-    a.dy = dy;
-    a.dh_final = dh_final;
-    a.u = u;
-    a.dt = dt;
-    a.dt_bias = dt_bias;
-    a.A = A;
-    a.B = B;
-    a.C = C;
-    a.D = D;
-    a.z = z;
-    a.ldbc = ldbc;
-    a.ldz = ldz;
-    a.L = L;
-    a.E = E;
-    a.N = N;
+    bwd_args a = mc_scan_bwd_args_of(du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B, C,
+                                     ldbc, D, z, ldz, h0, L, E, N);
     switch (config) {
     case 1:
         return bwd_launch<4, 8, 4, 16, 3>(ex, a, Bt, h0);
