@@ -83,6 +83,15 @@ mc_model *mc_test_load_model(const char *rel, mc_backend backend, bool *no_devic
     return m;
 }
 
+void mc_test_train_batch(const mc_model *m, int64_t n, uint64_t seed, int32_t *ids, int32_t *labels) {
+    const int64_t V = mc_model_config(m)->vocab_size;
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((seed >> 33) % (uint64_t)V);
+        labels[i] = i % 5 == 3 ? -100 : ids[i];
+    }
+}
+
 char *mc_test_fixture(const char *rel) {
     const char *root = getenv("MC_FIXTURES");
     if (root == NULL) {

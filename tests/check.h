@@ -31,6 +31,9 @@ char *mc_test_shared(const char *rel);
 // on failure, with the message on stderr — except that a cuda load with no usable device sets *no_device (when
 // no_device is not NULL) and prints nothing, so the caller can skip instead of failing.
 mc_model *mc_test_load_model(const char *rel, mc_backend backend, bool *no_device);
+// A training batch of n positions for m: ids drawn from a 64-bit LCG seeded with seed over [0, vocab), labels = ids
+// except every fifth position from the fourth, which is ignored (-100).
+void mc_test_train_batch(const mc_model *m, int64_t n, uint64_t seed, int32_t *ids, int32_t *labels);
 
 // Prints "SKIP: <reason>" and exits 77 (ctest's skip code).
 void mc_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

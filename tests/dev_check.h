@@ -5,6 +5,7 @@
 #define MC_TESTS_DEV_CHECK_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "check.h"
 #include "kernels/ops.h"
@@ -47,6 +48,13 @@ static inline void dev_to(void *host, const void *dev, int64_t bytes) {
 
 static inline void dev_free(void *d) {
     g_ops->free(&g_ex, d);
+}
+
+// Prints the worst max|got − ref| / max|ref| seen per class of op, for the record.
+static inline void dev_print_worst(const char *const *classes, const double *worst, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        printf("worst max|got - ref| / max|ref|, %s: %.3g\n", classes[i], worst[i]);
+    }
 }
 
 // The op returned MC_OK and the stream ran it without an error.

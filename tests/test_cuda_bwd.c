@@ -741,9 +741,7 @@ static int teardown(void **unused) {
                                                   "TF32 products",       "BF16 products",
                                                   "double sums",         "embed scatter",
                                                   "cross_entropy grads", "elementwise" };
-    for (size_t i = 0; i < ARRAY_LEN(classes); i++) {
-        printf("worst max|got - ref| / max|ref|, %s: %.3g\n", classes[i], g_worst[i]);
-    }
+    dev_print_worst(classes, g_worst, ARRAY_LEN(classes));
     dev_teardown();
     return 0;
 }

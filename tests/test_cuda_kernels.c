@@ -564,9 +564,7 @@ static int setup(void **unused) {
 static int teardown(void **unused) {
     static const char *const classes[] = { "f32 matmul", "16-bit matmul (cuBLAS, x split)", "exact ops",
                                            "rmsnorm", "conv1d", "selective scan" };
-    for (size_t i = 0; i < ARRAY_LEN(classes); i++) {
-        printf("worst max|got - ref| / max|ref|, %s: %.3g\n", classes[i], g_worst[i]);
-    }
+    dev_print_worst(classes, g_worst, ARRAY_LEN(classes));
     dev_teardown();
     return 0;
 }

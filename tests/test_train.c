@@ -26,15 +26,6 @@ static mc_model *load(const char *name, mc_backend backend) {
     return m;
 }
 
-static void batch(const mc_model *m, int32_t *ids, int32_t *labels, uint64_t seed) {
-    const int64_t V = mc_model_config(m)->vocab_size;
-    for (int i = 0; i < B_SEQ * T_TOK; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((seed >> 33) % (uint64_t)V);
-        labels[i] = i % 5 == 3 ? -100 : ids[i]; // some ignored targets
-    }
-}
-
 static double mean_loss(mc_trainer *t, const int32_t *ids, const int32_t *labels) {
     double sum = 0;
     int64_t n = 0;
@@ -93,7 +84,7 @@ static void check_fd(mc_trainer *t, const int32_t *ids, const int32_t *labels, c
 static void run_case(const char *model, mc_backend backend, const mc_lora_spec *lora) {
     mc_model *m = load(model, backend);
     int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
-    batch(m, ids, labels, 11);
+    mc_test_train_batch(m, B_SEQ * T_TOK, 11, ids, labels);
     mc_trainer *t = NULL;
     mc_error err = { 0 };
     assert_int_equal(mc_trainer_new(m, lora, 5, &t, &err), MC_OK);
@@ -137,7 +128,7 @@ static void test_lora_fd(void **unused) {
 static void test_lora_dropout(void **unused) {
     mc_model *m = load("f32-tied", MC_BACKEND_CPU);
     int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
-    batch(m, ids, labels, 9);
+    mc_test_train_batch(m, B_SEQ * T_TOK, 9, ids, labels);
     mc_lora_spec spec = { .r = 4, .alpha = 8, .targets = MC_LORA_IN_PROJ | MC_LORA_X_PROJ | MC_LORA_OUT_PROJ };
     double loss[4];
     for (int k = 0; k < 4; k++) {
@@ -167,7 +158,7 @@ static void test_lora_dropout(void **unused) {
 static void test_fresh_adapter_is_noop(void **unused) {
     mc_model *m = load("f32-tied", MC_BACKEND_CPU);
     int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
-    batch(m, ids, labels, 3);
+    mc_test_train_batch(m, B_SEQ * T_TOK, 3, ids, labels);
     const mc_lora_spec spec = { .r = 4, .alpha = 8, .targets = MC_LORA_EMBEDDINGS | MC_LORA_IN_PROJ | MC_LORA_X_PROJ |
                                                                 MC_LORA_OUT_PROJ };
     mc_trainer *full = NULL, *lora = NULL;

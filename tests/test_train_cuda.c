@@ -45,15 +45,6 @@ static mc_model *load(const char *name, mc_backend backend) {
     return m;
 }
 
-static void batch(const mc_model *m, int32_t *ids, int32_t *labels, uint64_t seed) {
-    const int64_t V = mc_model_config(m)->vocab_size;
-    for (int i = 0; i < B_SEQ * T_TOK; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((seed >> 33) % (uint64_t)V);
-        labels[i] = i % 5 == 3 ? -100 : ids[i];
-    }
-}
-
 // Every trainable value set to a fixed pattern (non-zero adapters, so every LoRA gradient is non-trivial), through
 // the host mirror so it works on either backend.
 static void set_values(mc_trainer *t, float amp) {
@@ -129,7 +120,7 @@ static void compare(const mc_trainer *t, const result *cpu, const result *gpu, d
 static void run_case(const char *model, const mc_lora_spec *lora, int64_t carry_calls) {
     mc_model *gm = load(model, MC_BACKEND_CUDA), *cm = load(model, MC_BACKEND_CPU);
     int32_t ids[B_SEQ * T_TOK], labels[B_SEQ * T_TOK];
-    batch(cm, ids, labels, 17);
+    mc_test_train_batch(cm, B_SEQ * T_TOK, 17, ids, labels);
     mc_trainer *ct = NULL, *gt = NULL;
     mc_error err = { 0 };
     assert_int_equal(mc_trainer_new(cm, lora, 5, &ct, &err), MC_OK);

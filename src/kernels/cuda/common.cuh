@@ -194,6 +194,10 @@ struct mc_scan_bwd_args {
     int64_t ldbc, ldz, L, E, N, nch, nblk;
 };
 
+// Points a->ck ([Bt, nch, E, N]) and a->part (Bt·nblk·2N·L floats) into the context's workspace, reserved for
+// both; a->nch and a->nblk are the caller's. Sizes that would overflow are refused (scan_bwd.cu).
+mc_status mc_scan_bwd_scratch(const mc_exec *ex, mc_scan_bwd_args *a, int64_t Bt);
+
 static inline mc_scan_bwd_args mc_scan_bwd_args_of(float *du, float *ddt, float *dz, float *dB, float *dC, float *dA,
                                                    float *dD, float *ddt_bias, float *dh0, const float *dy,
                                                    const float *dh_final, const float *u, const float *dt,

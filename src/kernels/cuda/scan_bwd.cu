@@ -306,28 +306,34 @@ __global__ void scan_bwd_bc_kernel(float *__restrict__ dB, float *__restrict__ d
     }
 }
 
+mc_status mc_scan_bwd_scratch(const mc_exec *ex, mc_scan_bwd_args *a, int64_t Bt) {
+    // Overflow is impossible for shapes whose inputs fit in memory (both are at most Bt·L·E·N / chunk and
+    // Bt·L·E / channels a block · 2N floats) but is checked, as everything from callers.
+    int64_t n_ck = 0, n_part = 0, total = 0;
+    if (!mc_mul_i64(Bt * a->nch, a->E * a->N, &n_ck) || !mc_mul_i64(Bt * a->nblk, a->L * 2 * a->N, &n_part) ||
+        !mc_add_i64(n_ck, n_part, &total) || total > (int64_t)(SIZE_MAX / sizeof(float))) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
+                       "cuda selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld overflow the scratch", (long long)Bt,
+                       (long long)a->L, (long long)a->E, (long long)a->N);
+    }
+    mc_status st = mc_cuda_work_reserve(ex, (size_t)total * sizeof(float));
+    if (st == MC_OK) {
+        a->ck = (float *)mc_cuda_ctx_of(ex)->work;
+        a->part = a->ck + n_ck;
+    }
+    return st;
+}
+
 template <int TPC, int SPT, int TC, bool CACHE = false, int MINB = 1>
 static mc_status scan_bwd_run(const mc_exec *ex, scan_bwd_args a, int64_t Bt) {
     constexpr int CH = SCANB_THREADS / TPC;
     a.nch = (a.L + TC - 1) / TC;
     a.nblk = (a.E + CH - 1) / CH;
-    // Scratch: chunk states and partial sums. Overflow is impossible for shapes whose inputs fit in memory
-    // (both are at most Bt·L·E·N / TC and Bt·L·E / CH · 2N floats) but is checked, as everything from callers.
-    int64_t n_ck = 0, n_part = 0, total = 0;
-    if (!mc_mul_i64(Bt * a.nch, a.E * a.N, &n_ck) || !mc_mul_i64(Bt * a.nblk, a.L * 2 * a.N, &n_part) ||
-        !mc_add_i64(n_ck, n_part, &total) || total > (int64_t)(SIZE_MAX / sizeof(float))) {
-        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
-                       "cuda selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld "
-                       "overflow the scratch",
-                       (long long)Bt, (long long)a.L, (long long)a.E, (long long)a.N);
-    }
-    mc_status st = mc_cuda_work_reserve(ex, (size_t)total * sizeof(float));
+    mc_status st = mc_scan_bwd_scratch(ex, &a, Bt);
     if (st != MC_OK) {
         return st;
     }
     const mc_cuda_ctx *ctx = mc_cuda_ctx_of(ex);
-    a.ck = (float *)ctx->work;
-    a.part = a.ck + n_ck;
     if (a.nblk > 0) {
         scan_bwd_kernel<TPC, SPT, TC, CACHE, MINB><<<dim3((unsigned)a.nblk, (unsigned)Bt), SCANB_THREADS, 0, ctx->stream>>>(a);
         st = mc_cuda_launched("selective_scan_bwd", ex);

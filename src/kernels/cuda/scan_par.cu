@@ -50,10 +50,6 @@
 // Scratch (device workspace): ck Bt·ceil(L/T)·E·N floats, part Bt·ceil(E/(W·G))·2N·L floats.
 #include "kernels/cuda/common.cuh"
 
-extern "C" {
-#include "base/checked.h"
-}
-
 #define FULL_MASK 0xffffffffu
 
 namespace {
@@ -142,6 +138,27 @@ struct fwd_args {
     const float *u, *dt, *dt_bias, *A, *B, *C, *D, *z;
     int64_t ldbc, ldz, L, E, N, nch;
 };
+
+// The inputs every forward mode reads; the caller adds y and h (normal mode) or h0 and ck (ck mode).
+static fwd_args fwd_args_of(const float *u, const float *dt, const float *dt_bias, const float *A, const float *B,
+                            const float *C, int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t L,
+                            int64_t E, int64_t N) {
+    fwd_args a = {};
+    a.u = u;
+    a.dt = dt;
+    a.dt_bias = dt_bias;
+    a.A = A;
+    a.B = B;
+    a.C = C;
+    a.D = D;
+    a.z = z;
+    a.ldbc = ldbc;
+    a.ldz = ldz;
+    a.L = L;
+    a.E = E;
+    a.N = N;
+    return a;
+}
 
 template <int S, int W, int NP> constexpr int fwd_smem_floats() {
     return 2 * 32 * tile<S, W, NP>::BCP + 2 * W * tile<S, W, NP>::CP + 2 * W * NP;
@@ -543,38 +560,15 @@ mc_status bwd_launch(const mc_exec *ex, bwd_args a, int64_t Bt, const float *h0)
     constexpr size_t bytes = (size_t)bwd_smem<S, W, G, NP>::FLOATS * sizeof(float);
     a.nch = (a.L + T - 1) / T;
     a.nblk = (a.E + CB - 1) / CB;
-    // Scratch: chunk states and partial sums (checked, as every size from callers).
-    int64_t n_ck = 0, n_part = 0, total = 0;
-    if (!mc_mul_i64(Bt * a.nch, a.E * a.N, &n_ck) || !mc_mul_i64(Bt * a.nblk, a.L * 2 * a.N, &n_part) ||
-        !mc_add_i64(n_ck, n_part, &total) || total > (int64_t)(SIZE_MAX / sizeof(float))) {
-        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
-                       "cuda selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld overflow the scratch", (long long)Bt,
-                       (long long)a.L, (long long)a.E, (long long)a.N);
-    }
-    mc_status st = mc_cuda_work_reserve(ex, (size_t)total * sizeof(float));
+    mc_status st = mc_scan_bwd_scratch(ex, &a, Bt); // chunk states and partial sums
     if (st != MC_OK) {
         return st;
     }
     const mc_cuda_ctx *ctx = mc_cuda_ctx_of(ex);
-    a.ck = (float *)ctx->work;
-    a.part = (float *)ctx->work + n_ck;
     if (a.nch > 0 && a.E > 0) { // pass 1: the forward's chunk states (its chunks are T steps too)
-        fwd_args f = {};
+        fwd_args f = fwd_args_of(a.u, a.dt, a.dt_bias, a.A, a.B, a.C, a.ldbc, a.D, a.z, a.ldz, a.L, a.E, a.N);
         f.h0 = h0;
-        f.ck = (float *)a.ck;
-        f.u = a.u;
-        f.dt = a.dt;
-        f.dt_bias = a.dt_bias;
-        f.A = a.A;
-        f.B = a.B;
-        f.C = a.C;
-        f.D = a.D;
-        f.z = a.z;
-        f.ldbc = a.ldbc;
-        f.ldz = a.ldz;
-        f.L = a.L;
-        f.E = a.E;
-        f.N = a.N;
+        f.ck = a.ck;
         st = fwd_launch<S, 8, NP, true, 1>(ex, f, Bt);
         if (st != MC_OK) {
             return st;
@@ -617,22 +611,9 @@ mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, co
                        "cuda selective_scan (parallel, configuration %d): N=%lld Bt=%lld not supported", config,
                        (long long)N, (long long)Bt);
     }
-    fwd_args a = {};
+    fwd_args a = fwd_args_of(u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, L, E, N);
     a.y = y;
     a.h = h;
-    a.u = u;
-    a.dt = dt;
-    a.dt_bias = dt_bias;
-    a.A = A;
-    a.B = B;
-    a.C = C;
-    a.D = D;
-    a.z = z;
-    a.ldbc = ldbc;
-    a.ldz = ldz;
-    a.L = L;
-    a.E = E;
-    a.N = N;
     switch (config) {
     case 1:
         return fwd_launch<8, 8, 16, false, 4>(ex, a, Bt);
