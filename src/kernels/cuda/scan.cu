@@ -1,7 +1,8 @@
 // Selective scan on the device (spec §3.4 steps 4–9), sequence and step forms. Which shapes go where:
 // - sequence, N ≤ 64: mc_cuda_scan_par (scan_par.cu), parallel over time within each chunk of steps.
-// - the step form (L = 1), and any N > 64: scan_generic_kernel, one thread per (sequence, channel), h read and
-//   written in device memory (a step touches each state once anyway).
+// - the step form (L = 1): scan_step_kernel, up to 32 lanes per (sequence, channel), one state each (h read and
+//   written in device memory: a step touches each state once anyway).
+// - the sequence form with N > 64: scan_generic_kernel, one thread per (sequence, channel).
 // - scan_tiled_kernel (mc_cuda_scan_tiled, N ≤ 64), the sequence form before scan_par.cu: one block per (sequence,
 //   group of channels); each channel's state lives in the registers of TPC threads (SPT states each) for the whole
 //   sequence; time advances in tiles of SCAN_TILE steps whose B, C, Δ, u, z are staged in shared memory with
@@ -182,7 +183,52 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
     return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
 }
 
-// The step is the sequence form with L = 1 and one row per sequence (ops.h), run by the generic kernel.
+// One decode step (the sequence form with L = 1, one row per sequence): TPC lanes per (sequence, channel), lane j
+// owning states j, j + TPC, ..., so a channel's states are read, decayed and written at once rather than one after
+// another by one thread (at batch 1 that thread per channel made 12 blocks for the whole GPU); the readout Σ C·h
+// is summed over the TPC lanes with shuffles. TPC is a power of two ≤ 32, so a group never straddles a warp; every
+// lane of a warp reaches the shuffles (lanes past the end carry zeros).
+template <int TPC>
+__global__ void __launch_bounds__(128)
+    scan_step_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
+                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ A,
+                     const float *__restrict__ B, const float *__restrict__ C, int64_t ldbc,
+                     const float *__restrict__ D, const float *__restrict__ z, int64_t ldz, int64_t n_seq, int64_t E,
+                     int64_t N) {
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC; // (sequence, channel)
+    const int lane = (int)(threadIdx.x % TPC);
+    const bool live = i < n_seq * E;
+    const int64_t e = live ? i % E : 0, b = live ? i / E : 0;
+    float acc = 0.0f, ut = 0.0f;
+    if (live) {
+        const float delta = mc_dev_softplus(dt[b * E + e] + dt_bias[e]);
+        ut = u[b * E + e];
+        const float *Bb = B + b * ldbc, *Cb = C + b * ldbc, *Ae = A + e * N;
+        float *he = h + i * N;
+        for (int64_t n = lane; n < N; n += TPC) {
+            const float hn = expf(delta * Ae[n]) * he[n] + delta * Bb[n] * ut;
+            he[n] = hn;
+            acc += Cb[n] * hn;
+        }
+    }
+#pragma unroll
+    for (int off = TPC / 2; off > 0; off >>= 1) {
+        acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    }
+    if (live && lane == 0) {
+        y[b * E + e] = (acc + D[e] * ut) * mc_dev_silu(z[b * ldz + e]);
+    }
+}
+
+template <int TPC>
+static mc_status scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                           const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                           const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
+    scan_step_kernel<TPC><<<mc_cuda_blocks(n_seq * E * TPC, 128), 128, 0, mc_cuda_ctx_of(ex)->stream>>>(
+        y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    return mc_cuda_launched("selective_scan_step", ex);
+}
+
 extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u,
                                                  const float *dt, const float *dt_bias, const float *A,
                                                  const float *B, const float *C, int64_t ldbc, const float *D,
@@ -190,5 +236,14 @@ extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, fl
     if (n_seq * E <= 0) {
         return MC_OK;
     }
-    return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, 1, E, N);
+    if (N <= 4) {
+        return scan_step<4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    }
+    if (N <= 8) {
+        return scan_step<8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    }
+    if (N <= 16) {
+        return scan_step<16>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    }
+    return scan_step<32>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
 }
