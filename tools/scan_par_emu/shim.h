@@ -39,3 +39,5 @@ static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : log1pf(exp
 static inline float mc_dev_silu(float v) { return v / (1.0f + expf(-v)); }
 extern float smem[];
 #define FULL_MASK 0xffffffffu
+static inline void mc_pdl_wait() {}
+static inline void mc_pdl_trigger() {}

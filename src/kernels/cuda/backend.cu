@@ -13,6 +13,16 @@ extern "C" {
 #include "kernels/ref/ref.h"
 }
 
+bool mc_cuda_pdl_on() {
+    static const bool on = [] {
+        const char *v = getenv("MAMBAC_PDL");
+        int dev = 0, major = 0;
+        return !(v != nullptr && strcmp(v, "0") == 0) && cudaGetDevice(&dev) == cudaSuccess &&
+               cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+    }();
+    return on;
+}
+
 #define MC_CUBLAS_WORK_BYTES (32u << 20) // cuBLAS' recommended workspace for Hopper
 
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;

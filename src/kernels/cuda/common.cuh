@@ -70,6 +70,41 @@ static inline mc_status mc_cuda_launched(const char *what, const mc_exec *ex) {
     return mc_cuda_status(cudaGetLastError(), what, ex);
 }
 
+// Programmatic dependent launch (Hopper): a kernel launched by mc_cuda_launch may be scheduled while the kernel
+// before it on the stream still runs, so a decode step's ~170 small kernels overlap each one's launch and block
+// scheduling with the previous one's tail. Every kernel launched so must call mc_pdl_wait() before it touches
+// memory (it returns once the previous grid has finished and its writes are visible: without a dependency it returns
+// at once), and may call mc_pdl_trigger() to let the next kernel be scheduled early. MAMBAC_PDL=0 turns it off.
+static __device__ __forceinline__ void mc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void mc_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+bool mc_cuda_pdl_on(); // the device is sm_90 or later and MAMBAC_PDL is not 0 (decided once)
+
+template <typename... KArgs, typename... Args>
+static inline void mc_cuda_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                  Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = attr;
+    cfg.numAttrs = mc_cuda_pdl_on() ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...); // errors: cudaGetLastError, as <<<>>>
+}
+
 // Grid size for n items of `per_block`, at least one block.
 static inline unsigned mc_cuda_blocks(int64_t n, int64_t per_block) {
     int64_t b = (n + per_block - 1) / per_block;

@@ -61,6 +61,8 @@ extern "C" mc_status mc_cuda_conv1d(const mc_exec *ex, float *u, float *state, c
 __global__ void conv1d_step_kernel(float *__restrict__ u, float *__restrict__ state, const float *__restrict__ x,
                                    int64_t ldx, const float *__restrict__ w, const float *__restrict__ bias,
                                    int64_t n_seq, int64_t E, int64_t K) {
+    mc_pdl_wait();
+    mc_pdl_trigger();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_seq * E) {
         return;
@@ -84,7 +86,7 @@ extern "C" mc_status mc_cuda_conv1d_step(const mc_exec *ex, float *u, float *sta
     if (n_seq * E <= 0) {
         return MC_OK;
     }
-    conv1d_step_kernel<<<mc_cuda_blocks(n_seq * E, CONV_THREADS), CONV_THREADS, 0, mc_cuda_ctx_of(ex)->stream>>>(
-        u, state, x, ldx, w, bias, n_seq, E, K);
+    mc_cuda_launch(conv1d_step_kernel, dim3(mc_cuda_blocks(n_seq * E, CONV_THREADS)), dim3(CONV_THREADS), 0,
+                   mc_cuda_ctx_of(ex)->stream, u, state, x, ldx, w, bias, n_seq, E, K);
     return mc_cuda_launched("conv1d_step", ex);
 }

@@ -22,6 +22,8 @@ static __device__ __forceinline__ float element(const void *data, int dtype, int
 __global__ void embed_kernel(float *__restrict__ out, const void *__restrict__ data, int dtype,
                              const float *__restrict__ scales, int64_t group, const int32_t *__restrict__ ids,
                              int64_t ldi, int64_t T, int64_t H) {
+    mc_pdl_wait();
+    mc_pdl_trigger();
     const int64_t row = blockIdx.x, b = row / T, t = row % T;
     const int64_t id = ids[b * ldi + t];
     const int64_t n_groups = scales != nullptr ? (H + group - 1) / group : 0;
@@ -43,7 +45,7 @@ extern "C" mc_status mc_cuda_embed(const mc_exec *ex, float *out, const mc_weigh
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda embed: %lld rows in one call", (long long)(Bt * T));
     }
     const float *scales = w->dtype == MC_DTYPE_I8 ? w->scales : nullptr;
-    embed_kernel<<<(unsigned)(Bt * T), 256, 0, mc_cuda_ctx_of(ex)->stream>>>(out, w->data, w->dtype, scales, w->group,
-                                                                          ids, ldi, T, H);
+    mc_cuda_launch(embed_kernel, dim3((unsigned)(Bt * T)), dim3(256), 0, mc_cuda_ctx_of(ex)->stream, out, w->data,
+                   w->dtype, scales, w->group, ids, ldi, T, H);
     return mc_cuda_launched("embed", ex);
 }

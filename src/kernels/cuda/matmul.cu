@@ -93,6 +93,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(float *__restrict__ y, const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
                 const float *__restrict__ scales, int64_t group, const float *__restrict__ bias, int64_t M, int64_t N,
                 int64_t K) {
+    mc_pdl_wait();
+    mc_pdl_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t row0 = (int64_t)blockIdx.y * GEMV_ROWS;
@@ -167,9 +169,11 @@ static mc_status gemv(const mc_exec *ex, float *y, const float *x, int64_t ldx, 
     dim3 grid(mc_cuda_blocks(N, GEMV_WARPS), (unsigned)passes);
     cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
     if (vec) {
-        gemv_kernel<WT, VEC><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
+        mc_cuda_launch(gemv_kernel<WT, VEC>, grid, dim3(GEMV_WARPS * 32), 0, s, y, x, ldx, wd, w->scales, w->group, bias,
+                       M, N, K);
     } else {
-        gemv_kernel<WT, 1><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, ldx, wd, w->scales, w->group, bias, M, N, K);
+        mc_cuda_launch(gemv_kernel<WT, 1>, grid, dim3(GEMV_WARPS * 32), 0, s, y, x, ldx, wd, w->scales, w->group, bias, M,
+                       N, K);
     }
     return mc_cuda_launched("matmul (gemv)", ex);
 }

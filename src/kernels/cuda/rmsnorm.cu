@@ -8,6 +8,8 @@ __global__ void __launch_bounds__(NORM_THREADS)
     rmsnorm_kernel(float *__restrict__ y, float *__restrict__ x, const float *__restrict__ add,
                    const float *__restrict__ w, int64_t H, float eps) {
     __shared__ float partial[NORM_THREADS / 32];
+    mc_pdl_wait();
+    mc_pdl_trigger();
     const int64_t m = blockIdx.x;
     float *xm = x + m * H;
     float ss = 0.0f;
@@ -47,6 +49,7 @@ extern "C" mc_status mc_cuda_rmsnorm(const mc_exec *ex, float *y, float *x, cons
     if (M > INT32_MAX) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda rmsnorm: %lld rows in one call", (long long)M);
     }
-    rmsnorm_kernel<<<(unsigned)M, NORM_THREADS, 0, mc_cuda_ctx_of(ex)->stream>>>(y, x, add, w, H, eps);
+    mc_cuda_launch(rmsnorm_kernel, dim3((unsigned)M), dim3(NORM_THREADS), 0, mc_cuda_ctx_of(ex)->stream, y, x, add, w, H,
+                   eps);
     return mc_cuda_launched("rmsnorm", ex);
 }

@@ -195,6 +195,8 @@ __global__ void __launch_bounds__(128)
                      const float *__restrict__ B, const float *__restrict__ C, int64_t ldbc,
                      const float *__restrict__ D, const float *__restrict__ z, int64_t ldz, int64_t n_seq, int64_t E,
                      int64_t N) {
+    mc_pdl_wait();
+    mc_pdl_trigger();
     const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC; // (sequence, channel)
     const int lane = (int)(threadIdx.x % TPC);
     const bool live = i < n_seq * E;
@@ -224,8 +226,8 @@ template <int TPC>
 static mc_status scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                            const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N) {
-    scan_step_kernel<TPC><<<mc_cuda_blocks(n_seq * E * TPC, 128), 128, 0, mc_cuda_ctx_of(ex)->stream>>>(
-        y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    mc_cuda_launch(scan_step_kernel<TPC>, dim3(mc_cuda_blocks(n_seq * E * TPC, 128)), dim3(128), 0,
+                   mc_cuda_ctx_of(ex)->stream, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
     return mc_cuda_launched("selective_scan_step", ex);
 }
 
