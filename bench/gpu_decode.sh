@@ -1,20 +1,21 @@
 #!/bin/sh
-# Decode-step changes on a GPU machine, one call: builds this tree and a baseline revision (default main) side by
-# side, runs the CUDA tests (with compute-sanitizer memcheck and racecheck on the kernel tests), then times decode
+# Decode-step changes on a GPU machine, one call: builds this tree and a baseline source tree side by side, runs
+# the CUDA tests (with compute-sanitizer memcheck and racecheck on the kernel tests), then times decode
 # through `mambac generate` (device sampling, greedy, bf16 weights, f32 and bf16 products, batch 1/16/64) for the
 # baseline, this tree with programmatic dependent launch off (MAMBAC_PDL=0) and on. Logs under $OUT (or ./decode_logs).
-#   usage: sh bench/gpu_decode.sh [BASE_REV]
+#   usage: sh bench/gpu_decode.sh [BASE_DIR]   (default .dev/base; make it before the call with
+#          mkdir -p .dev/base && git archive main | tar -x -C .dev/base, and carry it: the device's copy of the
+#          repository has the working tree, not necessarily the history)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root" || exit 1
-base=${1:-main}; logs=${OUT:-$root/decode_logs}; mkdir -p "$logs"; S=$logs/summary.txt
+base=${1:-.dev/base}; logs=${OUT:-$root/decode_logs}; mkdir -p "$logs"; S=$logs/summary.txt
 log() { echo "[$(date +%T)] $*" | tee -a "$S"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$S"
 cfg="-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON -DCMAKE_CUDA_ARCHITECTURES=90"
 cmake -S . -B build-gpu $cfg > "$logs/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" >> "$logs/build.log" 2>&1
 log "built this tree: rc=$?"
-rm -rf /tmp/mc-base && git worktree add -f /tmp/mc-base "$base" > /dev/null 2>&1 &&
-    cmake -S /tmp/mc-base -B /tmp/mc-base/build $cfg -DBUILD_TESTING=OFF > "$logs/base_build.log" 2>&1 &&
-    cmake --build /tmp/mc-base/build -j"$(nproc)" --target mambac_cli >> "$logs/base_build.log" 2>&1
+cmake -S "$base" -B /tmp/mc-base-build $cfg -DBUILD_TESTING=OFF > "$logs/base_build.log" 2>&1 &&
+    cmake --build /tmp/mc-base-build -j"$(nproc)" --target mambac_cli >> "$logs/base_build.log" 2>&1
 log "built $base: rc=$?"
 export MC_FIXTURES="$root/tests/fixtures"
 (cd build-gpu && timeout 200 ctest -j8 --output-on-failure > "$logs/ctest.log" 2>&1); log "ctest rc=$?"
@@ -33,8 +34,7 @@ gen() { # label binary env...
         log "$label, $p products, batch $b: $r"
     done; done
 }
-gen "$base" /tmp/mc-base/build/mambac MAMBAC_PDL=0
+gen "$base" /tmp/mc-base-build/mambac MAMBAC_PDL=0
 gen "this tree, PDL off" build-gpu/mambac MAMBAC_PDL=0
 gen "this tree, PDL on" build-gpu/mambac MAMBAC_PDL=1
-gen "$base (again)" /tmp/mc-base/build/mambac MAMBAC_PDL=0
-git worktree remove --force /tmp/mc-base > /dev/null 2>&1
+gen "$base (again)" /tmp/mc-base-build/mambac MAMBAC_PDL=0
