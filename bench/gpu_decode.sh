@@ -38,3 +38,28 @@ gen "$base" /tmp/mc-base-build/mambac MAMBAC_PDL=0
 gen "this tree, PDL off" build-gpu/mambac MAMBAC_PDL=0
 gen "this tree, PDL on" build-gpu/mambac MAMBAC_PDL=1
 gen "$base (again)" /tmp/mc-base-build/mambac MAMBAC_PDL=0
+# Per-kernel GPU time of decode steps under Nsight Compute (kernels serialised: durations, not the gaps between them),
+# 171 kernel launches (one step of the 130m shape) after the prefill and a few steps; the program's own output (ids)
+# goes to /dev/null so that only ncu's CSV is parsed.
+for b in 1 64; do
+    timeout 120 ncu --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 171 --csv --log-file "$logs/ncu$b.csv" \
+        build-gpu/mambac generate -m /tmp/m130 --backend cuda --dtype bf16 --precision bf16 --ids 1,2,3,4,5,6,7,8 -n 40 \
+        --no-eos --batch $b --greedy -q > /dev/null 2>&1
+    python3 - "$logs/ncu$b.csv" $b <<'PY' | tee -a "$S"
+import collections, csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+head = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+if head is None:
+    sys.exit("ncu batch %s: no CSV header in %s" % (sys.argv[2], sys.argv[1]))
+h = rows[head]; k, v, u = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
+t, n = collections.defaultdict(float), collections.Counter()
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+for r in rows[head + 1:]:
+    if len(r) == len(h):
+        name = r[k].split("(")[0].split("<")[0][:50]
+        t[name] += float(r[v].replace(",", "")) * scale.get(r[u], 1.0); n[name] += 1
+print("ncu decode batch %s: %d kernels, %.1f us of kernel time" % (sys.argv[2], sum(n.values()), sum(t.values())))
+for name, us in sorted(t.items(), key=lambda x: -x[1])[:10]:
+    print("   %8.1f us %4d x %s" % (us, n[name], name))
+PY
+done
