@@ -401,6 +401,81 @@ static void scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, uint64_t seed
     }
 }
 
+// The decode step with dt_proj folded in (selective_scan_step_dt) against its reference twin: every weight dtype
+// of dt_proj, ranks below and above the lanes of a channel, states from 1 to 65, rows of q padded.
+static void step_dt_case(int dtype, int64_t n_seq, int64_t E, int64_t N, int64_t R, uint64_t seed) {
+    mc_test_rng r = { seed };
+    const int64_t ldq = R + 2 * N + 2, ldz = 2 * E + 1, group = 16;
+    float *u = alloc_f32(n_seq * E), *q = alloc_f32(n_seq * ldq), *dtb = alloc_f32(E), *A = alloc_f32(E * N);
+    float *D = alloc_f32(E), *xz = alloc_f32(n_seq * ldz), *h0 = alloc_f32(n_seq * E * N);
+    float *want_y = alloc_f32(n_seq * E), *want_h = alloc_f32(n_seq * E * N);
+    float *got_y = alloc_f32(n_seq * E), *got_h = alloc_f32(n_seq * E * N);
+    mc_test_fill(&r, u, n_seq * E, -2.0f, 2.0f);
+    mc_test_fill(&r, q, n_seq * ldq, -1.0f, 1.0f);
+    mc_test_fill(&r, dtb, E, -2.0f, 1.0f);
+    for (int64_t i = 0; i < E * N; i++) {
+        A[i] = -expf(mc_test_rng_uniform(&r, -3.0f, logf((float)N) + 0.5f));
+    }
+    mc_test_fill(&r, D, E, -1.0f, 1.0f);
+    mc_test_fill(&r, xz, n_seq * ldz, -4.0f, 4.0f);
+    mc_test_fill(&r, h0, n_seq * E * N, -1.0f, 1.0f);
+    void *wdata = NULL;
+    float *wscales = NULL;
+    const mc_weight w = make_weight(&r, dtype, E, R, group, &wdata, &wscales);
+    memcpy(want_h, h0, (size_t)(n_seq * E * N) * 4);
+    assert_int_equal(mc_ref_selective_scan_step_dt(&g_ex, want_y, want_h, u, q, ldq, &w, dtb, A, D, xz + E, ldz,
+                                                   n_seq, E, N, R),
+                     MC_OK);
+    mc_weight dw = w;
+    dw.data = dev_from(w.data, E * R * mc_dtype_size(dtype));
+    dw.scales = wscales != NULL ? dev_from(wscales, E * ((R + group - 1) / group) * 4) : NULL;
+    float *du = dev_from(u, n_seq * E * 4), *dq = dev_from(q, n_seq * ldq * 4), *ddtb = dev_from(dtb, E * 4);
+    float *dA = dev_from(A, E * N * 4), *dD = dev_from(D, E * 4), *dxz = dev_from(xz, n_seq * ldz * 4);
+    float *dh = dev_from(h0, n_seq * E * N * 4), *dy = dev_from(NULL, n_seq * E * 4);
+    expect_ok(g_ops->selective_scan_step_dt(&g_ex, dy, dh, du, dq, ldq, &dw, ddtb, dA, dD, dxz + E, ldz, n_seq, E, N,
+                                            R),
+              "selective_scan_step_dt");
+    dev_to(got_y, dy, n_seq * E * 4);
+    dev_to(got_h, dh, n_seq * E * N * 4);
+    char label[128];
+    snprintf(label, sizeof(label), "scan step_dt %s n_seq=%lld E=%lld N=%lld R=%lld", mc_dtype_name((mc_dtype)dtype),
+             (long long)n_seq, (long long)E, (long long)N, (long long)R);
+    check(got_y, want_y, n_seq * E, TOL_F32, 5, label);
+    check(got_h, want_h, n_seq * E * N, TOL_F32, 5, label);
+    void *dev[] = { (void *)dw.data, (void *)dw.scales, du, dq, ddtb, dA, dD, dxz, dh, dy };
+    for (size_t i = 0; i < ARRAY_LEN(dev); i++) {
+        dev_free(dev[i]);
+    }
+    float *host[] = { u, q, dtb, A, D, xz, h0, want_y, want_h, got_y, got_h, wscales };
+    for (size_t i = 0; i < ARRAY_LEN(host); i++) {
+        free(host[i]);
+    }
+    free(wdata);
+}
+
+static void test_scan_step_dt(void **unused) {
+    const int dtypes[] = { MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16, MC_DTYPE_I8 };
+    const int64_t Ns[] = { 1, 4, 16, 17, 64, 65 }, Rs[] = { 1, 3, 48 }, Es[] = { 1, 17, 130 };
+    uint64_t seed = 900;
+    for (size_t d = 0; d < ARRAY_LEN(dtypes); d++) {
+        for (size_t ni = 0; ni < ARRAY_LEN(Ns); ni++) {
+            for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++) {
+                for (size_t ei = 0; ei < ARRAY_LEN(Es); ei++) {
+                    step_dt_case(dtypes[d], 1 + (int64_t)(seed % 3), Es[ei], Ns[ni], Rs[ri], seed);
+                    seed++;
+                }
+            }
+        }
+    }
+    step_dt_case(MC_DTYPE_BF16, 64, 1536, 16, 48, seed++); // the 130m shape at batch 64
+    // A weight that is not [E, R] is refused.
+    float buf[4] = { 0 };
+    const mc_weight bad = { .data = buf, .dtype = MC_DTYPE_F32, .rows = 2, .cols = 2 };
+    assert_int_equal(g_ops->selective_scan_step_dt(&g_ex, buf, buf, buf, buf, 4, &bad, buf, buf, buf, buf, 2, 1, 3,
+                                                   1, 2),
+                     MC_ERR_INVALID);
+}
+
 static void test_selective_scan(void **unused) {
     const int64_t Bts[] = { 1, 3 }, Ls[] = { 1, 3, 17, 33, 65 }, Es[] = { 1, 3, 17, 65, 130 },
                   Ns[] = { 1, 3, 4, 16, 17, 64, 65 };
@@ -571,7 +646,7 @@ static int teardown(void **unused) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul),  cmocka_unit_test(test_embed),          cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_matmul), cmocka_unit_test(test_scan_step_dt),  cmocka_unit_test(test_embed),          cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_conv1d),  cmocka_unit_test(test_selective_scan),
         cmocka_unit_test(test_selective_scan_chunks), cmocka_unit_test(test_errors),
     };

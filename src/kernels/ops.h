@@ -131,6 +131,14 @@ typedef struct mc_ops {
                                      const float *dt_bias, const float *A, const float *B, const float *C,
                                      int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
                                      int64_t E, int64_t N);
+    // Optional (NULL: the forward runs matmul, then selective_scan_step): the step with dt_proj folded in, one launch
+    // instead of two on a device. q [n_seq, ldq] is x_proj's output (δ rank R, then B, then C, N each); dt_w is
+    // dt_proj's weight [E, R]: dt[b, e] = q[b, 0:R] · dt_w[e, :], then selective_scan_step(dt, B = q + R, C = q + R + N,
+    // ldbc = ldq). Reference: mc_ref_selective_scan_step_dt.
+    mc_status (*selective_scan_step_dt)(const mc_exec *ex, float *y, float *h, const float *u, const float *q,
+                                        int64_t ldq, const mc_weight *dt_w, const float *dt_bias, const float *A,
+                                        const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E,
+                                        int64_t N, int64_t R);
 
     // Next-token loss of T rows of logits [T, V] in HOST memory (as mc_model_forward returns them):
     // out[t] = −log softmax(logits[t, :])[targets[t]], the row's max subtracted first and the exponentials summed

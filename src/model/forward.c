@@ -106,6 +106,14 @@ static mc_status layer_forward(const mc_model *m, int64_t li, mc_state *state, c
             ops->conv1d(ex, s->u, conv_states, s->xz, 2 * E, l->conv_w, l->conv_b, Bt, T, E, K));
     }
     RUN(state, MC_PROFILE_X_PROJ, ops->matmul(ex, s->q, s->u, E, &l->x_proj, NULL, M, RN, E));
+    if (T == 1 && ops->selective_scan_step_dt != NULL && !state->profiling) { // dt_proj inside the step (profiling
+        // times the two apart, below)
+        RUN(state, MC_PROFILE_SCAN,
+            ops->selective_scan_step_dt(ex, s->y, ssm_states, s->u, s->q, RN, &l->dt_proj, l->dt_bias, l->A, l->D,
+                                        s->xz + E, 2 * E, Bt, E, N, R));
+        RUN(state, MC_PROFILE_OUT_PROJ, ops->matmul(ex, s->out, s->y, E, &l->out_proj, l->out_bias, M, H, E));
+        return MC_OK;
+    }
     RUN(state, MC_PROFILE_DT_PROJ, ops->matmul(ex, s->dt, s->q, RN, &l->dt_proj, NULL, M, E, R));
     if (T == 1) {
         RUN(state, MC_PROFILE_SCAN,

@@ -41,3 +41,12 @@ extern float smem[];
 #define FULL_MASK 0xffffffffu
 static inline void mc_pdl_wait() {}
 static inline void mc_pdl_trigger() {}
+#include "kernels/dtype.h"
+static inline float mc_dev_element(const void *data, int dtype, int64_t i) {
+    switch (dtype) {
+        case MC_DTYPE_F16: return mc_f16_to_f32(((const uint16_t *)data)[i]);
+        case MC_DTYPE_BF16: return mc_bf16_to_f32(((const uint16_t *)data)[i]);
+        case MC_DTYPE_I8: return (float)((const int8_t *)data)[i];
+        default: return ((const float *)data)[i];
+    }
+}

@@ -50,8 +50,34 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
         scan_step_kernel<TPC>(gy.data(), gh.data(), u.data(), dt.data(), dtb.data(), A.data(), q.data() + R,
                               q.data() + R + N, ldbc, D.data(), xz.data() + E, ldz, n_seq, E, N);
     });
-    const double e = fmax(relerr(gy.data(), wy.data(), n_seq * E), relerr(gh.data(), wh.data(), n_seq * E * N));
+    double e = fmax(relerr(gy.data(), wy.data(), n_seq * E), relerr(gh.data(), wh.data(), n_seq * E * N));
     printf("step TPC=%d n_seq=%ld E=%ld N=%ld: max err %.3g\n", TPC, n_seq, E, N, e);
+    // dt_proj folded in: q's first R columns times a [E, R] weight in each dtype (int8 with group scales)
+    for (int dtype : {MC_DTYPE_F32, MC_DTYPE_BF16, MC_DTYPE_F16, MC_DTYPE_I8}) {
+        const int64_t R = 1 + (int64_t)(rs % 50), ldq = R + 2 * N + 3, group = 8, ng = (R + group - 1) / group;
+        std::vector<float> qq(n_seq * ldq), wf(E * R), sc(E * ng);
+        std::vector<uint16_t> w16(E * R);
+        std::vector<int8_t> w8(E * R);
+        for (auto &v : qq) v = U(-1, 1);
+        for (auto &v : sc) v = U(0.001f, 0.02f);
+        for (int64_t k = 0; k < E * R; k++) {
+            wf[k] = U(-1, 1);
+            w16[k] = dtype == MC_DTYPE_BF16 ? mc_f32_to_bf16(wf[k]) : mc_f32_to_f16(wf[k]);
+            w8[k] = (int8_t)(int)U(-127, 127);
+        }
+        mc_weight w = {};
+        w.dtype = dtype; w.rows = E; w.cols = R;
+        w.data = dtype == MC_DTYPE_F32 ? (const void *)wf.data() : dtype == MC_DTYPE_I8 ? (const void *)w8.data() : (const void *)w16.data();
+        if (dtype == MC_DTYPE_I8) { w.scales = sc.data(); w.group = group; }
+        std::vector<float> ry(n_seq * E), rh = h, qy(n_seq * E, NAN), qh = h;
+        mc_ref_selective_scan_step_dt(&ex, ry.data(), rh.data(), u.data(), qq.data(), ldq, &w, dtb.data(), A.data(), D.data(), xz.data() + E, ldz, n_seq, E, N, R);
+        launch((unsigned)((threads + 127) / 128), 128, [&] {
+            scan_step_dt_kernel<TPC>(qy.data(), qh.data(), u.data(), qq.data(), ldq, w.data, w.dtype, w.scales, w.group, dtb.data(), A.data(), D.data(), xz.data() + E, ldz, n_seq, E, N, R);
+        });
+        const double ed = fmax(relerr(qy.data(), ry.data(), n_seq * E), relerr(qh.data(), rh.data(), n_seq * E * N));
+        printf("step_dt TPC=%d dtype=%d n_seq=%ld E=%ld N=%ld R=%ld: max err %.3g\n", TPC, dtype, n_seq, E, N, R, ed);
+        e = fmax(e, ed);
+    }
     return e;
 }
 

@@ -1,12 +1,13 @@
 #!/bin/sh
-# Host emulation of the decode-step scan kernel (scan.cu's scan_step_kernel) against the reference step; prints ok.
+# Host emulation of the decode-step scan kernels (scan.cu's scan_step_kernel and scan_step_dt_kernel, dt_proj folded
+# in) against the reference step; prints ok.
 #   usage: tools/scan_par_emu/step.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
 here=$(cd "$(dirname "$0")" && pwd); root=$here/../..; out=${TMPDIR:-/tmp}/scan_par_emu; mkdir -p "$out"
 python3 - "$root/src/kernels/cuda/scan.cu" "$out/step.inc" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
-a = s.index('template <int TPC>\n__global__')
+a = s.index('template <int TPC>\nstatic __device__ __forceinline__ float lanes_sum')
 b = s.index('template <int TPC>\nstatic mc_status scan_step')
 open(sys.argv[2], 'w').write(s[a:b])
 PY

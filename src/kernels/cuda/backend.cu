@@ -326,6 +326,7 @@ static void table_init(void) {
     table.selective_scan = mc_cuda_selective_scan;
     table.conv1d_step = mc_cuda_conv1d_step;
     table.selective_scan_step = mc_cuda_selective_scan_step;
+    table.selective_scan_step_dt = mc_cuda_selective_scan_step_dt;
     table.nll = nll_op;
     table.axpby = mc_cuda_axpby;
     table.mul_acc = mc_cuda_mul_acc;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -150,6 +152,10 @@ mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, con
                                       const float *dt_bias, const float *A, const float *B, const float *C,
                                       int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t n_seq,
                                       int64_t E, int64_t N);
+mc_status mc_cuda_selective_scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u, const float *q,
+                                         int64_t ldq, const mc_weight *dt_w, const float *dt_bias, const float *A,
+                                         const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E,
+                                         int64_t N, int64_t R);
 mc_status mc_cuda_conv1d_bwd(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                              const float *dstate_final, const float *x, int64_t ldx, const float *state0,
                              const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K);
@@ -266,6 +272,21 @@ static inline mc_scan_bwd_args mc_scan_bwd_args_of(float *du, float *ddt, float 
     a.E = E;
     a.N = N;
     return a;
+}
+
+// Element i of a weight's data in its dtype, widened to f32 as kernels/dtype.h does (int8: q alone, the caller
+// applies the group's scale).
+static __device__ __forceinline__ float mc_dev_element(const void *data, int dtype, int64_t i) {
+    switch (dtype) {
+        case MC_DTYPE_F16:
+            return __half2float(((const __half *)data)[i]);
+        case MC_DTYPE_BF16:
+            return __bfloat162float(((const __nv_bfloat16 *)data)[i]);
+        case MC_DTYPE_I8:
+            return (float)((const int8_t *)data)[i];
+        default:
+            return ((const float *)data)[i];
+    }
 }
 
 static __device__ __forceinline__ float mc_sigmoid(float v) {

@@ -1,22 +1,6 @@
 // Embedding lookup on the device: one block per output row, the table row dequantised as kernels/dtype.h does
 // (f16/bf16 widened exactly, int8 q · scale of its group), so the rows equal the reference's bit for bit.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "kernels/cuda/common.cuh"
-
-static __device__ __forceinline__ float element(const void *data, int dtype, int64_t i) {
-    switch (dtype) {
-        case MC_DTYPE_F16:
-            return __half2float(((const __half *)data)[i]);
-        case MC_DTYPE_BF16:
-            return __bfloat162float(((const __nv_bfloat16 *)data)[i]);
-        case MC_DTYPE_I8:
-            return (float)((const int8_t *)data)[i];
-        default:
-            return ((const float *)data)[i];
-    }
-}
 
 // out[b, t, :] = W[ids[b · ldi + t], :]; blockIdx.x = b · T + t.
 __global__ void embed_kernel(float *__restrict__ out, const void *__restrict__ data, int dtype,
@@ -28,7 +12,7 @@ __global__ void embed_kernel(float *__restrict__ out, const void *__restrict__ d
     const int64_t id = ids[b * ldi + t];
     const int64_t n_groups = scales != nullptr ? (H + group - 1) / group : 0;
     for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-        float v = element(data, dtype, id * H + h);
+        float v = mc_dev_element(data, dtype, id * H + h);
         if (scales != nullptr) {
             v *= scales[id * n_groups + h / group];
         }

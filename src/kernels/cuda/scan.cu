@@ -189,6 +189,42 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
 // is summed over the TPC lanes with shuffles. TPC is a power of two ≤ 32, so a group never straddles a warp; every
 // lane of a warp reaches the shuffles (lanes past the end carry zeros).
 template <int TPC>
+static __device__ __forceinline__ float lanes_sum(float v) {
+#pragma unroll
+    for (int off = TPC / 2; off > 0; off >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, off);
+    }
+    return v;
+}
+
+// The step of channel e of sequence b by its TPC lanes from the pre-softplus Δ: h updated, y written by lane 0.
+template <int TPC>
+static __device__ __forceinline__ void step_channel(float *__restrict__ y, float *__restrict__ h,
+                                                    const float *__restrict__ u, float dt_raw,
+                                                    const float *__restrict__ dt_bias, const float *__restrict__ A,
+                                                    const float *__restrict__ B, const float *__restrict__ C,
+                                                    int64_t ldbc, const float *__restrict__ D,
+                                                    const float *__restrict__ z, int64_t ldz, bool live, int64_t b,
+                                                    int64_t e, int lane, int64_t E, int64_t N) {
+    float acc = 0.0f, ut = 0.0f;
+    if (live) {
+        const float delta = mc_dev_softplus(dt_raw + dt_bias[e]);
+        ut = u[b * E + e];
+        const float *Bb = B + b * ldbc, *Cb = C + b * ldbc, *Ae = A + e * N;
+        float *he = h + (b * E + e) * N;
+        for (int64_t n = lane; n < N; n += TPC) {
+            const float hn = expf(delta * Ae[n]) * he[n] + delta * Bb[n] * ut;
+            he[n] = hn;
+            acc += Cb[n] * hn;
+        }
+    }
+    acc = lanes_sum<TPC>(acc);
+    if (live && lane == 0) {
+        y[b * E + e] = (acc + D[e] * ut) * mc_dev_silu(z[b * ldz + e]);
+    }
+}
+
+template <int TPC>
 __global__ void __launch_bounds__(128)
     scan_step_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
                      const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ A,
@@ -198,28 +234,41 @@ __global__ void __launch_bounds__(128)
     mc_pdl_wait();
     mc_pdl_trigger();
     const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC; // (sequence, channel)
+    const bool live = i < n_seq * E;
+    const int64_t e = live ? i % E : 0, b = live ? i / E : 0;
+    step_channel<TPC>(y, h, u, live ? dt[b * E + e] : 0.0f, dt_bias, A, B, C, ldbc, D, z, ldz, live, b, e,
+                      (int)(threadIdx.x % TPC), E, N);
+}
+
+// The same with dt_proj folded in: the lanes of (b, e) first form dt = q[b, 0:R] · dt_w[e, :] (the weight widened
+// as the reference does, int8 q · its group's scale), summed over the lanes, then step as above.
+template <int TPC>
+__global__ void __launch_bounds__(128)
+    scan_step_dt_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ u,
+                        const float *__restrict__ q, int64_t ldq, const void *__restrict__ w, int dtype,
+                        const float *__restrict__ scales, int64_t group, const float *__restrict__ dt_bias,
+                        const float *__restrict__ A, const float *__restrict__ D, const float *__restrict__ z,
+                        int64_t ldz, int64_t n_seq, int64_t E, int64_t N, int64_t R) {
+    mc_pdl_wait();
+    mc_pdl_trigger();
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC;
     const int lane = (int)(threadIdx.x % TPC);
     const bool live = i < n_seq * E;
     const int64_t e = live ? i % E : 0, b = live ? i / E : 0;
-    float acc = 0.0f, ut = 0.0f;
+    float part = 0.0f;
     if (live) {
-        const float delta = mc_dev_softplus(dt[b * E + e] + dt_bias[e]);
-        ut = u[b * E + e];
-        const float *Bb = B + b * ldbc, *Cb = C + b * ldbc, *Ae = A + e * N;
-        float *he = h + i * N;
-        for (int64_t n = lane; n < N; n += TPC) {
-            const float hn = expf(delta * Ae[n]) * he[n] + delta * Bb[n] * ut;
-            he[n] = hn;
-            acc += Cb[n] * hn;
+        const float *qb = q + b * ldq;
+        const int64_t n_groups = scales != nullptr ? (R + group - 1) / group : 0;
+        for (int64_t r = lane; r < R; r += TPC) {
+            float wv = mc_dev_element(w, dtype, e * R + r);
+            if (scales != nullptr) {
+                wv *= scales[e * n_groups + r / group];
+            }
+            part += wv * qb[r];
         }
     }
-#pragma unroll
-    for (int off = TPC / 2; off > 0; off >>= 1) {
-        acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    }
-    if (live && lane == 0) {
-        y[b * E + e] = (acc + D[e] * ut) * mc_dev_silu(z[b * ldz + e]);
-    }
+    const float dt = lanes_sum<TPC>(part);
+    step_channel<TPC>(y, h, u, dt, dt_bias, A, q + R, q + R + N, ldq, D, z, ldz, live, b, e, lane, E, N);
 }
 
 template <int TPC>
@@ -231,6 +280,46 @@ static mc_status scan_step(const mc_exec *ex, float *y, float *h, const float *u
     return mc_cuda_launched("selective_scan_step", ex);
 }
 
+template <int TPC>
+static mc_status scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u, const float *q, int64_t ldq,
+                              const mc_weight *w, const float *dt_bias, const float *A, const float *D, const float *z,
+                              int64_t ldz, int64_t n_seq, int64_t E, int64_t N, int64_t R) {
+    const float *scales = w->dtype == MC_DTYPE_I8 ? w->scales : nullptr;
+    mc_cuda_launch(scan_step_dt_kernel<TPC>, dim3(mc_cuda_blocks(n_seq * E * TPC, 128)), dim3(128), 0,
+                   mc_cuda_ctx_of(ex)->stream, y, h, u, q, ldq, w->data, w->dtype, scales, w->group, dt_bias, A, D, z,
+                   ldz, n_seq, E, N, R);
+    return mc_cuda_launched("selective_scan_step_dt", ex);
+}
+
+// Lanes per channel: the states rounded up to a power of two, 4 to 32.
+static int step_lanes(int64_t N) {
+    return N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
+}
+
+extern "C" mc_status mc_cuda_selective_scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u,
+                                                    const float *q, int64_t ldq, const mc_weight *dt_w,
+                                                    const float *dt_bias, const float *A, const float *D,
+                                                    const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N,
+                                                    int64_t R) {
+    if (n_seq * E <= 0) {
+        return MC_OK;
+    }
+    if (dt_w->rows != E || dt_w->cols != R) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID, "cuda selective_scan_step_dt: dt_proj weight is [%lld, %lld], "
+                       "not [%lld, %lld]", (long long)dt_w->rows, (long long)dt_w->cols, (long long)E, (long long)R);
+    }
+    switch (step_lanes(N)) {
+        case 4:
+            return scan_step_dt<4>(ex, y, h, u, q, ldq, dt_w, dt_bias, A, D, z, ldz, n_seq, E, N, R);
+        case 8:
+            return scan_step_dt<8>(ex, y, h, u, q, ldq, dt_w, dt_bias, A, D, z, ldz, n_seq, E, N, R);
+        case 16:
+            return scan_step_dt<16>(ex, y, h, u, q, ldq, dt_w, dt_bias, A, D, z, ldz, n_seq, E, N, R);
+        default:
+            return scan_step_dt<32>(ex, y, h, u, q, ldq, dt_w, dt_bias, A, D, z, ldz, n_seq, E, N, R);
+    }
+}
+
 extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u,
                                                  const float *dt, const float *dt_bias, const float *A,
                                                  const float *B, const float *C, int64_t ldbc, const float *D,
@@ -238,14 +327,14 @@ extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, fl
     if (n_seq * E <= 0) {
         return MC_OK;
     }
-    if (N <= 4) {
-        return scan_step<4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+    switch (step_lanes(N)) {
+        case 4:
+            return scan_step<4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+        case 8:
+            return scan_step<8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+        case 16:
+            return scan_step<16>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
+        default:
+            return scan_step<32>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
     }
-    if (N <= 8) {
-        return scan_step<8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
-    }
-    if (N <= 16) {
-        return scan_step<16>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
-    }
-    return scan_step<32>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
 }

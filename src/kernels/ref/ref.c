@@ -1,8 +1,10 @@
 // Reference kernels: scalar loops in the spec's order, no intrinsics, no threads. Every fast kernel is tested
 // against these, so they stay slow and obvious.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
 #include "kernels/ref/backward.h"
@@ -110,6 +112,20 @@ void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const flo
         mc_ref_selective_scan(ex, y + s * E, h + s * E * N, u + s * E, dt + s * E, dt_bias, A, B + s * ldbc,
                               C + s * ldbc, ldbc, D, z + s * ldz, ldz, 1, E, N);
     }
+}
+
+mc_status mc_ref_selective_scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u, const float *q,
+                                        int64_t ldq, const mc_weight *dt_w, const float *dt_bias, const float *A,
+                                        const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E,
+                                        int64_t N, int64_t R) {
+    float *dt = malloc((size_t)(n_seq * E > 0 ? n_seq * E : 1) * sizeof(float));
+    if (dt == NULL) {
+        return mc_fail(ex->err, MC_ERR_NOMEM, "selective_scan_step_dt: out of memory for %lld rows", (long long)n_seq);
+    }
+    mc_ref_matmul(ex, dt, q, ldq, dt_w, NULL, n_seq, E, R);
+    mc_ref_selective_scan_step(ex, y, h, u, dt, dt_bias, A, q + R, q + R + N, ldq, D, z, ldz, n_seq, E, N);
+    free(dt);
+    return MC_OK;
 }
 
 double mc_ref_row_expsum(const float *row, int64_t V, float *max) {

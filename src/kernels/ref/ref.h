@@ -18,6 +18,11 @@ void mc_ref_conv1d_step(const mc_exec *ex, float *u, float *state, const float *
 void mc_ref_selective_scan_step(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                                 const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                                 const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E, int64_t N);
+// selective_scan_step_dt's reference: dt_proj by mc_ref_matmul into a row per sequence, then the reference step.
+mc_status mc_ref_selective_scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u, const float *q,
+                                        int64_t ldq, const mc_weight *dt_w, const float *dt_bias, const float *A,
+                                        const float *D, const float *z, int64_t ldz, int64_t n_seq, int64_t E,
+                                        int64_t N, int64_t R);
 void mc_ref_nll(const mc_exec *ex, double *out, const float *logits, int64_t T, int64_t V, const int32_t *targets);
 
 // One row of mc_ref_nll, which the fast backends run on their threads (so their losses equal the reference's).
