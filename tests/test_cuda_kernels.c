@@ -644,11 +644,15 @@ static int teardown(void **unused) {
     return 0;
 }
 
-int main(void) {
+// usage: test_cuda_kernels [PATTERN]   (only the tests whose names match, e.g. under compute-sanitizer: "*_step*")
+int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul), cmocka_unit_test(test_scan_step_dt),  cmocka_unit_test(test_embed),          cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_conv1d),  cmocka_unit_test(test_selective_scan),
+        cmocka_unit_test(test_matmul),  cmocka_unit_test(test_scan_step_dt),   cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_conv1d),         cmocka_unit_test(test_selective_scan),
         cmocka_unit_test(test_selective_scan_chunks), cmocka_unit_test(test_errors),
     };
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }

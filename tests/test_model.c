@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "kernels/dtype.h"
+#include "kernels/ref/ref.h"
 #include "mambac.h"
 #include "model/model.h"
 
@@ -359,6 +360,75 @@ static void test_long_batch_equals_alone(void **unused) {
     }
 }
 
+// The device forward's wiring, run on the host: the cpu backend's table passed off as a device's (memory "not the
+// host's", so ids go up and logits come down through upload and download; decode steps through graph_begin and
+// graph_end, here never replayed; the optional step op selective_scan_step_dt from its reference twin), so the
+// step's calls, the fused op's arguments and the device chunking are checked where no GPU is. Two prompts prefilled together, then single steps of both, against the same calls on the
+// plain cpu table.
+static mc_status emu_graph_begin(const mc_exec *ex, uint64_t key, bool *replayed) {
+    (void)ex;
+    (void)key;
+    *replayed = false;
+    return MC_OK;
+}
+
+static mc_status emu_graph_end(const mc_exec *ex, bool ok) {
+    (void)ex;
+    (void)ok;
+    return MC_OK;
+}
+
+// Prefill of B prompts of P tokens, then S steps of all B; every logit of the steps into out [S, B, V].
+static void prefill_and_steps(const mc_model *m, const int32_t *ids, int64_t B, int64_t P, int64_t S, float *out) {
+    const int64_t V = mc_model_config(m)->vocab_size;
+    mc_state *st = NULL;
+    mc_error err = { 0 };
+    assert_int_equal(mc_state_new(m, B, &st, &err), MC_OK);
+    float *last = malloc((size_t)(B * V) * sizeof(float));
+    assert_int_equal(mc_model_forward(m, st, ids, B, P, false, last, &err), MC_OK);
+    for (int64_t t = 0; t < S; t++) {
+        int32_t next[8];
+        for (int64_t b = 0; b < B; b++) {
+            next[b] = (int32_t)((ids[b * P] * 31 + t * 7 + b) % V);
+        }
+        assert_int_equal(mc_model_forward(m, st, next, B, 1, false, out + t * B * V, &err), MC_OK);
+    }
+    mc_state_free(st);
+    free(last);
+}
+
+static void test_device_path_on_host(void **unused) {
+    for (int fi = 0; fi < g_n_fix; fi++) {
+        if (g_fix[fi].backend != MC_BACKEND_CPU) {
+            continue;
+        }
+        mc_model *m = g_fix[fi].model;
+        enum { B = 2, P = 5, S = 6 };
+        const int64_t V = mc_model_config(m)->vocab_size;
+        int32_t ids[B * P];
+        for (int64_t i = 0; i < B * P; i++) {
+            ids[i] = (int32_t)((i * 2654435761u) % (uint64_t)V);
+        }
+        float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
+        prefill_and_steps(m, ids, B, P, S, want);
+        const mc_ops *host = m->ops;
+        mc_ops emu = *host;
+        emu.host_memory = false;
+        emu.graph_begin = emu_graph_begin;
+        emu.graph_end = emu_graph_end;
+        emu.selective_scan_step_dt = mc_ref_selective_scan_step_dt;
+        m->ops = &emu;
+        prefill_and_steps(m, ids, B, P, S, got);
+        m->ops = host;
+        char label[160];
+        snprintf(label, sizeof(label), "%s: device wiring on the host, %lld steps of %lld sequences", g_fix[fi].name,
+                 (long long)S, (long long)B);
+        assert_true(mc_check_close(got, want, S * B * V, 1e-5, label));
+        free(want);
+        free(got);
+    }
+}
+
 static void test_param_count(void **unused) {
     for (int i = 0; i < g_n_fix; i++) {
         const cJSON *n = cJSON_GetObjectItem(g_fix[i].doc, "n_params");
@@ -526,6 +596,7 @@ int main(void) {
         cmocka_unit_test(test_step_and_chunks_reproduce_sequence),
         cmocka_unit_test(test_long_sequence_chunking),
         cmocka_unit_test(test_long_batch_equals_alone),
+        cmocka_unit_test(test_device_path_on_host),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_bad_ids),
         cmocka_unit_test(test_converted_weights),
