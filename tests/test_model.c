@@ -363,8 +363,8 @@ static void test_long_batch_equals_alone(void **unused) {
 // The device forward's wiring, run on the host: the cpu backend's table passed off as a device's (memory "not the
 // host's", so ids go up and logits come down through upload and download; decode steps through graph_begin and
 // graph_end, here never replayed; the optional step op selective_scan_step_dt from its reference twin), so the
-// step's calls, the fused op's arguments and the device chunking are checked where no GPU is. Two prompts prefilled together, then single steps of both, against the same calls on the
-// plain cpu table.
+// step's calls, the fused op's arguments and the device chunking (here 2 positions a chunk) are checked where no GPU
+// is. Two prompts prefilled together, then single steps of both, against the same calls on the plain cpu table.
 static mc_status emu_graph_begin(const mc_exec *ex, uint64_t key, bool *replayed) {
     (void)ex;
     (void)key;
@@ -378,13 +378,18 @@ static mc_status emu_graph_end(const mc_exec *ex, bool ok) {
     return MC_OK;
 }
 
-// Prefill of B prompts of P tokens, then S steps of all B; every logit of the steps into out [S, B, V]. Returns the
-// first failure instead of asserting, so the caller can put the model's table back first.
-static mc_status prefill_and_steps(const mc_model *m, const int32_t *ids, int64_t B, int64_t P, int64_t S, float *out) {
+// Prefill of B prompts of P tokens (on a device in chunks of chunk_rows rows when > 0), then S steps of all B; every
+// logit of the steps into out [S, B, V]. Returns the first failure instead of asserting, so the caller can put the
+// model's table back first.
+static mc_status prefill_and_steps(const mc_model *m, const int32_t *ids, int64_t B, int64_t P, int64_t S,
+                                   int64_t chunk_rows, float *out) {
     const int64_t V = mc_model_config(m)->vocab_size;
     mc_state *st = NULL;
     mc_error err = { 0 };
     mc_status rc = mc_state_new(m, B, &st, &err);
+    if (rc == MC_OK) {
+        st->chunk_rows = chunk_rows;
+    }
     float *last = malloc((size_t)(B * V) * sizeof(float));
     if (rc == MC_OK) {
         rc = last != NULL ? mc_model_forward(m, st, ids, B, P, false, last, &err) : MC_ERR_NOMEM;
@@ -417,7 +422,7 @@ static void test_device_path_on_host(void **unused) {
             ids[i] = (int32_t)((i * 2654435761u) % (uint64_t)V);
         }
         float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
-        assert_int_equal(prefill_and_steps(m, ids, B, P, S, want), MC_OK);
+        assert_int_equal(prefill_and_steps(m, ids, B, P, S, 0, want), MC_OK);
         const mc_ops *host = m->ops;
         mc_ops emu = *host;
         emu.host_memory = false;
@@ -425,7 +430,7 @@ static void test_device_path_on_host(void **unused) {
         emu.graph_end = emu_graph_end;
         emu.selective_scan_step_dt = mc_ref_selective_scan_step_dt;
         m->ops = &emu;
-        const mc_status rc = prefill_and_steps(m, ids, B, P, S, got);
+        const mc_status rc = prefill_and_steps(m, ids, B, P, S, 2 * B, got); // 2 positions a chunk
         m->ops = host; // before any assertion: the table lives on this stack frame
         assert_int_equal(rc, MC_OK);
         char label[160];

@@ -165,11 +165,19 @@ static mc_status head_rows(const mc_model *m, mc_state *state, const scratch *s,
     return st;
 }
 
+// A device chunk's rows: MAMBAC_CHUNK_ROWS (128 to 1048576) when set, for benchmarks that weigh the scratch's size
+// against fewer, longer launches; else MC_DEVICE_CHUNK_ROWS.
+static int64_t device_chunk_rows(void) {
+    const char *v = getenv("MAMBAC_CHUNK_ROWS");
+    const long long n = v != NULL ? atoll(v) : 0;
+    return n >= 128 && n <= 1048576 ? (int64_t)n : MC_DEVICE_CHUNK_ROWS;
+}
+
 // Positions per sequence in each chunk of n_tok (see MC_CHUNK_TOKENS, MC_DEVICE_CHUNK_ROWS).
 static int64_t chunk_tokens(const mc_model *m, const mc_state *state, int64_t n_seq, int64_t n_tok) {
     int64_t t = MC_CHUNK_TOKENS;
     if (!m->ops->host_memory) {
-        const int64_t rows = state->chunk_rows > 0 ? state->chunk_rows : MC_DEVICE_CHUNK_ROWS;
+        const int64_t rows = state->chunk_rows > 0 ? state->chunk_rows : device_chunk_rows();
         t = rows / n_seq;
         t = state->chunk_rows > 0 ? (t > 0 ? t : 1) : (t > MC_CHUNK_TOKENS ? t : MC_CHUNK_TOKENS);
     }
