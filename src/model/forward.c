@@ -176,10 +176,11 @@ static int64_t device_chunk_rows(void) {
 // Positions per sequence in each chunk of n_tok (see MC_CHUNK_TOKENS, MC_DEVICE_CHUNK_ROWS).
 static int64_t chunk_tokens(const mc_model *m, const mc_state *state, int64_t n_seq, int64_t n_tok) {
     int64_t t = MC_CHUNK_TOKENS;
-    if (!m->ops->host_memory) {
-        const int64_t rows = state->chunk_rows > 0 ? state->chunk_rows : device_chunk_rows();
-        t = rows / n_seq;
-        t = state->chunk_rows > 0 ? (t > 0 ? t : 1) : (t > MC_CHUNK_TOKENS ? t : MC_CHUNK_TOKENS);
+    if (!m->ops->host_memory && state->chunk_rows > 0) { // a test's size: any number of positions
+        t = state->chunk_rows / n_seq > 0 ? state->chunk_rows / n_seq : 1;
+    } else if (!m->ops->host_memory && n_tok > MC_CHUNK_TOKENS) { // decode steps and short prompts need not ask
+        const int64_t per_seq = device_chunk_rows() / n_seq;
+        t = per_seq > MC_CHUNK_TOKENS ? per_seq : MC_CHUNK_TOKENS;
     }
     return n_tok < t ? n_tok : t;
 }
