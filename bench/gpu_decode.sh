@@ -46,14 +46,7 @@ gen "$base" /tmp/mc-base-build/mambac MAMBAC_PDL=0
 gen "this tree, PDL off" build-gpu/mambac MAMBAC_PDL=0
 gen "this tree, PDL on" build-gpu/mambac MAMBAC_PDL=1
 gen "$base (again)" /tmp/mc-base-build/mambac MAMBAC_PDL=0
-# Per-kernel GPU time of decode steps under Nsight Compute (kernels serialised: durations, not the gaps between them),
-# 400 kernel launches after the prefill (generate prefills each of the batch's prompts alone: ~200 launches each) and
-# a few steps; the program's own output (ids) goes to /dev/null so that only ncu's CSV is parsed. Per step: divided
-# by the number of sample kernels seen (one a step).
+# Per-kernel GPU time of decode steps at batch 1 and 64 (bench/ncu_decode.sh).
 for b in 1 64; do
-    timeout 150 ncu --metrics gpu__time_duration.sum,dram__bytes.sum --cache-control none --clock-control none \
-        --launch-skip $((b * 200 + 1500)) --launch-count 400 --csv --log-file "$logs/ncu$b.csv" \
-        build-gpu/mambac generate -m /tmp/m130 --backend cuda --dtype bf16 --precision bf16 --ids 1,2,3,4,5,6,7,8 -n 60 \
-        --no-eos --batch $b --greedy -q --print-ids > /dev/null 2>&1
-    python3 "$root/bench/ncu_steps.py" "$logs/ncu$b.csv" $b | tee -a "$S"
+    sh "$root/bench/ncu_decode.sh" $b "$logs/ncu$b.csv" 2>&1 | tee -a "$S"
 done

@@ -3,7 +3,7 @@
 # `build-gpu/mambac init --preset 130m --seed 0 -o /tmp/m130`, as bench/gpu_decode.sh's check phase leaves them):
 # the prefill's time by part of the forward at 1 and 16 x 2048 (bf16 weights and products), the scan kernel's
 # time and bandwidth with Nsight Compute's speed-of-light, warp-state and occupancy sections, and the per-kernel
-# decode breakdown at batch 1 and 64 (bench/ncu_steps.py). Logs under $OUT (or ./evidence_logs).
+# decode breakdown at batch 1 and 64 (bench/ncu_decode.sh). Logs under $OUT (or ./evidence_logs).
 #   usage: sh bench/gpu_evidence.sh
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root" || exit 1
@@ -18,10 +18,6 @@ timeout 90 ncu --kernel-name regex:scan_par_fwd --launch-skip 3 --launch-count 1
     --section WarpStateStats --section Occupancy $B/bench_scan_cuda 8 1536 2048 16 5 2>&1 |
     grep -vE "^==PROF==|^ *-{5}" >> "$E"
 for b in 1 64; do
-    timeout 150 ncu --metrics gpu__time_duration.sum,dram__bytes.sum --cache-control none --clock-control none \
-        --launch-skip $((b * 200 + 1500)) --launch-count 400 --csv --log-file "$logs/ncu$b.csv" \
-        $B/mambac generate -m /tmp/m130 --backend cuda --dtype bf16 --precision bf16 --ids 1,2,3,4,5,6,7,8 -n 60 \
-        --no-eos --batch $b --greedy -q --print-ids > /dev/null 2>&1
-    python3 "$root/bench/ncu_steps.py" "$logs/ncu$b.csv" $b >> "$E" 2>&1
+    sh "$root/bench/ncu_decode.sh" $b "$logs/ncu$b.csv" >> "$E" 2>&1
 done
 cat "$E"
