@@ -5,7 +5,7 @@
 # ddt, dz, dB, dC with padding, dA, dD, ddt_bias, dh0). Launchers (grid, scratch) are not covered: the CUDA tests are.
 #   usage: tools/scan_par_emu/run.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
-here=$(cd "$(dirname "$0")" && pwd); root=$here/../..; out=${TMPDIR:-/tmp}/scan_par_emu; mkdir -p "$out"
+. "$(dirname "$0")/common.sh"
 python3 - "$root/src/kernels/cuda/scan_par.cu" "$out/kern.inc" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
@@ -15,19 +15,19 @@ f2 = s.index('// ---- backward ----')
 f3 = s.index('template <int S, int W, int G, int NP, int MINB>\nmc_status bwd_launch')
 common = open(sys.argv[1].replace('scan_par.cu', 'common.cuh')).read()  # the shared backward arguments and helpers
 shared = common[common.index('struct mc_scan_bwd_args {'):]
+e0, e1 = shared.index('// Element i of a weight'), shared.index('static __device__ __forceinline__ float mc_sigmoid')
+shared = shared[:e0] + shared[e1:]  # the shim has the host's mc_dev_element
 body = shared + s[a:f1] + s[f2:f3] + '} // namespace\n'
 body = body.replace('    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));', '    asm(0);')
 body = body.replace('    extern __shared__ float smem[];', '')
 open(sys.argv[2], 'w').write(body)
 PY
-g++ -std=c++20 -O1 -I"$out" -I"$here" -I"$root/src" -I"$root/include" "$here/main.cpp" -o "$out/emu" \
-    "$root/build-cuda/libmambac.a" -L/usr/local/cuda/lib64 -lcudart -lcublas -lcjson -lutf8proc -lopenblas -fopenmp \
-    -lpthread -lm
+emu_build main
 for cfg in 1 2 3 4; do
     for shape in "1 1 1 1" "2 31 8 16" "3 128 17 16" "2 129 33 5" "1 257 40 16" "2 261 9 13" "1 0 9 4" "2 40 9 0" \
         "2 520 10 16" "1 300 3 17" "1 33 17 64"; do
         set -- $shape
         if [ "$cfg" != 3 ] && [ "$4" -gt 16 ]; then continue; fi
-        "$out/emu" $shape $cfg
+        "$out/main" $shape $cfg
     done
 done | awk '{ print } /fwd|bwd/ { for (i = 1; i <= NF; i++) if ($i + 0 > 1e-5) bad = 1 } END { if (bad) { print "FAIL"; exit 1 } print "ok" }'

@@ -15,10 +15,12 @@
 #define __restrict__
 #define __shared__
 struct dim3_ { unsigned x, y, z; };
-extern thread_local dim3_ threadIdx, blockIdx; extern dim3_ blockDim;
-extern std::barrier<> *g_block_bar;
-extern std::barrier<> *g_warp_bar[32];
-extern float g_shfl[32][32];
+// The emulated launch's state, defined here: each emulation is one program of one translation unit.
+inline thread_local dim3_ threadIdx, blockIdx;
+inline dim3_ blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+inline std::barrier<> *g_block_bar;
+inline std::barrier<> *g_warp_bar[32];
+inline float g_shfl[32][32];
 inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
 inline void __syncwarp() { g_warp_bar[threadIdx.x / 32]->arrive_and_wait(); }
 inline float shx(float v, int src) {
@@ -32,12 +34,12 @@ inline float shx(float v, int src) {
 inline float __shfl_up_sync(unsigned, float v, int off) { int l = threadIdx.x % 32; return shx(v, l >= off ? l - off : l); }
 inline float __shfl_down_sync(unsigned, float v, int off) { int l = threadIdx.x % 32; return shx(v, l + off < 32 ? l + off : l); }
 inline float __shfl_xor_sync(unsigned, float v, int off) { int l = threadIdx.x % 32; return shx(v, l ^ off); }
-extern std::mutex g_atomic;
+inline std::mutex g_atomic;
 inline float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(g_atomic); float o = *p; *p = o + v; return o; }
 #define asm(...) (y = exp2f(x))
 static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 static inline float mc_dev_silu(float v) { return v / (1.0f + expf(-v)); }
-extern float smem[];
+inline float smem[1 << 16];
 #define FULL_MASK 0xffffffffu
 static inline void mc_pdl_wait() {}
 static inline void mc_pdl_trigger() {}
@@ -49,4 +51,39 @@ static inline float mc_dev_element(const void *data, int dtype, int64_t i) {
         case MC_DTYPE_I8: return (float)((const int8_t *)data)[i];
         default: return ((const float *)data)[i];
     }
+}
+
+// Runs a kernel body over a gx × gy grid of nt-thread blocks, one block after another, each CUDA thread a host
+// thread; dynamic shared memory starts as NaN garbage.
+template <class F> void launch(unsigned gx, unsigned gy, int nt, F f) {
+    blockDim = {(unsigned)nt, 1, 1};
+    gridDim = {gx, gy, 1};
+    for (unsigned by = 0; by < gy; by++)
+        for (unsigned bx = 0; bx < gx; bx++) {
+            std::barrier<> bb(nt);
+            g_block_bar = &bb;
+            for (int w = 0; w < nt / 32; w++) g_warp_bar[w] = new std::barrier<>(32);
+            memset(smem, 0xff, sizeof(smem));
+            std::vector<std::thread> th;
+            for (int t = 0; t < nt; t++)
+                th.emplace_back([=] { threadIdx = {(unsigned)t, 0, 0}; blockIdx = {bx, by, 0}; f(); });
+            for (auto &x : th) x.join();
+            for (int w = 0; w < nt / 32; w++) delete g_warp_bar[w];
+        }
+}
+
+// Test data and the comparison: uniform draws from one LCG, and max |got − want| / max |want| (1e9 on a NaN).
+inline uint64_t g_rs = 1;
+inline float U(float lo, float hi) {
+    g_rs = g_rs * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * (float)((g_rs >> 40) & 0xffffff) / 16777216.0f;
+}
+inline double relerr(const float *g, const float *w, int64_t n) {
+    double s = 0, e = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (std::isnan(g[i])) return 1e9;
+        s = fmax(s, fabs(w[i]));
+        e = fmax(e, fabs((double)g[i] - w[i]));
+    }
+    return s > 0 ? e / s : e;
 }

@@ -4,30 +4,7 @@
 extern "C" {
 #include "kernels/ref/ref.h"
 }
-thread_local dim3_ threadIdx, blockIdx;
-dim3_ blockDim = {128, 1, 1};
-std::barrier<> *g_block_bar;
-std::barrier<> *g_warp_bar[32];
-float g_shfl[32][32];
-std::mutex g_atomic;
-float smem[1];
 #include "step.inc"
-
-template <class F> static void launch(unsigned gx, int nt, F f) {
-    for (unsigned bx = 0; bx < gx; bx++) {
-        std::barrier<> bb(nt);
-        g_block_bar = &bb;
-        for (int w = 0; w < nt / 32; w++) g_warp_bar[w] = new std::barrier<>(32);
-        std::vector<std::thread> th;
-        for (int t = 0; t < nt; t++)
-            th.emplace_back([=] { threadIdx = {(unsigned)t, 0, 0}; blockIdx = {bx, 0, 0}; f(); });
-        for (auto &x : th) x.join();
-        for (int w = 0; w < nt / 32; w++) delete g_warp_bar[w];
-    }
-}
-static uint64_t rs = 1;
-static float U(float lo, float hi) { rs = rs * 6364136223846793005ull + 1442695040888963407ull; return lo + (hi - lo) * (float)((rs >> 40) & 0xffffff) / 16777216.0f; }
-static double relerr(const float *g, const float *w, int64_t n) { double s = 0, e = 0; for (int64_t i = 0; i < n; i++) { if (std::isnan(g[i])) return 1e9; s = fmax(s, fabs(w[i])); e = fmax(e, fabs((double)g[i] - w[i])); } return s > 0 ? e / s : e; }
 
 template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
     const int64_t R = 3, ldbc = R + 2 * N + 1, ldz = 2 * E + 3;
@@ -46,7 +23,7 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
     mc_ref_selective_scan_step(&ex, wy.data(), wh.data(), u.data(), dt.data(), dtb.data(), A.data(), q.data() + R,
                                q.data() + R + N, ldbc, D.data(), xz.data() + E, ldz, n_seq, E, N);
     const int64_t threads = n_seq * E * TPC;
-    launch((unsigned)((threads + 127) / 128), 128, [&] {
+    launch((unsigned)((threads + 127) / 128), 1, 128, [&] {
         scan_step_kernel<TPC>(gy.data(), gh.data(), u.data(), dt.data(), dtb.data(), A.data(), q.data() + R,
                               q.data() + R + N, ldbc, D.data(), xz.data() + E, ldz, n_seq, E, N);
     });
@@ -54,7 +31,7 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
     printf("step TPC=%d n_seq=%ld E=%ld N=%ld: max err %.3g\n", TPC, n_seq, E, N, e);
     // dt_proj folded in: q's first R columns times a [E, R] weight in each dtype (int8 with group scales)
     for (int dtype : {MC_DTYPE_F32, MC_DTYPE_BF16, MC_DTYPE_F16, MC_DTYPE_I8}) {
-        const int64_t R = 1 + (int64_t)(rs % 50), ldq = R + 2 * N + 3, group = 8, ng = (R + group - 1) / group;
+        const int64_t R = 1 + (int64_t)(g_rs % 50), ldq = R + 2 * N + 3, group = 8, ng = (R + group - 1) / group;
         std::vector<float> qq(n_seq * ldq), wf(E * R), sc(E * ng);
         std::vector<uint16_t> w16(E * R);
         std::vector<int8_t> w8(E * R);
@@ -71,7 +48,7 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
         if (dtype == MC_DTYPE_I8) { w.scales = sc.data(); w.group = group; }
         std::vector<float> ry(n_seq * E), rh = h, qy(n_seq * E, NAN), qh = h;
         mc_ref_selective_scan_step_dt(&ex, ry.data(), rh.data(), u.data(), qq.data(), ldq, &w, dtb.data(), A.data(), D.data(), xz.data() + E, ldz, n_seq, E, N, R);
-        launch((unsigned)((threads + 127) / 128), 128, [&] {
+        launch((unsigned)((threads + 127) / 128), 1, 128, [&] {
             scan_step_dt_kernel<TPC>(qy.data(), qh.data(), u.data(), qq.data(), ldq, w.data, w.dtype, w.scales, w.group, dtb.data(), A.data(), D.data(), xz.data() + E, ldz, n_seq, E, N, R);
         });
         const double ed = fmax(relerr(qy.data(), ry.data(), n_seq * E), relerr(qh.data(), rh.data(), n_seq * E * N));

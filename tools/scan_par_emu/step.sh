@@ -3,7 +3,7 @@
 # in) against the reference step; prints ok.
 #   usage: tools/scan_par_emu/step.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
-here=$(cd "$(dirname "$0")" && pwd); root=$here/../..; out=${TMPDIR:-/tmp}/scan_par_emu; mkdir -p "$out"
+. "$(dirname "$0")/common.sh"
 python3 - "$root/src/kernels/cuda/scan.cu" "$out/step.inc" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
@@ -11,7 +11,5 @@ a = s.index('template <int TPC>\nstatic __device__ __forceinline__ float lanes_s
 b = s.index('template <int TPC>\nstatic mc_status scan_step')
 open(sys.argv[2], 'w').write(s[a:b])
 PY
-g++ -std=c++20 -O1 -I"$out" -I"$here" -I"$root/src" -I"$root/include" "$here/step.cpp" -o "$out/step" \
-    "$root/build-cuda/libmambac.a" -L/usr/local/cuda/lib64 -lcudart -lcublas -lcjson -lutf8proc -lopenblas -fopenmp \
-    -lpthread -lm
+emu_build step
 "$out/step"
