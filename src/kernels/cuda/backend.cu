@@ -78,6 +78,7 @@ static void exec_free(mc_exec *ex) {
     cudaFree(c->blas_work);
     cudaFree(c->work);
     cudaFree(c->sample_dev);
+    cudaFree(c->argmax_dev);
     if (c->sample_host != NULL) {
         cudaFreeHost(c->sample_host);
     }

@@ -40,6 +40,8 @@ typedef struct mc_cuda_ctx {
     size_t sample_dev_bytes;
     void *sample_host;  // its pinned host staging buffer (one upload, one download per call)
     size_t sample_host_bytes;
+    void *argmax_dev;   // the multi-block greedy choice's row counters (zero between calls) and block results
+    size_t argmax_dev_bytes;
 } mc_cuda_ctx;
 
 static inline mc_cuda_ctx *mc_cuda_ctx_of(const mc_exec *ex) {

@@ -528,6 +528,74 @@ static size_t align_up(size_t x) {
 
 // Grows the context's device workspace or pinned staging buffer to at least `bytes` (at least doubling, so a
 // history that grows a little each step does not reallocate each step). The stream is drained first.
+// Greedy choice without a penalty, the common decode case, over several blocks per row: one block reading all of a
+// 50280-entry row took ~12 µs of a ~650 µs step at batch 1 on an H100. Block g of row r takes the first argmax of
+// its slice by block_argmax_first's rule (NaN never chosen, ties to the lower index) into part_v/part_i[r, g]; the
+// last block of the row to finish (count[r], which it resets to 0) merges the G results in order and writes out[r].
+#define ARGMAX_SLICE 4096 // entries per block
+
+__global__ void __launch_bounds__(ST) argmax_rows_kernel(const float *__restrict__ logits, int64_t ld, int64_t V,
+                                                         float *part_v, int *part_i, unsigned *count,
+                                                         int32_t *__restrict__ out) {
+    __shared__ float red_f[SW];
+    __shared__ int red_i[SW];
+    __shared__ bool last;
+    const int64_t row = blockIdx.y;
+    const int g = (int)blockIdx.x, G = (int)gridDim.x;
+    const int64_t lo = (int64_t)g * ARGMAX_SLICE, hi = lo + ARGMAX_SLICE < V ? lo + ARGMAX_SLICE : V;
+    const float *s = logits + row * ld;
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += ST) {
+        const float v = s[i];
+        if (v > bv || (v == bv && (int)i < bi)) {
+            bv = v;
+            bi = (int)i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
+        const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if ((threadIdx.x & 31) == 0) {
+        red_f[threadIdx.x >> 5] = bv;
+        red_i[threadIdx.x >> 5] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < SW; w++) {
+            if (red_f[w] > bv || (red_f[w] == bv && red_i[w] < bi)) {
+                bv = red_f[w];
+                bi = red_i[w];
+            }
+        }
+        part_v[row * G + g] = bv;
+        part_i[row * G + g] = bi;
+        __threadfence(); // the result is visible before the count says so
+        last = atomicAdd(&count[row], 1u) == (unsigned)(G - 1);
+    }
+    __syncthreads();
+    if (last && threadIdx.x == 0) {
+        __threadfence();
+        bv = __ldcg(&part_v[row * G]);
+        bi = __ldcg(&part_i[row * G]);
+        for (int j = 1; j < G; j++) {
+            const float ov = __ldcg(&part_v[row * G + j]);
+            const int oi = __ldcg(&part_i[row * G + j]);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        out[row] = bi == INT_MAX ? 0 : bi;
+        count[row] = 0;
+    }
+}
+
 static mc_status grow(const mc_exec *ex, void **buf, size_t *have, size_t bytes, bool pinned) {
     if (bytes <= *have) {
         return MC_OK;
@@ -630,7 +698,27 @@ extern "C" mc_status mc_cuda_sample(const mc_exec *ex, int32_t *out_ids, const f
     p.out = (int32_t *)(stage + off_out);
     p.a = *a;
     p.a.penalty_on = use_prev;
-    sample_kernel<<<(unsigned)n, ST, 0, c->stream>>>(p);
+    const int64_t slices = (V + ARGMAX_SLICE - 1) / ARGMAX_SLICE;
+    if (!a->do_sample && !use_prev && slices > 1 && n <= 65535) {
+        // counters [n] | block values [n, slices] | block indices [n, slices]
+        const size_t off_v = align_up((size_t)n * sizeof(unsigned)), off_i = off_v + align_up((size_t)(n * slices) * 4),
+                     bytes = off_i + (size_t)(n * slices) * 4;
+        if (bytes > c->argmax_dev_bytes) {
+            st = grow(ex, &c->argmax_dev, &c->argmax_dev_bytes, bytes, false);
+            st = st != MC_OK ? st
+                             : mc_cuda_status(cudaMemsetAsync(c->argmax_dev, 0, c->argmax_dev_bytes, c->stream),
+                                              "sample counters", ex);
+            if (st != MC_OK) {
+                c->argmax_dev_bytes = 0; // counters of unknown state: allocate and clear again next time
+                return st;
+            }
+        }
+        char *w = (char *)c->argmax_dev;
+        argmax_rows_kernel<<<dim3((unsigned)slices, (unsigned)n), ST, 0, c->stream>>>(
+            logits, ld, V, (float *)(w + off_v), (int *)(w + off_i), (unsigned *)w, p.out);
+    } else {
+        sample_kernel<<<(unsigned)n, ST, 0, c->stream>>>(p);
+    }
     st = mc_cuda_launched("sample", ex);
     if (st == MC_OK) {
         st = mc_cuda_status(cudaMemcpyAsync(h + off_out, stage + off_out, (size_t)n * sizeof(int32_t),

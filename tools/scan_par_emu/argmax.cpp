@@ -1,0 +1,80 @@
+// Host emulation of sample.cu's argmax_rows_kernel (cut from the source by argmax.sh): rows of random, tied, NaN
+// and −inf entries, V around the slice of a block, several rows at once, the counters reused across calls; against
+// the device rule (the first index of the largest non-NaN entry, 0 when there is none).
+#include <climits>
+#include <cstring>
+#include "shim.h"
+thread_local dim3_ threadIdx, blockIdx;
+dim3_ blockDim = {256, 1, 1}, gridDim = {1, 1, 1};
+std::barrier<> *g_block_bar;
+std::barrier<> *g_warp_bar[32];
+float g_shfl[32][32];
+std::mutex g_atomic;
+float smem[1];
+static inline int __shfl_xor_sync(unsigned m, int v, int off) {
+    float f;
+    std::memcpy(&f, &v, 4);
+    f = __shfl_xor_sync(m, f, off);
+    std::memcpy(&v, &f, 4);
+    return v;
+}
+static inline unsigned atomicAdd(unsigned *p, unsigned v) { std::lock_guard<std::mutex> g(g_atomic); unsigned o = *p; *p = o + v; return o; }
+static inline void __threadfence() {}
+template <class T> static T __ldcg(const T *p) { return *p; }
+#include "argmax.inc"
+
+template <class F> static void launch(unsigned gx, unsigned gy, int nt, F f) {
+    gridDim = {gx, gy, 1};
+    for (unsigned by = 0; by < gy; by++)
+        for (unsigned bx = 0; bx < gx; bx++) {
+            std::barrier<> bb(nt);
+            g_block_bar = &bb;
+            for (int w = 0; w < nt / 32; w++) g_warp_bar[w] = new std::barrier<>(32);
+            std::vector<std::thread> th;
+            for (int t = 0; t < nt; t++)
+                th.emplace_back([=] { threadIdx = {(unsigned)t, 0, 0}; blockIdx = {bx, by, 0}; f(); });
+            for (auto &x : th) x.join();
+            for (int w = 0; w < nt / 32; w++) delete g_warp_bar[w];
+        }
+}
+static uint64_t rs = 3;
+static float U(float lo, float hi) { rs = rs * 6364136223846793005ull + 1442695040888963407ull; return lo + (hi - lo) * (float)((rs >> 40) & 0xffffff) / 16777216.0f; }
+
+static int want_of(const float *s, int64_t V) {
+    int best = -1;
+    for (int64_t i = 0; i < V; i++)
+        if (!std::isnan(s[i]) && (best < 0 || s[i] > s[best])) best = (int)i;
+    return best < 0 ? 0 : best;
+}
+
+int main() {
+    std::vector<unsigned> count(8, 0);
+    int bad = 0, cases = 0;
+    for (int64_t V : {1, 100, 4096, 4097, 9000, 50280})
+        for (int kind = 0; kind < 4; kind++) {
+            const int64_t n = 3, ld = V + 5, G = (V + ARGMAX_SLICE - 1) / ARGMAX_SLICE;
+            std::vector<float> x(n * ld), pv(n * G);
+            std::vector<int> pi(n * G);
+            std::vector<int32_t> out(n, -1);
+            for (auto &v : x) v = kind == 1 ? (float)(int)U(0, 3) : U(-5, 5); // kind 1: many ties
+            for (int64_t r = 0; r < n; r++) {
+                float *s = x.data() + r * ld;
+                if (kind == 2) for (int64_t i = 0; i < V; i += 3) s[i] = NAN;           // NaNs, s[0] among them
+                if (kind == 3) for (int64_t i = 0; i < V; i++) s[i] = -INFINITY;       // no finite entry
+                if (kind == 0 && r == 1) s[V - 1] = 100.0f;                            // the max in the last slice
+            }
+            launch((unsigned)G, (unsigned)n, 256, [&] {
+                argmax_rows_kernel(x.data(), ld, V, pv.data(), pi.data(), count.data(), out.data());
+            });
+            for (int64_t r = 0; r < n; r++) {
+                const int w = want_of(x.data() + r * ld, V);
+                cases++;
+                if (out[r] != w || count[r] != 0) {
+                    bad++;
+                    printf("V=%ld kind=%d row %ld: got %d want %d (count %u)\n", V, kind, r, out[r], w, count[r]);
+                }
+            }
+        }
+    printf("%s (%d rows, %d wrong)\n", bad == 0 ? "ok" : "FAILED", cases, bad);
+    return bad != 0;
+}
