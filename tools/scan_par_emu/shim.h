@@ -15,6 +15,7 @@
 #define __restrict__
 #define __shared__
 struct dim3_ { unsigned x, y, z; };
+struct alignas(16) float4 { float x, y, z, w; };
 // The emulated launch's state, defined here: each emulation is one program of one translation unit.
 inline thread_local dim3_ threadIdx, blockIdx;
 inline dim3_ blockDim = {1, 1, 1}, gridDim = {1, 1, 1};

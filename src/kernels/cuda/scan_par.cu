@@ -22,7 +22,8 @@
 // stores of [steps, channels] tiles are coalesced rows of W channels.
 //
 // Shared memory (floats; dynamic, opted in above 48 KiB):
-//   B, C of the chunk: 2 × 32 × (S·NP + 1)   (lane s's S rows of NP states, +1: lanes 32 banks apart)
+//   B, C of the chunk: 2 × 32 × (S·NP + 4)   (lane s's NP states of S steps each, state-major so that a state's S
+//                                            values are float4 reads; +4: 8 lanes' float4s on distinct banks)
 //   Δ and u (then y before the gate) tiles: 2 × W × (32·(S+1) + 32/W)
 //   per (channel, state): A·log2 e and the carried state: 2 × W × NP
 //
@@ -44,7 +45,7 @@
 // dA, dD and ddt_bias are reduced per warp (shuffles) into shared memory and added with one atomicAdd per element
 // per block at the end.
 //
-// Backward shared memory (floats): B, C: 2 × 32 × (S·NP + 1); v, u, gy tiles (then du, ddt, pre-gate y): 3 × W ×
+// Backward shared memory (floats): B, C: 2 × 32 × (S·NP + 4); v, u, gy tiles (then du, ddt, pre-gate y): 3 × W ×
 // (32·(S+1) + 32/W); sP: 2 × W × 32·(S+1); sAcc: 2 × NP × T; per (group channel, state) A, adjoint carry, dA:
 // 3 × W·G × NP; chunk starting states of the group: W × NP; dD, ddt_bias: 2 × W·G.
 // Scratch (device workspace): ck Bt·ceil(L/T)·E·N floats, part Bt·ceil(E/(W·G))·2N·L floats.
@@ -104,27 +105,39 @@ template <int S, int W, int NP> struct tile {
     static constexpr int T = 32 * S;
     static constexpr int XP = S + 1;
     static constexpr int CP = 32 * XP + 32 / W;
-    static constexpr int BCP = S * NP + 1;
+    static constexpr int BCP = S * NP + 4;
     static __device__ __forceinline__ int slot(int tt) { // position of chunk step tt inside a channel's tile
         return (tt / S) * XP + tt % S;
     }
-    static __device__ __forceinline__ int bc_slot(int tt, int n) { // position of B[tt, n] in the B (C) block
-        return (tt / S) * BCP + (tt % S) * NP + n;
+    // The S values of state n of a lane's slice (B or C block, lane's row at my), read as float4s.
+    static __device__ __forceinline__ void bc_row(const float *my, int n, float (&v)[S]) {
+        const float4 *p = reinterpret_cast<const float4 *>(my + n * S);
+#pragma unroll
+        for (int i = 0; i < S / 4; i++) {
+            const float4 q = p[i];
+            v[4 * i] = q.x;
+            v[4 * i + 1] = q.y;
+            v[4 * i + 2] = q.z;
+            v[4 * i + 3] = q.w;
+        }
     }
 };
 
-// Stages B (and C when with_c) rows t0 .. t0 + T of sequence b: zeros past L, so padding steps add nothing.
+// Stages B (and C when with_c) rows t0 .. t0 + T of sequence b: zeros past L and for states n ≥ N, so padding
+// steps add nothing. Consecutive threads take consecutive steps of one lane's slice and state, so the stores are
+// consecutive floats (the loads gather 8 rows a warp; B and C are small and shared by the grid through L2).
 template <int S, int W, int NP>
 __device__ __forceinline__ void stage_bc(float *sB, float *sC, const float *B, const float *C, int64_t ldbc,
                                          int64_t row0, int tl, int N, bool with_c) {
     using G = tile<S, W, NP>;
-    for (int idx = threadIdx.x; idx < G::T * N; idx += 32 * W) {
-        const int tt = idx / N, n = idx % N;
+    for (int idx = threadIdx.x; idx < G::T * NP; idx += 32 * W) {
+        const int lo = idx % S, n = (idx / S) % NP, hi = idx / (S * NP), tt = hi * S + lo;
         const int64_t at = (row0 + tt) * ldbc + n;
-        const bool ok = tt < tl;
-        sB[G::bc_slot(tt, n)] = ok ? B[at] : 0.0f;
+        const bool ok = tt < tl && n < N;
+        const int slot = hi * G::BCP + n * S + lo;
+        sB[slot] = ok ? B[at] : 0.0f;
         if (with_c) {
-            sC[G::bc_slot(tt, n)] = ok ? C[at] : 0.0f;
+            sC[slot] = ok ? C[at] : 0.0f;
         }
     }
 }
@@ -189,6 +202,9 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
     }
     const int64_t e = e0 + warp;
     const float Dv = !CK && e < E ? a.D[e] : 0.0f;
+    const int sc = threadIdx.x % W; // the channel this thread stages (32 · W threads: 32 steps of each channel)
+    const int64_t se = e0 + sc;
+    const float sbias = se < E ? a.dt_bias[se] : 0.0f;
     float *myD = sD + warp * G::CP + lane * G::XP, *myU = sU + warp * G::CP + lane * G::XP;
     const float *myB = sB + lane * G::BCP, *myC = sC + lane * G::BCP;
     for (int64_t ch = 0; ch < a.nch; ch++) {
@@ -207,12 +223,11 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
             }
         }
         stage_bc<S, W, NP>(sB, sC, a.B, a.C, a.ldbc, row0, tl, N, !CK);
-        for (int idx = threadIdx.x; idx < T * W; idx += 32 * W) {
-            const int tt = idx / W, c = idx % W;
-            const int64_t ee = e0 + c, at = (row0 + tt) * E + ee;
-            const bool ok = tt < tl && ee < E;
-            sD[c * G::CP + G::slot(tt)] = ok ? mc_dev_softplus(a.dt[at] + a.dt_bias[ee]) : 0.0f;
-            sU[c * G::CP + G::slot(tt)] = ok ? a.u[at] : 0.0f;
+        for (int tt = threadIdx.x / W; tt < T; tt += 32) { // a thread keeps its channel sc
+            const int64_t at = (row0 + tt) * E + se;
+            const bool ok = tt < tl && se < E;
+            sD[sc * G::CP + G::slot(tt)] = ok ? mc_dev_softplus(a.dt[at] + sbias) : 0.0f;
+            sU[sc * G::CP + G::slot(tt)] = ok ? a.u[at] : 0.0f;
         }
         __syncthreads();
         float dl[S], dul[S], yacc[S], sumD = 0.0f;
@@ -226,10 +241,11 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
         for (int n = 0; n < N; n++) {
             const float A2 = sA2[warp * NP + n];
             float d[S], x[S], hb = 0.0f;
+            G::bc_row(myB, n, x);
 #pragma unroll
             for (int i = 0; i < S; i++) {
                 d[i] = ex2(dl[i] * A2);
-                x[i] = dul[i] * myB[i * NP + n];
+                x[i] *= dul[i];
                 hb = fmaf(d[i], hb, x[i]);
             }
             float ag = ex2(sumD * A2);
@@ -245,10 +261,12 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
             }
             if (!CK) {
                 hcur = lane == 0 ? carry : hcur;
+                float cv[S];
+                G::bc_row(myC, n, cv);
 #pragma unroll
                 for (int i = 0; i < S; i++) {
                     hcur = fmaf(d[i], hcur, x[i]);
-                    yacc[i] = fmaf(myC[i * NP + n], hcur, yacc[i]);
+                    yacc[i] = fmaf(cv[i], hcur, yacc[i]);
                 }
             }
         }
@@ -258,12 +276,9 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
                 myU[i] = yacc[i] + Dv * myU[i];
             }
             __syncthreads();
-            for (int idx = threadIdx.x; idx < tl * W; idx += 32 * W) {
-                const int tt = idx / W, c = idx % W;
-                const int64_t ee = e0 + c, row = row0 + tt;
-                if (ee < E) {
-                    a.y[row * E + ee] = sU[c * G::CP + G::slot(tt)] * mc_dev_silu(a.z[row * a.ldz + ee]);
-                }
+            for (int tt = threadIdx.x / W; tt < tl && se < E; tt += 32) {
+                const int64_t row = row0 + tt;
+                a.y[row * E + se] = sU[sc * G::CP + G::slot(tt)] * mc_dev_silu(a.z[row * a.ldz + se]);
             }
         }
     }
@@ -389,11 +404,12 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
             for (int n = 0; n < N; n++) {
                 const float An = sA[cb * NP + n], A2 = An * kLog2e;
                 // Forward over the slice from 0, scan, then the states h[i] after each step (hs: before the first).
-                float d[S], Bv[S], hh[S], q[S], hb = 0.0f;
+                float d[S], Bv[S], Cv[S], hh[S], q[S], hb = 0.0f;
+                TL::bc_row(myB, n, Bv);
+                TL::bc_row(myC, n, Cv);
 #pragma unroll
                 for (int i = 0; i < S; i++) {
                     d[i] = ex2(dl[i] * A2);
-                    Bv[i] = myB[i * NP + n];
                     hb = fmaf(d[i], hb, (dl[i] * ul[i]) * Bv[i]);
                 }
                 const float a_own = ex2(sumD * A2);
@@ -416,9 +432,8 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                 float gb = 0.0f;
 #pragma unroll
                 for (int i = S - 1; i >= 0; i--) {
-                    const float Cn = myC[i * NP + n];
-                    q[i] = gyl[i] * Cn;
-                    ro[i] = fmaf(Cn, hh[i], ro[i]);
+                    q[i] = gyl[i] * Cv[i];
+                    ro[i] = fmaf(Cv[i], hh[i], ro[i]);
                     gb = d[i] * (gb + q[i]);
                 }
                 const float gc = sCar[cb * NP + n];
