@@ -123,21 +123,41 @@ template <int S, int W, int NP> struct tile {
     }
 };
 
-// Stages B (and C when with_c) rows t0 .. t0 + T of sequence b: zeros past L and for states n ≥ N, so padding
-// steps add nothing. Consecutive threads take consecutive steps of one lane's slice and state, so the stores are
-// consecutive floats (the loads gather 8 rows a warp; B and C are small and shared by the grid through L2).
+// Stages B (and C when with_c) rows t0 .. t0 + T of sequence b, states 0 .. 2^ln ≥ N: zeros past L and for states
+// n ≥ N, so padding steps add nothing. Consecutive threads take consecutive steps of one lane's slice and state, so
+// the stores are consecutive floats (the loads gather 8 rows a warp; B and C are small and shared by the grid through
+// L2). Loads go out in batches of 8 a thread before their stores, so a batch waits for memory once.
 template <int S, int W, int NP>
 __device__ __forceinline__ void stage_bc(float *sB, float *sC, const float *B, const float *C, int64_t ldbc,
                                          int64_t row0, int tl, int N, bool with_c) {
     using G = tile<S, W, NP>;
-    for (int idx = threadIdx.x; idx < G::T * NP; idx += 32 * W) {
-        const int lo = idx % S, n = (idx / S) % NP, hi = idx / (S * NP), tt = hi * S + lo;
-        const int64_t at = (row0 + tt) * ldbc + n;
-        const bool ok = tt < tl && n < N;
-        const int slot = hi * G::BCP + n * S + lo;
-        sB[slot] = ok ? B[at] : 0.0f;
-        if (with_c) {
-            sC[slot] = ok ? C[at] : 0.0f;
+    constexpr int NT = 32 * W, lS = S == 4 ? 2 : 3, BATCH = 8;
+    int ln = 0; // states staged: 2^ln ≥ N (states past N are never read)
+    while ((1 << ln) < N) {
+        ln++;
+    }
+    const int total = G::T << ln;
+    for (int base = 0; base < total; base += BATCH * NT) {
+        float vb[BATCH], vc[BATCH];
+#pragma unroll
+        for (int k = 0; k < BATCH; k++) {
+            const int idx = base + k * NT + threadIdx.x;
+            const int lo = idx & (S - 1), n = (idx >> lS) & ((1 << ln) - 1), tt = (idx >> (lS + ln)) * S + lo;
+            const bool ok = idx < total && tt < tl && n < N;
+            const int64_t at = (row0 + tt) * ldbc + n;
+            vb[k] = ok ? B[at] : 0.0f;
+            vc[k] = ok && with_c ? C[at] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < BATCH; k++) {
+            const int idx = base + k * NT + threadIdx.x;
+            const int lo = idx & (S - 1), n = (idx >> lS) & ((1 << ln) - 1), hi = idx >> (lS + ln);
+            if (idx < total) {
+                sB[hi * G::BCP + n * S + lo] = vb[k];
+                if (with_c) {
+                    sC[hi * G::BCP + n * S + lo] = vc[k];
+                }
+            }
         }
     }
 }
@@ -223,11 +243,23 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
             }
         }
         stage_bc<S, W, NP>(sB, sC, a.B, a.C, a.ldbc, row0, tl, N, !CK);
-        for (int tt = threadIdx.x / W; tt < T; tt += 32) { // a thread keeps its channel sc
-            const int64_t at = (row0 + tt) * E + se;
-            const bool ok = tt < tl && se < E;
-            sD[sc * G::CP + G::slot(tt)] = ok ? mc_dev_softplus(a.dt[at] + sbias) : 0.0f;
-            sU[sc * G::CP + G::slot(tt)] = ok ? a.u[at] : 0.0f;
+        { // Δ and u: a thread keeps its channel sc and takes steps 32 apart, all S loads of each out at once
+            float vd[S], vu[S];
+#pragma unroll
+            for (int k = 0; k < S; k++) {
+                const int tt = threadIdx.x / W + 32 * k;
+                const int64_t at = (row0 + tt) * E + se;
+                const bool ok = tt < tl && se < E;
+                vd[k] = ok ? a.dt[at] : 0.0f;
+                vu[k] = ok ? a.u[at] : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < S; k++) {
+                const int tt = threadIdx.x / W + 32 * k;
+                const bool ok = tt < tl && se < E;
+                sD[sc * G::CP + G::slot(tt)] = ok ? mc_dev_softplus(vd[k] + sbias) : 0.0f;
+                sU[sc * G::CP + G::slot(tt)] = vu[k];
+            }
         }
         __syncthreads();
         float dl[S], dul[S], yacc[S], sumD = 0.0f;
@@ -276,9 +308,18 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
                 myU[i] = yacc[i] + Dv * myU[i];
             }
             __syncthreads();
-            for (int tt = threadIdx.x / W; tt < tl && se < E; tt += 32) {
-                const int64_t row = row0 + tt;
-                a.y[row * E + se] = sU[sc * G::CP + G::slot(tt)] * mc_dev_silu(a.z[row * a.ldz + se]);
+            float vz[S];
+#pragma unroll
+            for (int k = 0; k < S; k++) { // the gate's loads out at once, then the stores
+                const int tt = threadIdx.x / W + 32 * k;
+                vz[k] = tt < tl && se < E ? a.z[(row0 + tt) * a.ldz + se] : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < S; k++) {
+                const int tt = threadIdx.x / W + 32 * k;
+                if (tt < tl && se < E) {
+                    a.y[(row0 + tt) * E + se] = sU[sc * G::CP + G::slot(tt)] * mc_dev_silu(vz[k]);
+                }
             }
         }
     }
@@ -370,21 +411,36 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
             const int64_t e0 = eb + (int64_t)g * W;
             __syncthreads(); // the previous group's outputs are stored
             // v = dt + dt_bias (−inf past L or E: Δ = softplus(−inf) = 0 and softplus' = σ(−inf) = 0), u, gy.
-            for (int idx = threadIdx.x; idx < T * W; idx += NT) {
-                const int tt = idx / W, c = idx % W;
-                const int64_t ee = e0 + c, at = (row0 + tt) * E + ee;
-                const bool ok = tt < tl && ee < E;
-                float v = -INFINITY, uv = 0.0f, gy = 0.0f;
-                if (ok) {
-                    const float zv = a.z[(row0 + tt) * a.ldz + ee];
-                    v = a.dt[at] + a.dt_bias[ee];
-                    uv = a.u[at];
-                    gy = a.dy[at] * (zv * mc_sigmoid(zv)); // gradient wrt C·h + D·u
+            { // a thread keeps channel c and takes steps 32 apart, all S loads of each out at once
+                const int c = threadIdx.x % W;
+                const int64_t ee = e0 + c;
+                const float bias = ee < E ? a.dt_bias[ee] : 0.0f;
+                float v0[S], v1[S];
+#pragma unroll
+                for (int k = 0; k < S; k++) {
+                    const int tt = threadIdx.x / W + 32 * k;
+                    const bool ok = tt < tl && ee < E;
+                    v0[k] = ok ? a.dt[(row0 + tt) * E + ee] : 0.0f;
+                    v1[k] = ok ? a.u[(row0 + tt) * E + ee] : 0.0f;
                 }
-                const int s = c * TL::CP + TL::slot(tt);
-                sV[s] = v;
-                sU[s] = uv;
-                sG[s] = gy;
+#pragma unroll
+                for (int k = 0; k < S; k++) {
+                    const int tt = threadIdx.x / W + 32 * k;
+                    const int s = c * TL::CP + TL::slot(tt);
+                    sV[s] = tt < tl && ee < E ? v0[k] + bias : -INFINITY;
+                    sU[s] = v1[k];
+                }
+#pragma unroll
+                for (int k = 0; k < S; k++) {
+                    const int tt = threadIdx.x / W + 32 * k;
+                    const bool ok = tt < tl && ee < E;
+                    v0[k] = ok ? a.z[(row0 + tt) * a.ldz + ee] : 0.0f;
+                    v1[k] = ok ? a.dy[(row0 + tt) * E + ee] : 0.0f;
+                }
+#pragma unroll
+                for (int k = 0; k < S; k++) { // gradient wrt C·h + D·u
+                    sG[c * TL::CP + TL::slot(threadIdx.x / W + 32 * k)] = v1[k] * (v0[k] * mc_sigmoid(v0[k]));
+                }
             }
             for (int idx = threadIdx.x; idx < W * N; idx += NT) {
                 const int c = idx / N, n = idx % N;
@@ -406,7 +462,6 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                 // Forward over the slice from 0, scan, then the states h[i] after each step (hs: before the first).
                 float d[S], Bv[S], Cv[S], hh[S], q[S], hb = 0.0f;
                 TL::bc_row(myB, n, Bv);
-                TL::bc_row(myC, n, Cv);
 #pragma unroll
                 for (int i = 0; i < S; i++) {
                     d[i] = ex2(dl[i] * A2);
@@ -430,6 +485,7 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                 // Adjoint: the slice backwards from 0, scan from lane 31 (the adjoint from the next chunk folded
                 // in there), then g entering each slice's last step.
                 float gb = 0.0f;
+                TL::bc_row(myC, n, Cv);
 #pragma unroll
                 for (int i = S - 1; i >= 0; i--) {
                     q[i] = gyl[i] * Cv[i];
@@ -506,15 +562,27 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_bwd_kernel(const bwd_ar
                 sdb[cb] += sdbv;
             }
             __syncthreads();
-            for (int idx = threadIdx.x; idx < tl * W; idx += NT) {
-                const int tt = idx / W, c = idx % W;
-                const int64_t ee = e0 + c, row = row0 + tt;
-                if (ee < E) {
-                    const int s = c * TL::CP + TL::slot(tt);
-                    const float zv = a.z[row * a.ldz + ee];
-                    a.du[row * E + ee] = sV[s];
-                    a.ddt[row * E + ee] = sU[s];
-                    a.dz[row * a.ldz + ee] = a.dy[row * E + ee] * sG[s] * mc_silu_grad(mc_sigmoid(zv), zv);
+            { // outputs: channel c, steps 32 apart, the loads of z and dy out at once
+                const int c = threadIdx.x % W;
+                const int64_t ee = e0 + c;
+                float vz[S], vy[S];
+#pragma unroll
+                for (int k = 0; k < S; k++) {
+                    const int tt = threadIdx.x / W + 32 * k;
+                    const bool ok = tt < tl && ee < E;
+                    vz[k] = ok ? a.z[(row0 + tt) * a.ldz + ee] : 0.0f;
+                    vy[k] = ok ? a.dy[(row0 + tt) * E + ee] : 0.0f;
+                }
+#pragma unroll
+                for (int k = 0; k < S; k++) {
+                    const int tt = threadIdx.x / W + 32 * k;
+                    if (tt < tl && ee < E) {
+                        const int64_t row = row0 + tt;
+                        const int s = c * TL::CP + TL::slot(tt);
+                        a.du[row * E + ee] = sV[s];
+                        a.ddt[row * E + ee] = sU[s];
+                        a.dz[row * a.ldz + ee] = vy[k] * sG[s] * mc_silu_grad(mc_sigmoid(vz[k]), vz[k]);
+                    }
                 }
             }
         }
