@@ -294,7 +294,7 @@ static void conv_case(int64_t Bt, int64_t L, int64_t E, int64_t K, bool bias, ui
 }
 
 static void test_conv1d(void **unused) {
-    const int64_t Bts[] = { 1, 3 }, Ls[] = { 1, 2, 3, 5, 17, 130 }, Es[] = { 1, 3, 17, 65 }, Ks[] = { 1, 2, 4 };
+    const int64_t Bts[] = { 1, 3 }, Ls[] = { 1, 2, 3, 5, 17, 130 }, Es[] = { 1, 3, 17, 65, 129 }, Ks[] = { 1, 2, 4 };
     uint64_t seed = 300;
     for (size_t bi = 0; bi < ARRAY_LEN(Bts); bi++) {
         for (size_t li = 0; li < ARRAY_LEN(Ls); li++) {

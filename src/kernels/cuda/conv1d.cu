@@ -41,14 +41,59 @@ __global__ void conv1d_state_kernel(float *__restrict__ state, const float *__re
     }
 }
 
+// The same for a kernel width KW known at compile time: a thread owns channel e (threads: consecutive channels)
+// and TT consecutive steps of one sequence (grid: step runs, channel blocks, sequences), so its window's KW − 1 + TT
+// inputs are read once, all loads out before the sums.
+template <int KW, int TT>
+__global__ void conv1d_tile_kernel(float *__restrict__ u, const float *__restrict__ state,
+                                   const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+                                   const float *__restrict__ bias, int64_t L, int64_t E) {
+    const int64_t e = (int64_t)blockIdx.y * blockDim.x + threadIdx.x, t0 = (int64_t)blockIdx.x * TT,
+                  b = blockIdx.z;
+    if (e >= E) {
+        return;
+    }
+    const float *xb = x + b * L * ldx + e;
+    const float *sb = state + (b * E + e) * KW;
+    float win[KW - 1 + TT], wk[KW];
+#pragma unroll
+    for (int j = 0; j < KW - 1 + TT; j++) { // window slot j is step t0 − (KW − 1) + j
+        const int64_t s = t0 - (KW - 1) + j;
+        win[j] = s < 0 ? sb[KW + s] : s < L ? xb[s * ldx] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < KW; k++) {
+        wk[k] = w[e * KW + k];
+    }
+    const float b0 = bias != nullptr ? bias[e] : 0.0f;
+    float *ub = u + (b * L + t0) * E + e;
+#pragma unroll
+    for (int i = 0; i < TT; i++) {
+        if (t0 + i < L) {
+            float acc = b0;
+#pragma unroll
+            for (int k = 0; k < KW; k++) {
+                acc += wk[k] * win[i + k];
+            }
+            ub[(int64_t)i * E] = mc_dev_silu(acc);
+        }
+    }
+}
+
 extern "C" mc_status mc_cuda_conv1d(const mc_exec *ex, float *u, float *state, const float *x, int64_t ldx,
                                     const float *w, const float *bias, int64_t Bt, int64_t L, int64_t E, int64_t K) {
     if (Bt * L * E <= 0) {
         return MC_OK;
     }
     cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
-    conv1d_kernel<<<mc_cuda_blocks(Bt * L * E, CONV_THREADS), CONV_THREADS, 0, s>>>(u, state, x, ldx, w, bias, Bt, L,
-                                                                                    E, K);
+    constexpr int TT = 8;
+    if (K == 4 && Bt <= 65535 && (L + TT - 1) / TT <= INT32_MAX) {
+        const dim3 grid((unsigned)((L + TT - 1) / TT), (unsigned)mc_cuda_blocks(E, 128), (unsigned)Bt);
+        conv1d_tile_kernel<4, TT><<<grid, 128, 0, s>>>(u, state, x, ldx, w, bias, L, E);
+    } else {
+        conv1d_kernel<<<mc_cuda_blocks(Bt * L * E, CONV_THREADS), CONV_THREADS, 0, s>>>(u, state, x, ldx, w, bias, Bt,
+                                                                                        L, E, K);
+    }
     mc_status st = mc_cuda_launched("conv1d", ex);
     if (st != MC_OK) {
         return st;
