@@ -233,9 +233,9 @@ __global__ void __launch_bounds__(128)
                      int64_t N) {
     mc_pdl_wait();
     mc_pdl_trigger();
-    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC; // (sequence, channel)
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) / TPC; // (sequence, channel); < 2^31 (launcher)
     const bool live = i < n_seq * E;
-    const int64_t e = live ? i % E : 0, b = live ? i / E : 0;
+    const int64_t e = live ? i % (unsigned)E : 0, b = live ? i / (unsigned)E : 0;
     step_channel<TPC>(y, h, u, live ? dt[b * E + e] : 0.0f, dt_bias, A, B, C, ldbc, D, z, ldz, live, b, e,
                       (int)(threadIdx.x % TPC), E, N);
 }
@@ -251,10 +251,10 @@ __global__ void __launch_bounds__(128)
                         int64_t ldz, int64_t n_seq, int64_t E, int64_t N, int64_t R) {
     mc_pdl_wait();
     mc_pdl_trigger();
-    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / TPC;
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) / TPC; // < 2^31 (launcher)
     const int lane = (int)(threadIdx.x % TPC);
     const bool live = i < n_seq * E;
-    const int64_t e = live ? i % E : 0, b = live ? i / E : 0;
+    const int64_t e = live ? i % (unsigned)E : 0, b = live ? i / (unsigned)E : 0;
     float part = 0.0f;
     if (live) {
         const float *qb = q + b * ldq;
@@ -291,9 +291,20 @@ static mc_status scan_step_dt(const mc_exec *ex, float *y, float *h, const float
     return mc_cuda_launched("selective_scan_step_dt", ex);
 }
 
-// Lanes per channel: the states rounded up to a power of two, 4 to 32.
-static int step_lanes(int64_t N) {
-    return N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
+// Lanes per channel: the states rounded up to a power of two, 4 to 32, while the threads stay few; with many
+// channels (batched decode) fewer, down to 4, each with more states, so a channel's own work (softplus, dt_proj's
+// dot product, the index) is shared by more states (H100, batch 64 × 1536 channels, 16 lanes: 29 µs a call).
+static int step_lanes(int64_t N, int64_t channels) {
+    int lanes = N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
+    while (lanes > 4 && channels * lanes > 65536) {
+        lanes /= 2;
+    }
+    return lanes;
+}
+
+// The step kernels index (sequence, channel, lane) in 32 bits.
+static bool step_fits(int64_t n_seq, int64_t E) {
+    return n_seq * E * 32 + 128 < INT32_MAX;
 }
 
 extern "C" mc_status mc_cuda_selective_scan_step_dt(const mc_exec *ex, float *y, float *h, const float *u,
@@ -304,11 +315,15 @@ extern "C" mc_status mc_cuda_selective_scan_step_dt(const mc_exec *ex, float *y,
     if (n_seq * E <= 0) {
         return MC_OK;
     }
+    if (!step_fits(n_seq, E)) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan_step_dt: %lld sequences × %lld "
+                       "channels is too many for one step", (long long)n_seq, (long long)E);
+    }
     if (dt_w->rows != E || dt_w->cols != R) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID, "cuda selective_scan_step_dt: dt_proj weight is [%lld, %lld], "
                        "not [%lld, %lld]", (long long)dt_w->rows, (long long)dt_w->cols, (long long)E, (long long)R);
     }
-    switch (step_lanes(N)) {
+    switch (step_lanes(N, n_seq * E)) {
         case 4:
             return scan_step_dt<4>(ex, y, h, u, q, ldq, dt_w, dt_bias, A, D, z, ldz, n_seq, E, N, R);
         case 8:
@@ -327,7 +342,11 @@ extern "C" mc_status mc_cuda_selective_scan_step(const mc_exec *ex, float *y, fl
     if (n_seq * E <= 0) {
         return MC_OK;
     }
-    switch (step_lanes(N)) {
+    if (!step_fits(n_seq, E)) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda selective_scan_step: %lld sequences × %lld channels "
+                       "is too many for one step", (long long)n_seq, (long long)E);
+    }
+    switch (step_lanes(N, n_seq * E)) {
         case 4:
             return scan_step<4>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, n_seq, E, N);
         case 8:
