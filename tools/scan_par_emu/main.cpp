@@ -5,12 +5,15 @@ extern "C" {
 }
 #include "kern.inc" // cut from scan_par.cu by run.sh
 
+static bool g_aligned; // rows of q as x_proj lays them out for Mamba (B and C 16-byte aligned) or misaligned
 template <int S, int W, int G, int NP> void run(int64_t Bt, int64_t L, int64_t E, int64_t N) {
-    const int64_t R = 3, ldbc = R + 2 * N + 1, ldz = 2 * E + 1, rows = Bt * L, SS = Bt * E * N;
+    const int64_t R = g_aligned ? 4 : 3, ldbc = R + 2 * N + (g_aligned ? 0 : 1), ldz = 2 * E + 1, rows = Bt * L,
+                  SS = Bt * E * N;
     std::vector<float> u(rows * E), dt(rows * E), q(rows * ldbc), xz(rows * ldz), dtb(E), A(E * N), D(E), h0(SS), dy(rows * E), dhT(SS);
     for (auto &v : u) v = U(-2, 2);
     for (auto &v : dt) { int k = (int)U(0, 10); v = k < 7 ? U(-5, 2.5) : k < 8 ? U(19, 21) : k < 9 ? 95.f : -30.f; }
     for (auto &v : q) v = U(-1, 1);
+    if (g_aligned && (uintptr_t)q.data() % 16 != 0) { puts("q is not 16-byte aligned: FAIL"); exit(1); }
     for (auto &v : xz) v = U(-4, 4);
     for (auto &v : dtb) v = U(-2, 1);
     for (auto &v : A) v = -expf(U(-2, logf((float)N) + 0.5f));
@@ -54,6 +57,7 @@ template <int S, int W, int G, int NP> void run(int64_t Bt, int64_t L, int64_t E
 int main(int argc, char **argv) {
     int64_t Bt = atoll(argv[1]), L = atoll(argv[2]), E = atoll(argv[3]), N = atoll(argv[4]);
     int cfg = argc > 5 ? atoi(argv[5]) : 1;
+    g_aligned = argc > 6 && atoi(argv[6]) != 0;
     if (cfg == 1) run<4, 8, 4, 16>(Bt, L, E, N);
     if (cfg == 2) run<8, 8, 2, 16>(Bt, L, E, N);
     if (cfg == 3) run<4, 8, 4, 64>(Bt, L, E, N);

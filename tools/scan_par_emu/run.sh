@@ -2,7 +2,8 @@
 # Host emulation of scan_par.cu's kernels (no GPU needed): every CUDA thread of a block is a std::thread, barriers
 # stand for __syncthreads/__syncwarp, shuffles go through a per-warp array, ex2.approx is exp2f. The kernels are cut
 # out of src/kernels/cuda/scan_par.cu as they are and compared with the reference twins (forward y, h; backward du,
-# ddt, dz, dB, dC with padding, dA, dD, ddt_bias, dh0). Launchers (grid, scratch) are not covered: the CUDA tests are.
+# ddt, dz, dB, dC with padding, dA, dD, ddt_bias, dh0), with the rows of B and C misaligned and 16-byte aligned (the
+# float4 staging). Launchers (grid, scratch) are not covered: the CUDA tests are.
 #   usage: tools/scan_par_emu/run.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
 . "$(dirname "$0")/common.sh"
@@ -28,6 +29,6 @@ for cfg in 1 2 3 4; do
         "2 520 10 16" "1 300 3 17" "1 33 17 64"; do
         set -- $shape
         if [ "$cfg" != 3 ] && [ "$4" -gt 16 ]; then continue; fi
-        "$out/main" $shape $cfg
+        for al in 0 1; do "$out/main" $shape $cfg $al; done
     done
-done | awk '{ print } /fwd|bwd/ { for (i = 1; i <= NF; i++) if ($i + 0 > 1e-5) bad = 1 } END { if (bad) { print "FAIL"; exit 1 } print "ok" }'
+done | awk '{ print } /FAIL/ { bad = 1 } /fwd|bwd/ { for (i = 1; i <= NF; i++) if ($i + 0 > 1e-5) bad = 1 } END { if (bad) { print "FAIL"; exit 1 } print "ok" }'

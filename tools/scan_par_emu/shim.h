@@ -16,6 +16,7 @@
 #define __shared__
 struct dim3_ { unsigned x, y, z; };
 struct alignas(16) float4 { float x, y, z, w; };
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 // The emulated launch's state, defined here: each emulation is one program of one translation unit.
 inline thread_local dim3_ threadIdx, blockIdx;
 inline dim3_ blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
@@ -38,8 +39,10 @@ inline float __shfl_xor_sync(unsigned, float v, int off) { int l = threadIdx.x %
 inline std::mutex g_atomic;
 inline float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(g_atomic); float o = *p; *p = o + v; return o; }
 #define asm(...) (y = exp2f(x))
-static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
-static inline float mc_dev_silu(float v) { return v / (1.0f + expf(-v)); }
+// common.cuh's device math with ex2.approx as exp2f (the device's flush of results below 2^-126 left out)
+static inline float mc_dev_exp(float v) { return exp2f(v * 1.4426950408889634f); }
+static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : log1pf(mc_dev_exp(v)); }
+static inline float mc_dev_silu(float v) { return v / (1.0f + mc_dev_exp(-v)); }
 inline float smem[1 << 16];
 #define FULL_MASK 0xffffffffu
 static inline void mc_pdl_wait() {}

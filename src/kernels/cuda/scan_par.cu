@@ -124,7 +124,7 @@ template <int S, int W, int NP> struct tile {
 };
 
 // Stages B (and C when with_c) rows t0 .. t0 + T of sequence b, states 0 .. 2^ln ≥ N: zeros past L and for states
-// n ≥ N, so padding steps add nothing. Consecutive threads take consecutive steps of one lane's slice and state, so
+// n ≥ N, so padding steps add nothing. Aligned rows of a power-of-two N ≥ 4 (Mamba's 16) are read as float4s. Consecutive threads take consecutive steps of one lane's slice and state, so
 // the stores are consecutive floats (the loads gather 8 rows a warp; B and C are small and shared by the grid through
 // L2). Loads go out in batches of 8 a thread before their stores, so a batch waits for memory once.
 template <int S, int W, int NP>
@@ -135,6 +135,40 @@ __device__ __forceinline__ void stage_bc(float *sB, float *sC, const float *B, c
     int ln = 0; // states staged: 2^ln ≥ N (states past N are never read)
     while ((1 << ln) < N) {
         ln++;
+    }
+    if (N == 1 << ln && N >= 4 && ldbc % 4 == 0 && ((uintptr_t)B | (uintptr_t)(with_c ? C : B)) % 16 == 0) {
+        // Rows as float4s (4 states): consecutive threads read a row's quads, then its neighbours' (a warp: 8 rows
+        // of 16 states); each quad's 4 values go to 4 state rows of the slice's block.
+        const int lq = ln - 2, total4 = G::T << lq;
+        for (int base = 0; base < total4; base += 4 * NT) {
+            float4 vb[4], vc[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int idx = base + k * NT + threadIdx.x, q = idx & ((1 << lq) - 1), tt = idx >> lq;
+                const bool ok = idx < total4 && tt < tl;
+                const int64_t at = (row0 + tt) * ldbc + 4 * q;
+                vb[k] = ok ? *reinterpret_cast<const float4 *>(B + at) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                vc[k] = ok && with_c ? *reinterpret_cast<const float4 *>(C + at) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int idx = base + k * NT + threadIdx.x, q = idx & ((1 << lq) - 1), tt = idx >> lq;
+                if (idx < total4) {
+                    const int slot = (tt >> lS) * G::BCP + 4 * q * S + (tt & (S - 1));
+                    sB[slot] = vb[k].x;
+                    sB[slot + S] = vb[k].y;
+                    sB[slot + 2 * S] = vb[k].z;
+                    sB[slot + 3 * S] = vb[k].w;
+                    if (with_c) {
+                        sC[slot] = vc[k].x;
+                        sC[slot + S] = vc[k].y;
+                        sC[slot + 2 * S] = vc[k].z;
+                        sC[slot + 3 * S] = vc[k].w;
+                    }
+                }
+            }
+        }
+        return;
     }
     const int total = G::T << ln;
     for (int base = 0; base < total; base += BATCH * NT) {
