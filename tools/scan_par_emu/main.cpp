@@ -62,4 +62,5 @@ int main(int argc, char **argv) {
     if (cfg == 2) run<8, 8, 2, 16>(Bt, L, E, N);
     if (cfg == 3) run<4, 8, 4, 64>(Bt, L, E, N);
     if (cfg == 4) run<8, 8, 4, 16>(Bt, L, E, N);
+    if (cfg == 5) run<16, 8, 4, 16>(Bt, L, E, N); // the forward's configuration 4 (S 16); its backward as a check too
 }

@@ -24,7 +24,7 @@ body = body.replace('    extern __shared__ float smem[];', '')
 open(sys.argv[2], 'w').write(body)
 PY
 emu_build main
-for cfg in 1 2 3 4; do
+for cfg in 1 2 3 4 5; do
     for shape in "1 1 1 1" "2 31 8 16" "3 128 17 16" "2 129 33 5" "1 257 40 16" "2 261 9 13" "1 0 9 4" "2 40 9 0" \
         "2 520 10 16" "1 300 3 17" "1 33 17 64"; do
         set -- $shape

@@ -100,7 +100,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 // s's S steps at s·XP (XP odd: a warp's lanes read 32 banks); CP ≡ 32 / W (mod 32) keeps the coalesced staging
 // writes (W channels × 32 / W steps a warp) on distinct banks.
 template <int S, int W, int NP> struct tile {
-    static_assert(S == 4 || S == 8, "S: steps a lane");
+    static_assert(S == 4 || S == 8 || S == 16, "S: steps a lane");
     static_assert(W == 4 || W == 8 || W == 16, "W: warps (channels) a block");
     static constexpr int T = 32 * S;
     static constexpr int XP = S + 1;
@@ -131,7 +131,7 @@ template <int S, int W, int NP>
 __device__ __forceinline__ void stage_bc(float *sB, float *sC, const float *B, const float *C, int64_t ldbc,
                                          int64_t row0, int tl, int N, bool with_c) {
     using G = tile<S, W, NP>;
-    constexpr int NT = 32 * W, lS = S == 4 ? 2 : 3, BATCH = 8;
+    constexpr int NT = 32 * W, lS = S == 4 ? 2 : S == 8 ? 3 : 4, BATCH = 8;
     int ln = 0; // states staged: 2^ln ≥ N (states past N are never read)
     while ((1 << ln) < N) {
         ln++;
@@ -716,14 +716,15 @@ mc_status bwd_launch(const mc_exec *ex, bwd_args a, int64_t Bt, const float *h0)
 
 // ---- entries ------------------------------------------------------------------------------------------------------
 
-// Forward configurations: 1: S 8, N ≤ 16 (chunks of 256 steps); 2: S 4, N ≤ 16 (128); 3: S 4, N ≤ 64 (128).
+// Forward configurations: 1: S 8, N ≤ 16 (chunks of 256 steps); 2: S 4, N ≤ 16 (128); 3: S 4, N ≤ 64 (128); 4: S 16,
+// N ≤ 16 (512 steps; the per-state lane scan spread over twice the steps, at half the blocks an SM).
 mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                            const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N) {
     if (config == 0) {
         config = N <= 16 ? 1 : 3;
     }
-    if (N > (config == 3 ? 64 : 16) || config < 1 || config > 3 || Bt > 65535) {
+    if (N > (config == 3 ? 64 : 16) || config < 1 || config > 4 || Bt > 65535) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
                        "cuda selective_scan (parallel, configuration %d): N=%lld Bt=%lld not supported", config,
                        (long long)N, (long long)Bt);
@@ -736,8 +737,10 @@ mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, co
         return fwd_launch<8, 8, 16, false, 4>(ex, a, Bt);
     case 2:
         return fwd_launch<4, 8, 16, false, 4>(ex, a, Bt);
-    default:
+    case 3:
         return fwd_launch<4, 8, 64, false, 2>(ex, a, Bt);
+    default:
+        return fwd_launch<16, 8, 16, false, 2>(ex, a, Bt);
     }
 }
 
