@@ -403,9 +403,9 @@ static void scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, uint64_t seed
 
 // The decode step with dt_proj folded in (selective_scan_step_dt) against its reference twin: every weight dtype
 // of dt_proj, ranks below and above the lanes of a channel, states from 1 to 65, rows of q padded.
-static void step_dt_case(int dtype, int64_t n_seq, int64_t E, int64_t N, int64_t R, uint64_t seed) {
+static void step_dt_case(int dtype, int64_t n_seq, int64_t E, int64_t N, int64_t R, int64_t pad, uint64_t seed) {
     mc_test_rng r = { seed };
-    const int64_t ldq = R + 2 * N + 2, ldz = 2 * E + 1, group = 16;
+    const int64_t ldq = R + 2 * N + pad, ldz = 2 * E + 1, group = 16;
     float *u = alloc_f32(n_seq * E), *q = alloc_f32(n_seq * ldq), *dtb = alloc_f32(E), *A = alloc_f32(E * N);
     float *D = alloc_f32(E), *xz = alloc_f32(n_seq * ldz), *h0 = alloc_f32(n_seq * E * N);
     float *want_y = alloc_f32(n_seq * E), *want_h = alloc_f32(n_seq * E * N);
@@ -461,13 +461,16 @@ static void test_scan_step_dt(void **unused) {
         for (size_t ni = 0; ni < ARRAY_LEN(Ns); ni++) {
             for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++) {
                 for (size_t ei = 0; ei < ARRAY_LEN(Es); ei++) {
-                    step_dt_case(dtypes[d], 1 + (int64_t)(seed % 3), Es[ei], Ns[ni], Rs[ri], seed);
+                    step_dt_case(dtypes[d], 1 + (int64_t)(seed % 3), Es[ei], Ns[ni], Rs[ri], 2, seed);
                     seed++;
                 }
             }
         }
     }
-    step_dt_case(MC_DTYPE_BF16, 64, 1536, 16, 48, seed++); // the 130m shape at batch 64
+    // The 130m shape at batch 64 (4 lanes a channel): rows as x_proj writes them (four states a lane as float4s)
+    // and padded (one state at a time).
+    step_dt_case(MC_DTYPE_BF16, 64, 1536, 16, 48, 0, seed++);
+    step_dt_case(MC_DTYPE_BF16, 64, 1536, 16, 48, 2, seed++);
     // A weight that is not [E, R] is refused.
     float buf[4] = { 0 };
     const mc_weight bad = { .data = buf, .dtype = MC_DTYPE_F32, .rows = 2, .cols = 2 };

@@ -6,8 +6,9 @@ extern "C" {
 }
 #include "step.inc"
 
+static bool g_aligned; // q's rows as x_proj lays them out for Mamba (B and C 16-byte aligned) or misaligned
 template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
-    const int64_t R = 3, ldbc = R + 2 * N + 1, ldz = 2 * E + 3;
+    const int64_t R = g_aligned ? 4 : 3, ldbc = R + 2 * N + (g_aligned ? 0 : 1), ldz = 2 * E + 3;
     std::vector<float> u(n_seq * E), dt(n_seq * E), q(n_seq * ldbc), xz(n_seq * ldz), dtb(E), A(E * N), D(E), h(n_seq * E * N);
     for (auto &v : u) v = U(-2, 2);
     for (auto &v : dt) v = U(-5, 25);
@@ -31,7 +32,8 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
     printf("step TPC=%d n_seq=%ld E=%ld N=%ld: max err %.3g\n", TPC, n_seq, E, N, e);
     // dt_proj folded in: q's first R columns times a [E, R] weight in each dtype (int8 with group scales)
     for (int dtype : {MC_DTYPE_F32, MC_DTYPE_BF16, MC_DTYPE_F16, MC_DTYPE_I8}) {
-        const int64_t R = 1 + (int64_t)(g_rs % 50), ldq = R + 2 * N + 3, group = 8, ng = (R + group - 1) / group;
+        const int64_t R = g_aligned ? 48 : 1 + (int64_t)(g_rs % 50), ldq = R + 2 * N + (g_aligned ? 0 : 3), group = 8,
+                      ng = (R + group - 1) / group;
         std::vector<float> qq(n_seq * ldq), wf(E * R), sc(E * ng);
         std::vector<uint16_t> w16(E * R);
         std::vector<int8_t> w8(E * R);
@@ -61,8 +63,11 @@ template <int TPC> static double run(int64_t n_seq, int64_t E, int64_t N) {
 int main() {
     double worst = 0;
     const int64_t shapes[][3] = { {1, 1, 1}, {1, 3, 4}, {2, 5, 8}, {1, 7, 16}, {3, 9, 17}, {2, 5, 32}, {1, 3, 33}, {2, 4, 64}, {1, 2, 65}, {1, 37, 16} };
+    for (int al = 0; al < 2; al++)
     for (auto &s : shapes) {
+        g_aligned = al == 1; // aligned rows: the four-states-a-lane path where N = 4 · lanes (16 at 4, 64 at 16)
         const int64_t N = s[2];
+        if (N == 64) worst = fmax(worst, run<16>(s[0], s[1], N));
         double e = N <= 4 ? run<4>(s[0], s[1], N) : N <= 8 ? run<8>(s[0], s[1], N) : N <= 16 ? run<16>(s[0], s[1], N) : run<32>(s[0], s[1], N);
         worst = fmax(worst, e);
         if (N <= 16) worst = fmax(worst, run<32>(s[0], s[1], N)); // more lanes than states: idle lanes add zeros
