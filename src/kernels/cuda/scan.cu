@@ -221,15 +221,15 @@ static __device__ __forceinline__ void step_channel(float *__restrict__ y, float
             const float4 av = reinterpret_cast<const float4 *>(Ae)[lane];
             const float4 bv = reinterpret_cast<const float4 *>(Bb)[lane];
             const float4 cv = reinterpret_cast<const float4 *>(Cb)[lane];
-            hv.x = expf(delta * av.x) * hv.x + delta * bv.x * ut;
-            hv.y = expf(delta * av.y) * hv.y + delta * bv.y * ut;
-            hv.z = expf(delta * av.z) * hv.z + delta * bv.z * ut;
-            hv.w = expf(delta * av.w) * hv.w + delta * bv.w * ut;
+            hv.x = mc_dev_exp(delta * av.x) * hv.x + delta * bv.x * ut;
+            hv.y = mc_dev_exp(delta * av.y) * hv.y + delta * bv.y * ut;
+            hv.z = mc_dev_exp(delta * av.z) * hv.z + delta * bv.z * ut;
+            hv.w = mc_dev_exp(delta * av.w) * hv.w + delta * bv.w * ut;
             reinterpret_cast<float4 *>(he)[lane] = hv;
             acc = cv.x * hv.x + cv.y * hv.y + cv.z * hv.z + cv.w * hv.w;
         } else {
             for (int64_t n = lane; n < N; n += TPC) {
-                const float hn = expf(delta * Ae[n]) * he[n] + delta * Bb[n] * ut;
+                const float hn = mc_dev_exp(delta * Ae[n]) * he[n] + delta * Bb[n] * ut;
                 he[n] = hn;
                 acc += Cb[n] * hn;
             }
