@@ -379,6 +379,15 @@ static mc_status emu_graph_end(const mc_exec *ex, bool ok) {
     return MC_OK;
 }
 
+// The host table passed off as a device's: memory "not the host's", graphs recorded but never replayed.
+static mc_ops device_table_on_host(const mc_ops *host) {
+    mc_ops emu = *host;
+    emu.host_memory = false;
+    emu.graph_begin = emu_graph_begin;
+    emu.graph_end = emu_graph_end;
+    return emu;
+}
+
 // Prefill of B prompts of P tokens (on a device in chunks of chunk_rows rows when > 0), then S steps of all B; every
 // logit of the steps into out [S, B, V]. Returns the first failure instead of asserting, so the caller can put the
 // model's table back first.
@@ -425,10 +434,7 @@ static void test_device_path_on_host(void **unused) {
         float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
         assert_int_equal(prefill_and_steps(m, ids, B, P, S, 0, want), MC_OK);
         const mc_ops *host = m->ops;
-        mc_ops emu = *host;
-        emu.host_memory = false;
-        emu.graph_begin = emu_graph_begin;
-        emu.graph_end = emu_graph_end;
+        mc_ops emu = device_table_on_host(host);
         emu.selective_scan_step_dt = mc_ref_selective_scan_step_dt;
         m->ops = &emu;
         const mc_status rc = prefill_and_steps(m, ids, B, P, S, 2 * B, got); // 2 positions a chunk
@@ -472,10 +478,7 @@ static void test_device_chunks_shrink(void **unused) {
         }
         float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
         const mc_ops *host = m->ops;
-        mc_ops emu = *host;
-        emu.host_memory = false;
-        emu.graph_begin = emu_graph_begin;
-        emu.graph_end = emu_graph_end;
+        mc_ops emu = device_table_on_host(host);
         g_host_alloc = host->alloc;
         emu.alloc = capped_alloc;
         m->ops = &emu;
