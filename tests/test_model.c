@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "base/error.h"
 #include "check.h"
 #include "kernels/dtype.h"
 #include "kernels/ref/ref.h"
@@ -378,6 +379,15 @@ static mc_status emu_graph_end(const mc_exec *ex, bool ok) {
     return MC_OK;
 }
 
+// The host table passed off as a device's: memory "not the host's", graphs recorded but never replayed.
+static mc_ops device_table_on_host(const mc_ops *host) {
+    mc_ops emu = *host;
+    emu.host_memory = false;
+    emu.graph_begin = emu_graph_begin;
+    emu.graph_end = emu_graph_end;
+    return emu;
+}
+
 // Prefill of B prompts of P tokens (on a device in chunks of chunk_rows rows when > 0), then S steps of all B; every
 // logit of the steps into out [S, B, V]. Returns the first failure instead of asserting, so the caller can put the
 // model's table back first.
@@ -424,10 +434,7 @@ static void test_device_path_on_host(void **unused) {
         float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
         assert_int_equal(prefill_and_steps(m, ids, B, P, S, 0, want), MC_OK);
         const mc_ops *host = m->ops;
-        mc_ops emu = *host;
-        emu.host_memory = false;
-        emu.graph_begin = emu_graph_begin;
-        emu.graph_end = emu_graph_end;
+        mc_ops emu = device_table_on_host(host);
         emu.selective_scan_step_dt = mc_ref_selective_scan_step_dt;
         m->ops = &emu;
         const mc_status rc = prefill_and_steps(m, ids, B, P, S, 2 * B, got); // 2 positions a chunk
@@ -436,6 +443,58 @@ static void test_device_path_on_host(void **unused) {
         char label[160];
         snprintf(label, sizeof(label), "%s: device wiring on the host, %lld steps of %lld sequences", g_fix[fi].name,
                  (long long)S, (long long)B);
+        assert_true(mc_check_close(got, want, S * B * V, 1e-5, label));
+        free(want);
+        free(got);
+    }
+}
+
+// A device whose memory cannot hold the default chunk's scratch: the forward takes shorter chunks (same logits).
+// The table's alloc refuses every request larger than a cap: first unlimited, recording the largest request (the
+// scratch of the whole prompt), then one byte below it.
+static size_t g_alloc_cap, g_alloc_max;
+static int g_alloc_refused;
+static mc_status (*g_host_alloc)(const mc_exec *, void **, size_t);
+static mc_status capped_alloc(const mc_exec *ex, void **p, size_t bytes) {
+    if (bytes > g_alloc_cap) {
+        g_alloc_refused++;
+        return mc_fail(ex->err, MC_ERR_NOMEM, "capped_alloc: %zu bytes refused", bytes);
+    }
+    g_alloc_max = bytes > g_alloc_max ? bytes : g_alloc_max;
+    return g_host_alloc(ex, p, bytes);
+}
+
+static void test_device_chunks_shrink(void **unused) {
+    for (int fi = 0; fi < g_n_fix; fi++) {
+        if (g_fix[fi].backend != MC_BACKEND_CPU) {
+            continue;
+        }
+        mc_model *m = g_fix[fi].model;
+        enum { B = 2, P = 9, S = 2 };
+        const int64_t V = mc_model_config(m)->vocab_size;
+        int32_t ids[B * P];
+        for (int64_t i = 0; i < B * P; i++) {
+            ids[i] = (int32_t)((i * 40503u + 7) % (uint64_t)V);
+        }
+        float *want = malloc((size_t)(S * B * V) * sizeof(float)), *got = malloc((size_t)(S * B * V) * sizeof(float));
+        const mc_ops *host = m->ops;
+        mc_ops emu = device_table_on_host(host);
+        g_host_alloc = host->alloc;
+        emu.alloc = capped_alloc;
+        m->ops = &emu;
+        g_alloc_cap = SIZE_MAX;
+        g_alloc_max = 0;
+        mc_status rc = prefill_and_steps(m, ids, B, P, S, 0, want);
+        g_alloc_cap = g_alloc_max - 1;
+        g_alloc_refused = 0;
+        if (rc == MC_OK) {
+            rc = prefill_and_steps(m, ids, B, P, S, 0, got);
+        }
+        m->ops = host; // before any assertion: the table lives on this stack frame
+        assert_int_equal(rc, MC_OK);
+        assert_true(g_alloc_refused > 0);
+        char label[160];
+        snprintf(label, sizeof(label), "%s: device chunks shrunk to fit", g_fix[fi].name);
         assert_true(mc_check_close(got, want, S * B * V, 1e-5, label));
         free(want);
         free(got);
@@ -610,6 +669,7 @@ int main(void) {
         cmocka_unit_test(test_long_sequence_chunking),
         cmocka_unit_test(test_long_batch_equals_alone),
         cmocka_unit_test(test_device_path_on_host),
+        cmocka_unit_test(test_device_chunks_shrink),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_bad_ids),
         cmocka_unit_test(test_converted_weights),

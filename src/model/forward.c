@@ -262,9 +262,14 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
     const int64_t H = c->hidden_size, V = c->vocab_size;
     const mc_exec *ex = &state->exec;
     const float eps = (float)c->layer_norm_epsilon;
-    const int64_t chunk = chunk_tokens(m, state, n_seq, n_tok);
+    int64_t chunk = chunk_tokens(m, state, n_seq, n_tok);
     scratch s = { 0 };
     mc_status st = scratch_get(&s, state, m, n_seq, chunk, err);
+    // A device without room for the largest chunk's scratch takes chunks half as long, down to one position.
+    while (st == MC_ERR_NOMEM && !m->ops->host_memory && chunk > 1) {
+        chunk /= 2;
+        st = scratch_get(&s, state, m, n_seq, chunk, err);
+    }
     if (st != MC_OK) {
         return st;
     }

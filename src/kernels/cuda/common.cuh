@@ -57,6 +57,9 @@ static inline mc_status mc_cuda_status(cudaError_t rc, const char *what, const m
     if (rc == cudaSuccess) {
         return MC_OK;
     }
+    // A failed call also leaves its error as the thread's last one: cleared, so that after a recoverable failure
+    // (an allocation the forward retries smaller) the next launch's check does not report it again.
+    (void)cudaGetLastError();
     return mc_fail(mc_cuda_err(ex), rc == cudaErrorMemoryAllocation ? MC_ERR_NOMEM : MC_ERR_INTERNAL, "cuda: %s: %s",
                    what, cudaGetErrorString(rc));
 }
