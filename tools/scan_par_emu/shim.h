@@ -41,7 +41,15 @@ inline float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(g_atom
 #define asm(...) (y = exp2f(x))
 // common.cuh's device math with ex2.approx as exp2f (the device's flush of results below 2^-126 left out)
 static inline float mc_dev_exp(float v) { return exp2f(v * 1.4426950408889634f); }
-static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : log1pf(mc_dev_exp(v)); }
+static inline float mc_dev_log1p01(float t) {
+    const float c[] = { 1.0f, -0.4999985098838806f, 0.3332909941673279f, -0.24947820603847504f, 0.19651539623737335f,
+                        -0.15251556038856506f, 0.10533368587493896f, -0.05643612518906593f, 0.019649622961878777f,
+                        -0.0032141131814569235f };
+    float p = c[9];
+    for (int k = 8; k >= 0; k--) p = fmaf(p, t, c[k]);
+    return t * p;
+}
+static inline float mc_dev_softplus(float v) { return v > 20.0f ? v : fmaxf(v, 0.0f) + mc_dev_log1p01(mc_dev_exp(-fabsf(v))); }
 static inline float mc_dev_silu(float v) { return v / (1.0f + mc_dev_exp(-v)); }
 inline float smem[1 << 16];
 #define FULL_MASK 0xffffffffu

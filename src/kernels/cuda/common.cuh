@@ -230,8 +230,25 @@ static __device__ __forceinline__ float mc_dev_exp(float v) {
     return y;
 }
 
+// softplus(v) = max(v, 0) + log1p(t), t = e^−|v| in [0, 1], log1p(t) = t·p(t) with p of degree 9 (a Chebyshev fit of
+// log1p(t)/t on [0, 1], coefficients rounded to f32: at most 1.6e-7 relative, evaluated in f32) in place of log1pf's
+// ~35 instructions. −inf gives 0, NaN NaN, as log1pf(expf(v)).
+static __device__ __forceinline__ float mc_dev_log1p01(float t) {
+    float p = -0.0032141131814569235f;
+    p = fmaf(p, t, 0.019649622961878777f);
+    p = fmaf(p, t, -0.05643612518906593f);
+    p = fmaf(p, t, 0.10533368587493896f);
+    p = fmaf(p, t, -0.15251556038856506f);
+    p = fmaf(p, t, 0.19651539623737335f);
+    p = fmaf(p, t, -0.24947820603847504f);
+    p = fmaf(p, t, 0.3332909941673279f);
+    p = fmaf(p, t, -0.4999985098838806f);
+    p = fmaf(p, t, 1.0f);
+    return t * p;
+}
+
 static __device__ __forceinline__ float mc_dev_softplus(float v) {
-    return v > 20.0f ? v : log1pf(mc_dev_exp(v));
+    return v > 20.0f ? v : fmaxf(v, 0.0f) + mc_dev_log1p01(mc_dev_exp(-fabsf(v)));
 }
 
 static __device__ __forceinline__ float mc_dev_silu(float v) {
