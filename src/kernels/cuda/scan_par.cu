@@ -279,13 +279,12 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
         stage_bc<S, W, NP>(sB, sC, a.B, a.C, a.ldbc, row0, tl, N, !CK);
         { // Δ and u: a thread keeps its channel sc and takes steps 32 apart, all S loads of each out at once
             float vd[S], vu[S];
+            const int64_t at0 = (row0 + threadIdx.x / W) * E + se; // step k: at0 + k·32·E
 #pragma unroll
             for (int k = 0; k < S; k++) {
-                const int tt = threadIdx.x / W + 32 * k;
-                const int64_t at = (row0 + tt) * E + se;
-                const bool ok = tt < tl && se < E;
-                vd[k] = ok ? a.dt[at] : 0.0f;
-                vu[k] = ok ? a.u[at] : 0.0f;
+                const bool ok = (int)threadIdx.x / W + 32 * k < tl && se < E;
+                vd[k] = ok ? a.dt[at0 + k * 32 * E] : 0.0f;
+                vu[k] = ok ? a.u[at0 + k * 32 * E] : 0.0f;
             }
 #pragma unroll
             for (int k = 0; k < S; k++) {
