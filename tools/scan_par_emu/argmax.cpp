@@ -4,13 +4,6 @@
 #include <climits>
 #include <cstring>
 #include "shim.h"
-thread_local dim3_ threadIdx, blockIdx;
-dim3_ blockDim = {256, 1, 1}, gridDim = {1, 1, 1};
-std::barrier<> *g_block_bar;
-std::barrier<> *g_warp_bar[32];
-float g_shfl[32][32];
-std::mutex g_atomic;
-float smem[1];
 static inline int __shfl_xor_sync(unsigned m, int v, int off) {
     float f;
     std::memcpy(&f, &v, 4);
@@ -23,22 +16,6 @@ static inline void __threadfence() {}
 template <class T> static T __ldcg(const T *p) { return *p; }
 #include "argmax.inc"
 
-template <class F> static void launch(unsigned gx, unsigned gy, int nt, F f) {
-    gridDim = {gx, gy, 1};
-    for (unsigned by = 0; by < gy; by++)
-        for (unsigned bx = 0; bx < gx; bx++) {
-            std::barrier<> bb(nt);
-            g_block_bar = &bb;
-            for (int w = 0; w < nt / 32; w++) g_warp_bar[w] = new std::barrier<>(32);
-            std::vector<std::thread> th;
-            for (int t = 0; t < nt; t++)
-                th.emplace_back([=] { threadIdx = {(unsigned)t, 0, 0}; blockIdx = {bx, by, 0}; f(); });
-            for (auto &x : th) x.join();
-            for (int w = 0; w < nt / 32; w++) delete g_warp_bar[w];
-        }
-}
-static uint64_t rs = 3;
-static float U(float lo, float hi) { rs = rs * 6364136223846793005ull + 1442695040888963407ull; return lo + (hi - lo) * (float)((rs >> 40) & 0xffffff) / 16777216.0f; }
 
 static int want_of(const float *s, int64_t V) {
     int best = -1;

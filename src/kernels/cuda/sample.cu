@@ -127,39 +127,45 @@ static __device__ __forceinline__ double block_excl_scan_d(double v, double *tot
     return before + excl;
 }
 
-// The first index of the largest value (NaN never wins; a row of -inf gives 0, as torch.argmax).
-static __device__ int block_argmax_first(const float *s, int64_t V, sample_shared &sh) {
+// (bv, bi) takes (v, i) when v is larger, or equal at a lower index (NaN never wins).
+static __device__ __forceinline__ void argmax_take(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) {
+        bv = v;
+        bi = i;
+    }
+}
+
+// The first index of the largest value of s[lo, hi) and that value, for every thread of the block (INT_MAX and −inf
+// when every entry is NaN). red_f, red_i: SW entries of shared memory, free to reuse once it returns.
+static __device__ int block_argmax_range(const float *s, int64_t lo, int64_t hi, float *red_f, int *red_i,
+                                         float &value) {
     float bv = -INFINITY;
     int bi = INT_MAX;
-    for (int64_t i = threadIdx.x; i < V; i += ST) { // ascending per thread: strict > keeps the first
-        const float v = s[i];
-        if (v > bv || (v == bv && (int)i < bi)) {
-            bv = v;
-            bi = (int)i;
-        }
+    for (int64_t i = lo + threadIdx.x; i < hi; i += ST) { // ascending per thread: the first of equals stays
+        argmax_take(bv, bi, s[i], (int)i);
     }
     for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
-        const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
+        argmax_take(bv, bi, __shfl_xor_sync(FULL_MASK, bv, o), __shfl_xor_sync(FULL_MASK, bi, o));
     }
-    __syncthreads();
+    __syncthreads(); // red_f, red_i may still be read by an earlier reduction
     if ((threadIdx.x & 31) == 0) {
-        sh.red_f[threadIdx.x >> 5] = bv;
-        sh.red_i[threadIdx.x >> 5] = bi;
+        red_f[threadIdx.x >> 5] = bv;
+        red_i[threadIdx.x >> 5] = bi;
     }
     __syncthreads();
-    bv = sh.red_f[0];
-    bi = sh.red_i[0];
+    bv = red_f[0];
+    bi = red_i[0];
     for (int w = 1; w < SW; w++) {
-        if (sh.red_f[w] > bv || (sh.red_f[w] == bv && sh.red_i[w] < bi)) {
-            bv = sh.red_f[w];
-            bi = sh.red_i[w];
-        }
+        argmax_take(bv, bi, red_f[w], red_i[w]);
     }
+    value = bv;
+    return bi;
+}
+
+// The first index of the largest value (NaN never wins; a row of -inf gives 0, as torch.argmax).
+static __device__ int block_argmax_first(const float *s, int64_t V, sample_shared &sh) {
+    float value;
+    const int bi = block_argmax_range(s, 0, V, sh.red_f, sh.red_i, value);
     return bi == INT_MAX ? 0 : bi;
 }
 
@@ -544,35 +550,9 @@ __global__ void __launch_bounds__(ST) argmax_rows_kernel(const float *__restrict
     const int g = (int)blockIdx.x, G = (int)gridDim.x;
     const int64_t lo = (int64_t)g * ARGMAX_SLICE, hi = lo + ARGMAX_SLICE < V ? lo + ARGMAX_SLICE : V;
     const float *s = logits + row * ld;
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += ST) {
-        const float v = s[i];
-        if (v > bv || (v == bv && (int)i < bi)) {
-            bv = v;
-            bi = (int)i;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
-        const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
-    if ((threadIdx.x & 31) == 0) {
-        red_f[threadIdx.x >> 5] = bv;
-        red_i[threadIdx.x >> 5] = bi;
-    }
-    __syncthreads();
+    float bv;
+    int bi = block_argmax_range(s, lo, hi, red_f, red_i, bv);
     if (threadIdx.x == 0) {
-        for (int w = 1; w < SW; w++) {
-            if (red_f[w] > bv || (red_f[w] == bv && red_i[w] < bi)) {
-                bv = red_f[w];
-                bi = red_i[w];
-            }
-        }
         part_v[row * G + g] = bv;
         part_i[row * G + g] = bi;
         __threadfence(); // the result is visible before the count says so
@@ -584,12 +564,7 @@ __global__ void __launch_bounds__(ST) argmax_rows_kernel(const float *__restrict
         bv = __ldcg(&part_v[row * G]);
         bi = __ldcg(&part_i[row * G]);
         for (int j = 1; j < G; j++) {
-            const float ov = __ldcg(&part_v[row * G + j]);
-            const int oi = __ldcg(&part_i[row * G + j]);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
+            argmax_take(bv, bi, __ldcg(&part_v[row * G + j]), __ldcg(&part_i[row * G + j]));
         }
         out[row] = bi == INT_MAX ? 0 : bi;
         count[row] = 0;
