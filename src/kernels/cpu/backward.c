@@ -379,26 +379,54 @@ mc_status mc_cpu_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const floa
 
 // ---- conv1d -----------------------------------------------------------------------------------------------------
 
-// Threads take channels (blocks of 16 for AVX-512); each channel's dw and db are summed over every sequence by the
-// one thread that owns it, so nothing is shared. The window of a channel is [state0 (K inputs), x[0..L)]: output t
-// reads window[t + 1 .. t + K] (as the reference's conv_channel_bwd).
-typedef struct conv_bwd_args {
+// Threads take blocks of channels (1 for portable C, a vector's lanes for SIMD); each channel's dw and db are summed
+// over every sequence by the one thread that owns it, so nothing is shared. The window of a channel is [state0 (K
+// inputs), x[0..L)]: output t reads window[t + 1 .. t + K] (as the reference's conv_channel_bwd).
+typedef struct conv_bwd_args conv_bwd_args;
+
+// Channels [e0, e0 + width) of every sequence, in sc (the thread's scratch, conv_bwd_scratch_floats).
+typedef void (*conv_bwd_block_fn)(const conv_bwd_args *a, float *sc, int64_t e0);
+
+struct conv_bwd_args {
     float *dx, *dw, *db, *dstate0;
     const float *du, *dstate_final, *x, *state0, *w, *b;
     int64_t ldx, Bt, L, E, K;
+    int64_t width; // channels per block
+    conv_bwd_block_fn block;
     float *scratch; // per thread: scratch_per floats
     int64_t scratch_per;
-} conv_bwd_args;
+};
 
-// Allocates per-thread scratch of `per` floats for nt threads and runs fn; the status says whether memory was there.
-static mc_status conv_bwd_launch(const mc_exec *ex, conv_bwd_args *a, int nt, int64_t per, team_fn fn) {
-    int64_t total = 0;
-    if (!mc_mul_i64(per, nt, &total) || (a->scratch = scratch_f32(total)) == NULL) {
-        return mc_fail(err_of(ex), MC_ERR_NOMEM, "conv1d_bwd: no memory for windows of %lld", (long long)(a->K + a->L));
+// A block's scratch: the window and its gradient [K + L, width], then 4K·width floats for the taps (portable C: dw
+// sums [K] doubles; SIMD: taps and f32 dw sums [K, width] each, then double dw sums [K, width]). Even, so the
+// doubles stay 8-byte aligned.
+static int64_t conv_bwd_scratch_floats(int64_t L, int64_t K, int64_t width) {
+    return (2 * (K + L) + 4 * K) * width;
+}
+
+static void conv_bwd_part(const void *ctx, int tid, int nt) {
+    const conv_bwd_args *a = ctx;
+    int64_t lo, hi;
+    split_range((a->E + a->width - 1) / a->width, tid, nt, 1, &lo, &hi);
+    for (int64_t blk = lo; blk < hi; blk++) {
+        a->block(a, a->scratch + tid * a->scratch_per, blk * a->width);
     }
-    a->scratch_per = per;
-    team_run(nt, fn, a);
-    free(a->scratch);
+}
+
+// Checks the sizes, allocates per-thread scratch and runs block over the channel blocks on the exec's threads.
+static mc_status conv_bwd_run(const mc_exec *ex, conv_bwd_args a) {
+    mc_status st = mc_bwd_check_conv1d(ex, a.Bt, a.L, a.E, a.K, a.ldx);
+    if (st != MC_OK) {
+        return st;
+    }
+    const int nt = mc_simd_threads(ex, a.Bt * a.L * a.E * a.K, BWD_MIN_PARALLEL);
+    int64_t total = 0;
+    a.scratch_per = conv_bwd_scratch_floats(a.L, a.K, a.width);
+    if (!mc_mul_i64(a.scratch_per, nt, &total) || (a.scratch = scratch_f32(total)) == NULL) {
+        return mc_fail(err_of(ex), MC_ERR_NOMEM, "conv1d_bwd: no memory for windows of %lld", (long long)(a.K + a.L));
+    }
+    team_run(nt, conv_bwd_part, &a);
+    free(a.scratch);
     return MC_OK;
 }
 
@@ -450,40 +478,33 @@ static void conv_bwd_channel_c(const conv_bwd_args *a, float *sc, int64_t e) {
     }
 }
 
-static void conv_bwd_part_c(const void *ctx, int tid, int nt) {
-    const conv_bwd_args *a = ctx;
-    int64_t lo, hi;
-    split_range(a->E, tid, nt, 1, &lo, &hi);
-    for (int64_t e = lo; e < hi; e++) {
-        conv_bwd_channel_c(a, a->scratch + tid * a->scratch_per, e);
-    }
-}
-
 mc_status mc_cpu_conv1d_bwd_c(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                               const float *dstate_final, const float *x, int64_t ldx, const float *state0,
                               const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
-    mc_status st = mc_bwd_check_conv1d(ex, Bt, L, E, K, ldx);
-    if (st != MC_OK) {
-        return st;
-    }
-    conv_bwd_args a = { dx, dw, db, dstate0, du, dstate_final, x, state0, w, b, ldx, Bt, L, E, K, NULL, 0 };
-    const int64_t per = 2 * (K + L) + 2 * K; // even: each thread's doubles stay 8-byte aligned
-    return conv_bwd_launch(ex, &a, mc_simd_threads(ex, Bt * L * E * K, BWD_MIN_PARALLEL), per, conv_bwd_part_c);
+    return conv_bwd_run(ex, (conv_bwd_args){ dx, dw, db, dstate0, du, dstate_final, x, state0, w, b, ldx, Bt, L, E, K,
+                                             1, conv_bwd_channel_c, NULL, 0 });
 }
 
 // ---- selective scan: portable C ---------------------------------------------------------------------------------
 
-// Shared by both variants. Threads take channels (blocks of 16 for AVX-512) and loop over the sequences inside, so
-// dA, dD and ddt_bias of a channel have one owner; dB and dC (sums over channels) go to per-thread partials [Bt, L,
-// N] that are added in thread order at the end.
-typedef struct sbwd_args {
+// Shared by every variant. Threads take blocks of channels (1 for portable C, a vector's lanes for SIMD) and loop
+// over the sequences inside, so dA, dD and ddt_bias of a channel have one owner; dB and dC (sums over channels) go
+// to per-thread partials [Bt, L, N] that are added in thread order at the end.
+typedef struct sbwd_args sbwd_args;
+
+// Channels [e0, e0 + width) of every sequence; pB, pC are the thread's dB, dC partials [Bt, L, N], sc its scratch.
+typedef void (*sbwd_block_fn)(const sbwd_args *a, float *sc, float *pB, float *pC, int64_t e0);
+
+struct sbwd_args {
     float *du, *ddt, *dz, *dB, *dC, *dA, *dD, *ddt_bias, *dh0;
     const float *dy, *dh_final, *u, *dt, *dt_bias, *A, *B, *C, *D, *z, *h0;
     int64_t ldbc, ldz, Bt, L, E, N;
+    int64_t width; // channels per block
+    sbwd_block_fn block;
     float *part;    // [nt, 2, Bt, L, N]: dB then dC partials per thread
     float *scratch; // [nt, scratch_per]
     int64_t scratch_per;
-} sbwd_args;
+};
 
 static float softplus_c(float v) {
     return v > SOFTPLUS_THRESHOLD ? v : log1pf(expf(v));
@@ -541,25 +562,30 @@ static void sbwd_channel_c(const sbwd_args *a, float *sc, float *pB, float *pC, 
     }
 }
 
-static void sbwd_part_c(const void *ctx, int tid, int nt) {
+// Channel e of every sequence.
+static void sbwd_block_c(const sbwd_args *a, float *sc, float *pB, float *pC, int64_t e) {
+    double dD_acc = 0, dbias_acc = 0, *dA_acc = (double *)sc;
+    memset(dA_acc, 0, (size_t)a->N * sizeof(double));
+    for (int64_t seq = 0; seq < a->Bt; seq++) {
+        const int64_t off = seq * a->L * a->N;
+        sbwd_channel_c(a, sc, pB + off, pC + off, seq, e, &dD_acc, &dbias_acc);
+    }
+    for (int64_t n = 0; n < a->N; n++) {
+        a->dA[e * a->N + n] = (float)((double)a->dA[e * a->N + n] + dA_acc[n]);
+    }
+    a->dD[e] = (float)((double)a->dD[e] + dD_acc);
+    a->ddt_bias[e] = (float)((double)a->ddt_bias[e] + dbias_acc);
+}
+
+static void sbwd_part(const void *ctx, int tid, int nt) {
     const sbwd_args *a = ctx;
     const int64_t BLN = a->Bt * a->L * a->N;
-    float *pB = a->part + 2 * tid * BLN, *pC = pB + BLN, *sc = a->scratch + tid * a->scratch_per;
+    float *pB = a->part + 2 * tid * BLN, *pC = pB + BLN;
     memset(pB, 0, (size_t)(2 * BLN) * sizeof(float));
     int64_t lo, hi;
-    split_range(a->E, tid, nt, 1, &lo, &hi);
-    for (int64_t e = lo; e < hi; e++) {
-        double dD_acc = 0, dbias_acc = 0, *dA_acc = (double *)sc;
-        memset(dA_acc, 0, (size_t)a->N * sizeof(double));
-        for (int64_t seq = 0; seq < a->Bt; seq++) {
-            const int64_t off = seq * a->L * a->N;
-            sbwd_channel_c(a, sc, pB + off, pC + off, seq, e, &dD_acc, &dbias_acc);
-        }
-        for (int64_t n = 0; n < a->N; n++) {
-            a->dA[e * a->N + n] = (float)((double)a->dA[e * a->N + n] + dA_acc[n]);
-        }
-        a->dD[e] = (float)((double)a->dD[e] + dD_acc);
-        a->ddt_bias[e] = (float)((double)a->ddt_bias[e] + dbias_acc);
+    split_range((a->E + a->width - 1) / a->width, tid, nt, 1, &lo, &hi);
+    for (int64_t blk = lo; blk < hi; blk++) {
+        a->block(a, a->scratch + tid * a->scratch_per, pB, pC, blk * a->width);
     }
 }
 
@@ -588,29 +614,44 @@ static void sbwd_reduce_part(const void *ctx, int tid, int nt) {
     }
 }
 
-// Allocates the partials and scratch, runs the variant's team function, then adds the partials up.
-static mc_status sbwd_launch(const mc_exec *ex, sbwd_args *a, int nt, int64_t per, team_fn fn) {
-    int64_t BLN = 0, part_n = 0, scratch_n = 0;
-    if (!mc_mul_i64(a->Bt * a->L, a->N, &BLN) || !mc_mul_i64(BLN, 2 * nt, &part_n) ||
-        !mc_mul_i64(per, nt, &scratch_n)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "selective_scan_bwd: Bt=%lld L=%lld N=%lld overflow the scratch",
-                       (long long)a->Bt, (long long)a->L, (long long)a->N);
+// Floats of per-thread scratch a variant needs at (L, N), or -1 when that overflows.
+typedef int64_t (*sbwd_scratch_fn)(int64_t L, int64_t N);
+
+// Checks the sizes, allocates the partials and scratch, runs a.block over the channel blocks on the exec's threads,
+// then adds the partials up.
+static mc_status sbwd_run(const mc_exec *ex, sbwd_args a, sbwd_scratch_fn scratch_floats) {
+    mc_status st = mc_bwd_check_scan(ex, a.Bt, a.L, a.E, a.N, a.ldbc, a.ldz);
+    if (st != MC_OK) {
+        return st;
     }
-    a->part = scratch_f32(part_n);
-    a->scratch = scratch_f32(scratch_n);
-    a->scratch_per = per;
-    if (a->part == NULL || a->scratch == NULL) {
-        free(a->part);
-        free(a->scratch);
+    const int nt = mc_simd_threads(ex, a.Bt * a.L * a.E * a.N, BWD_MIN_PARALLEL);
+    int64_t BLN = 0, part_n = 0, scratch_n = 0;
+    a.scratch_per = scratch_floats(a.L, a.N);
+    if (a.scratch_per < 0 || !mc_mul_i64(a.Bt * a.L, a.N, &BLN) || !mc_mul_i64(BLN, 2 * nt, &part_n) ||
+        !mc_mul_i64(a.scratch_per, nt, &scratch_n)) {
+        return mc_fail(err_of(ex), MC_ERR_INVALID, "selective_scan_bwd: Bt=%lld L=%lld N=%lld overflow the scratch",
+                       (long long)a.Bt, (long long)a.L, (long long)a.N);
+    }
+    a.part = scratch_f32(part_n);
+    a.scratch = scratch_f32(scratch_n);
+    if (a.part == NULL || a.scratch == NULL) {
+        free(a.part);
+        free(a.scratch);
         return mc_fail(err_of(ex), MC_ERR_NOMEM, "selective_scan_bwd: no memory for %lld floats of scratch",
                        (long long)(part_n + scratch_n));
     }
-    team_run(nt, fn, a);
-    const sbwd_reduce_args r = { a, nt };
+    team_run(nt, sbwd_part, &a);
+    const sbwd_reduce_args r = { &a, nt };
     team_run(mc_simd_threads(ex, BLN * nt, BWD_MIN_PARALLEL), sbwd_reduce_part, &r);
-    free(a->part);
-    free(a->scratch);
+    free(a.part);
+    free(a.scratch);
     return MC_OK;
+}
+
+// dA_acc [N] doubles, h [(L + 1)·N], dec [L·N], g [N]: even, so the doubles stay aligned.
+static int64_t sbwd_scratch_floats_c(int64_t L, int64_t N) {
+    int64_t per = 0;
+    return L < INT64_MAX / 4 && mc_mul_i64(2 * L + 4, N, &per) ? per : -1;
 }
 
 mc_status mc_cpu_selective_scan_bwd_c(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
@@ -619,25 +660,22 @@ mc_status mc_cpu_selective_scan_bwd_c(const mc_exec *ex, float *du, float *ddt, 
                                       const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                       const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
                                       int64_t N) {
-    mc_status st = mc_bwd_check_scan(ex, Bt, L, E, N, ldbc, ldz);
-    if (st != MC_OK) {
-        return st;
-    }
-    sbwd_args a = { du, ddt, dz, dB, dC, dA,   dD,  ddt_bias, dh0, dy, dh_final, u,    dt,   dt_bias, A,
-                    B,  C,   D,  z,  h0, ldbc, ldz, Bt,       L,   E,  N,        NULL, NULL, 0 };
-    int64_t per = 0; // dA_acc [N] doubles, h [(L + 1)·N], dec [L·N], g [N]: even, so the doubles stay aligned
-    if (!mc_mul_i64(2 * L + 4, N, &per)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "selective_scan_bwd: L=%lld N=%lld overflow the scratch",
-                       (long long)L, (long long)N);
-    }
-    return sbwd_launch(ex, &a, mc_simd_threads(ex, Bt * L * E * N, BWD_MIN_PARALLEL), per, sbwd_part_c);
+    const sbwd_args a = { du, ddt, dz, dB,   dC,  dA, dD, ddt_bias, dh0, dy, dh_final,     u,    dt,   dt_bias, A, B, C,
+                          D,  z,   h0, ldbc, ldz, Bt, L,  E,        N,   1,  sbwd_block_c, NULL, NULL, 0 };
+    return sbwd_run(ex, a, sbwd_scratch_floats_c);
 }
 
 // ---- cross entropy: portable C ----------------------------------------------------------------------------------
 
 // Threads take rows; each row's loss goes to row_loss and the sum is taken in row order afterwards, so the result
 // does not depend on the thread count. A row's gradient is written after all of its logits were read (dlogits may
-// alias logits): pass 1 the max, pass 2 exp(l − max) stored and summed, pass 3 the scaling.
+// alias logits): pass 1 the max, pass 2 exp(l − max) stored and summed, pass 3 the scaling. The passes are per ISA.
+typedef struct ce_passes {
+    float (*max)(const float *row, int64_t V);
+    double (*exp_store)(float *grad, const float *row, int64_t V, float mx); // grad = exp(row − mx); returns the sum
+    void (*scale)(float *grad, int64_t V, float s);                          // grad *= s
+} ce_passes;
+
 typedef struct ce_args {
     float *dlogits;
     double *row_loss; // [T], NAN for ignored rows
@@ -645,9 +683,10 @@ typedef struct ce_args {
     const int32_t *targets;
     int64_t T, V;
     float scale;
+    const ce_passes *passes;
 } ce_args;
 
-static void ce_row_c(const ce_args *a, int64_t t) {
+static void ce_row(const ce_args *a, int64_t t) {
     const int64_t V = a->V;
     const float *row = a->logits + t * V;
     float *grad = a->dlogits + t * V;
@@ -658,62 +697,180 @@ static void ce_row_c(const ce_args *a, int64_t t) {
         return;
     }
     const float xt = row[target];
+    const float mx = a->passes->max(row, V);
+    const double sum = a->passes->exp_store(grad, row, V, mx);
+    a->row_loss[t] = log(sum) + mx - xt;
+    a->passes->scale(grad, V, (float)(a->scale / sum));
+    grad[target] -= a->scale;
+}
+
+static void ce_part(const void *ctx, int tid, int nt) {
+    const ce_args *a = ctx;
+    int64_t lo, hi;
+    split_range(a->T, tid, nt, 1, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        ce_row(a, t);
+    }
+}
+
+// Checks the targets, runs the rows on the exec's threads, adds the kept rows' losses in row order.
+static mc_status ce_run(const mc_exec *ex, ce_args a, double *loss_sum, int64_t *n_valid) {
+    mc_status st = mc_bwd_check_cross_entropy(ex, a.targets, a.T, a.V);
+    if (st != MC_OK) {
+        return st;
+    }
+    a.row_loss = malloc((size_t)(a.T > 0 ? a.T : 1) * sizeof(double));
+    if (a.row_loss == NULL) {
+        return mc_fail(err_of(ex), MC_ERR_NOMEM, "cross_entropy: no memory for %lld rows", (long long)a.T);
+    }
+    team_run(mc_simd_threads(ex, a.T * a.V, BWD_MIN_PARALLEL), ce_part, &a);
+    int64_t kept = 0;
+    for (int64_t t = 0; t < a.T; t++) {
+        if (a.targets[t] != IGNORE_INDEX) {
+            *loss_sum += a.row_loss[t];
+            kept++;
+        }
+    }
+    *n_valid += kept;
+    free(a.row_loss);
+    return MC_OK;
+}
+
+static float ce_max_c(const float *row, int64_t V) {
     float mx = row[0];
     for (int64_t v = 1; v < V; v++) {
         mx = row[v] > mx ? row[v] : mx;
     }
+    return mx;
+}
+
+static double ce_exp_store_c(float *grad, const float *row, int64_t V, float mx) {
     double sum = 0;
     for (int64_t v = 0; v < V; v++) {
         const float e = expf(row[v] - mx);
         sum += e;
         grad[v] = e;
     }
-    a->row_loss[t] = log(sum) + mx - xt;
-    const float inv = (float)(a->scale / sum);
+    return sum;
+}
+
+static void ce_scale_c(float *grad, int64_t V, float s) {
     for (int64_t v = 0; v < V; v++) {
-        grad[v] *= inv;
-    }
-    grad[target] -= a->scale;
-}
-
-static void ce_part_c(const void *ctx, int tid, int nt) {
-    const ce_args *a = ctx;
-    int64_t lo, hi;
-    split_range(a->T, tid, nt, 1, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        ce_row_c(a, t);
+        grad[v] *= s;
     }
 }
 
-static mc_status ce_run(const mc_exec *ex, ce_args *a, double *loss_sum, int64_t *n_valid, team_fn fn) {
-    a->row_loss = malloc((size_t)(a->T > 0 ? a->T : 1) * sizeof(double));
-    if (a->row_loss == NULL) {
-        return mc_fail(err_of(ex), MC_ERR_NOMEM, "cross_entropy: no memory for %lld rows", (long long)a->T);
-    }
-    team_run(mc_simd_threads(ex, a->T * a->V, BWD_MIN_PARALLEL), fn, a);
-    int64_t kept = 0;
-    for (int64_t t = 0; t < a->T; t++) {
-        if (a->targets[t] != IGNORE_INDEX) {
-            *loss_sum += a->row_loss[t];
-            kept++;
-        }
-    }
-    *n_valid += kept;
-    free(a->row_loss);
-    return MC_OK;
-}
+static const ce_passes ce_passes_c = { ce_max_c, ce_exp_store_c, ce_scale_c };
 
 mc_status mc_cpu_cross_entropy_c(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                  const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
-    mc_status st = mc_bwd_check_cross_entropy(ex, targets, T, V);
-    if (st != MC_OK) {
-        return st;
-    }
-    ce_args a = { dlogits, NULL, logits, targets, T, V, scale };
-    return ce_run(ex, &a, loss_sum, n_valid, ce_part_c);
+    return ce_run(ex, (ce_args){ dlogits, NULL, logits, targets, T, V, scale, &ce_passes_c }, loss_sum, n_valid);
 }
 
 #if defined(__x86_64__)
+
+// ---- SIMD (AVX-512 and AVX2): what both widths share -----------------------------------------------------------
+
+// Cross entropy: the exponentials sum in f32 lanes over blocks of CE_BLOCK vectors (1024 logits at 16 lanes, 512 at
+// 8), the blocks in double, so a 50k-term row keeps the reference's loss to ~1e-8 relative.
+#define CE_BLOCK 64
+
+// Conv1d: lanes hold W channels; a block's window and its gradient are transposed into [K + L, W] scratch rows, the
+// taps and their dw sums into [K, W] (conv_bwd_scratch_floats).
+typedef struct conv_simd_scratch {
+    float *xw, *gw;  // [K + L, W] window and its gradient
+    float *wv, *dwv; // [K, W] taps and their dw sums over one sequence (f32)
+    double *dw_sum;  // [K, W] dw sums across sequences
+} conv_simd_scratch;
+
+static conv_simd_scratch conv_simd_scratch_at(float *sc, int64_t L, int64_t K, int64_t W) {
+    conv_simd_scratch s = { .xw = sc };
+    s.gw = s.xw + (K + L) * W;
+    s.wv = s.gw + (K + L) * W;
+    s.dwv = s.wv + K * W;
+    s.dw_sum = (double *)(s.dwv + K * W);
+    return s;
+}
+
+// Selective scan: lanes hold W channels (W = 16 or 8), states run in passes of up to W (each state's adjoint is its
+// own chain; the sums over states, Σ λ·B and Σ λ·A·decay·h, add up across passes). Time runs in chunks of
+// SBWD_CHUNK steps: the states and decays of one chunk are kept ([chunk + 1, W states, W lanes] and [chunk, W, W],
+// 256 KiB at 128 steps and W = 16: L2), and a longer sequence first runs the forward once to checkpoint each chunk's
+// starting state.
+#define SBWD_CHUNK 128
+
+// Per (block, sequence) vectors over time, [L, W] each, gathered once from the strided [·, E] rows (the walk down a
+// column strip is what the hardware prefetchers follow poorly); then the chunk's states and decays, the checkpoints.
+typedef struct sbwd_scratch {
+    float *delta, *u, *v, *gy, *dzf; // Δ; u; v = dt + dt_bias; gy = dy·silu(z); dy·silu'(z)
+    float *lamb, *lamahp, *readout;  // Σ_n λ·B; Σ_n λ·A·decay·h_prev; C·h (summed over the passes)
+    float *h;                        // [SBWD_CHUNK + 1, W, W] states of the chunk, row 0 its start
+    float *dec;                      // [SBWD_CHUNK, W, W]
+    float *ck;                       // [n_chunks, W, W] starting state of each chunk
+    float *pbc;                      // [2, W, W] one step's λ·Δ·u and gy·h per state, to fold
+} sbwd_scratch;
+
+#define SBWD_STEP_VECS 8 // vectors per step in the struct's first two lines
+
+static int64_t sbwd_chunks(int64_t L) {
+    return L > 0 ? (L + SBWD_CHUNK - 1) / SBWD_CHUNK : 1;
+}
+
+// Floats of sbwd_scratch for W lanes, or -1 when L overflows it. Every array starts a whole number of vectors in.
+static int64_t sbwd_scratch_floats(int64_t L, int64_t W) {
+    if (L > INT64_MAX / (SBWD_STEP_VECS * 2 * W * W)) {
+        return -1;
+    }
+    return (SBWD_STEP_VECS * L + (2 * SBWD_CHUNK + 1) * W + sbwd_chunks(L) * W + 2 * W) * W;
+}
+
+static sbwd_scratch sbwd_scratch_at(float *p, int64_t L, int64_t W) {
+    float **step[SBWD_STEP_VECS];
+    sbwd_scratch s;
+    step[0] = &s.delta, step[1] = &s.u, step[2] = &s.v, step[3] = &s.gy, step[4] = &s.dzf, step[5] = &s.lamb;
+    step[6] = &s.lamahp, step[7] = &s.readout;
+    for (int i = 0; i < SBWD_STEP_VECS; i++) {
+        *step[i] = p + i * L * W;
+    }
+    s.h = p + SBWD_STEP_VECS * L * W;
+    s.dec = s.h + (SBWD_CHUNK + 1) * W * W;
+    s.ck = s.dec + SBWD_CHUNK * W * W;
+    s.pbc = s.ck + sbwd_chunks(L) * W * W;
+    return s;
+}
+
+// Rows this far ahead are prefetched in the walks down the [·, E] inputs and outputs (as scan.c's forward does).
+#define SBWD_PREFETCH_ROWS 8
+
+// The inputs of step t (row r0 + t) SBWD_PREFETCH_ROWS steps ahead, in a walk down channels [e0, e0 + W).
+static inline void sbwd_prefetch_inputs(const sbwd_args *a, int64_t t, int64_t row, int64_t e0) {
+    if (t + SBWD_PREFETCH_ROWS < a->L) {
+        const int64_t pr = row + SBWD_PREFETCH_ROWS, E = a->E;
+        __builtin_prefetch(a->u + pr * E + e0);
+        __builtin_prefetch(a->dt + pr * E + e0);
+        __builtin_prefetch(a->dy + pr * E + e0);
+        __builtin_prefetch(a->z + pr * a->ldz + e0);
+    }
+}
+
+// The outputs likewise, for writing.
+static inline void sbwd_prefetch_outputs(const sbwd_args *a, int64_t t, int64_t row, int64_t e0) {
+    if (t + SBWD_PREFETCH_ROWS < a->L) {
+        const int64_t pr = row + SBWD_PREFETCH_ROWS, E = a->E;
+        __builtin_prefetch(a->du + pr * E + e0, 1);
+        __builtin_prefetch(a->ddt + pr * E + e0, 1);
+        __builtin_prefetch(a->dz + pr * a->ldz + e0, 1);
+    }
+}
+
+// What one (block, sequence, state pass) works on.
+typedef struct sbwd_pass {
+    const sbwd_args *a;
+    const sbwd_scratch *s;
+    int64_t seq, e0, n0;
+    int64_t ne;     // live channels (lanes) of the block
+    float *pB, *pC; // this thread's dB, dC partials of the sequence, [L, N]
+} sbwd_pass;
 
 // ---- AVX-512 ----------------------------------------------------------------------------------------------------
 
@@ -736,19 +893,24 @@ MC_AVX512 static MC_INLINE __m512 sigmoid512(__m512 v) {
 }
 
 // Row of a [·, 16]-lane array: 16 floats per row.
-#define LANES 16
+#define LANES16 16
 
-// Cross entropy: 16 logits per vector; the exponentials sum in f32 lanes over blocks of 1024 logits, the blocks in
-// double, so a 50k-term row keeps the reference's loss to ~1e-8 relative.
-#define CE_BLOCK 64 // vectors per f32 block
+// Cross entropy: 16 logits per vector, exponentials summed in f32 over blocks of CE_BLOCK vectors (1024 logits).
+MC_AVX512 static float ce_max512(const float *row, int64_t V) {
+    __m512 vmax = _mm512_set1_ps(row[0]);
+    for (int64_t v = 0; v < V; v += LANES16) {
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, mc_mask512(V - v), row + v));
+    }
+    return _mm512_reduce_max_ps(vmax);
+}
 
-MC_AVX512 static double ce_sum_store512(float *grad, const float *row, int64_t V, float mx) {
+MC_AVX512 static double ce_exp_store512(float *grad, const float *row, int64_t V, float mx) {
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512d total = _mm512_setzero_pd();
     int64_t v = 0;
     while (v < V) {
         __m512 acc = _mm512_setzero_ps();
-        for (int i = 0; i < CE_BLOCK && v < V; i++, v += LANES) {
+        for (int i = 0; i < CE_BLOCK && v < V; i++, v += LANES16) {
             const __mmask16 m = mc_mask512(V - v);
             __m512 e = mc_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + v), vmx));
             e = _mm512_maskz_mov_ps(m, e);
@@ -761,112 +923,83 @@ MC_AVX512 static double ce_sum_store512(float *grad, const float *row, int64_t V
     return _mm512_reduce_add_pd(total);
 }
 
-MC_AVX512 static void ce_row512(const ce_args *a, int64_t t) {
-    const int64_t V = a->V;
-    const float *row = a->logits + t * V;
-    float *grad = a->dlogits + t * V;
-    const int32_t target = a->targets[t];
-    if (target == IGNORE_INDEX) {
-        memset(grad, 0, (size_t)V * sizeof(float));
-        a->row_loss[t] = NAN;
-        return;
-    }
-    const float xt = row[target];
-    __m512 vmax = _mm512_set1_ps(row[0]);
-    for (int64_t v = 0; v < V; v += LANES) {
-        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, mc_mask512(V - v), row + v));
-    }
-    const float mx = _mm512_reduce_max_ps(vmax);
-    const double sum = ce_sum_store512(grad, row, V, mx);
-    a->row_loss[t] = log(sum) + mx - xt;
-    const __m512 inv = _mm512_set1_ps((float)(a->scale / sum));
-    for (int64_t v = 0; v < V; v += LANES) {
+MC_AVX512 static void ce_scale512(float *grad, int64_t V, float s) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int64_t v = 0; v < V; v += LANES16) {
         const __mmask16 m = mc_mask512(V - v);
-        _mm512_mask_storeu_ps(grad + v, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, grad + v), inv));
+        _mm512_mask_storeu_ps(grad + v, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, grad + v), vs));
     }
-    grad[target] -= a->scale;
 }
 
-MC_AVX512 static void ce_part512(const void *ctx, int tid, int nt) {
-    const ce_args *a = ctx;
-    int64_t lo, hi;
-    split_range(a->T, tid, nt, 1, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        ce_row512(a, t);
-    }
-}
+static const ce_passes ce_passes512 = { ce_max512, ce_exp_store512, ce_scale512 };
 
 mc_status mc_cpu_cross_entropy_avx512(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                       const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
-    mc_status st = mc_bwd_check_cross_entropy(ex, targets, T, V);
-    if (st != MC_OK) {
-        return st;
-    }
-    ce_args a = { dlogits, NULL, logits, targets, T, V, scale };
-    return ce_run(ex, &a, loss_sum, n_valid, ce_part512);
+    return ce_run(ex, (ce_args){ dlogits, NULL, logits, targets, T, V, scale, &ce_passes512 }, loss_sum, n_valid);
 }
 
-// Conv1d: lanes hold 16 channels; a block's window and its gradient are transposed into [K + L, 16] scratch rows,
-// the taps and their dw sums into [K, 16].
+// Conv1d: lanes hold 16 channels (see the shared layout above).
 MC_AVX512 static void conv_bwd_block512(const conv_bwd_args *a, float *sc, int64_t e0) {
     const int64_t K = a->K, L = a->L, E = a->E;
     const __mmask16 m = mc_mask512(E - e0);
     const __m512i kidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)K));
-    float *xw = sc, *gw = xw + (K + L) * LANES, *wv = gw + (K + L) * LANES, *dwv = wv + K * LANES;
-    __m512d *dw_sum = (__m512d *)(dwv + K * LANES); // [K, 2]: dw in double across sequences, f32 within one
+    const conv_simd_scratch cs = conv_simd_scratch_at(sc, L, K, LANES16);
+    float *xw = cs.xw, *gw = cs.gw, *wv = cs.wv, *dwv = cs.dwv;
+    __m512d *dw_sum = (__m512d *)cs.dw_sum; // [K, 2]
     __m512d db_sum[2] = { _mm512_setzero_pd(), _mm512_setzero_pd() };
     for (int64_t k = 0; k < K; k++) {
-        _mm512_store_ps(wv + k * LANES, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, a->w + e0 * K + k, 4));
+        _mm512_store_ps(wv + k * LANES16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, a->w + e0 * K + k, 4));
         dw_sum[2 * k] = dw_sum[2 * k + 1] = _mm512_setzero_pd();
     }
     const __m512 bias = a->b != NULL ? _mm512_maskz_loadu_ps(m, a->b + e0) : _mm512_setzero_ps();
     for (int64_t seq = 0; seq < a->Bt; seq++) {
         __m512 db = _mm512_setzero_ps();
         for (int64_t k = 0; k < K; k++) {
-            _mm512_store_ps(dwv + k * LANES, _mm512_setzero_ps());
+            _mm512_store_ps(dwv + k * LANES16, _mm512_setzero_ps());
         }
         const float *s0 = a->state0 + (seq * E + e0) * K;
         for (int64_t k = 0; k < K; k++) {
-            _mm512_store_ps(xw + k * LANES, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, s0 + k, 4));
+            _mm512_store_ps(xw + k * LANES16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, s0 + k, 4));
         }
         for (int64_t t = 0; t < L; t++) {
-            _mm512_store_ps(xw + (K + t) * LANES, _mm512_maskz_loadu_ps(m, a->x + (seq * L + t) * a->ldx + e0));
+            _mm512_store_ps(xw + (K + t) * LANES16, _mm512_maskz_loadu_ps(m, a->x + (seq * L + t) * a->ldx + e0));
         }
-        memset(gw, 0, (size_t)((K + L) * LANES) * sizeof(float));
+        memset(gw, 0, (size_t)((K + L) * LANES16) * sizeof(float));
         if (a->dstate_final != NULL) {
             const float *f = a->dstate_final + (seq * E + e0) * K;
             for (int64_t k = 0; k < K; k++) {
-                _mm512_store_ps(gw + (L + k) * LANES, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, f + k, 4));
+                _mm512_store_ps(gw + (L + k) * LANES16,
+                                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, kidx, f + k, 4));
             }
         }
         for (int64_t t = 0; t < L; t++) {
             __m512 c = bias;
             for (int64_t k = 0; k < K; k++) {
-                c = _mm512_fmadd_ps(_mm512_load_ps(wv + k * LANES), _mm512_load_ps(xw + (t + 1 + k) * LANES), c);
+                c = _mm512_fmadd_ps(_mm512_load_ps(wv + k * LANES16), _mm512_load_ps(xw + (t + 1 + k) * LANES16), c);
             }
             const __m512 s = sigmoid512(c), one = _mm512_set1_ps(1.0f);
             const __m512 sg = _mm512_mul_ps(s, _mm512_fmadd_ps(c, _mm512_sub_ps(one, s), one));
             const __m512 dc = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a->du + (seq * L + t) * E + e0), sg);
             db = _mm512_add_ps(db, dc);
             for (int64_t k = 0; k < K; k++) {
-                float *dwk = dwv + k * LANES, *gk = gw + (t + 1 + k) * LANES;
+                float *dwk = dwv + k * LANES16, *gk = gw + (t + 1 + k) * LANES16;
                 _mm512_store_ps(dwk,
-                                _mm512_fmadd_ps(dc, _mm512_load_ps(xw + (t + 1 + k) * LANES), _mm512_load_ps(dwk)));
-                _mm512_store_ps(gk, _mm512_fmadd_ps(dc, _mm512_load_ps(wv + k * LANES), _mm512_load_ps(gk)));
+                                _mm512_fmadd_ps(dc, _mm512_load_ps(xw + (t + 1 + k) * LANES16), _mm512_load_ps(dwk)));
+                _mm512_store_ps(gk, _mm512_fmadd_ps(dc, _mm512_load_ps(wv + k * LANES16), _mm512_load_ps(gk)));
             }
         }
         for (int64_t t = 0; t < L; t++) {
-            _mm512_mask_storeu_ps(a->dx + (seq * L + t) * a->ldx + e0, m, _mm512_load_ps(gw + (K + t) * LANES));
+            _mm512_mask_storeu_ps(a->dx + (seq * L + t) * a->ldx + e0, m, _mm512_load_ps(gw + (K + t) * LANES16));
         }
         if (a->dstate0 != NULL) { // after dstate_final was read: they may alias
             float *d0 = a->dstate0 + (seq * E + e0) * K;
             for (int64_t k = 0; k < K; k++) {
-                _mm512_mask_i32scatter_ps(d0 + k, m, kidx, _mm512_load_ps(gw + k * LANES), 4);
+                _mm512_mask_i32scatter_ps(d0 + k, m, kidx, _mm512_load_ps(gw + k * LANES16), 4);
             }
         }
         for (int64_t k = 0; k < K; k++) {
-            add_pd16(dw_sum + 2 * k, _mm512_load_ps(dwv + k * LANES));
+            add_pd16(dw_sum + 2 * k, _mm512_load_ps(dwv + k * LANES16));
         }
         add_pd16(db_sum, db);
     }
@@ -880,105 +1013,39 @@ MC_AVX512 static void conv_bwd_block512(const conv_bwd_args *a, float *sc, int64
     }
 }
 
-MC_AVX512 static void conv_bwd_part512(const void *ctx, int tid, int nt) {
-    const conv_bwd_args *a = ctx;
-    int64_t lo, hi;
-    split_range((a->E + LANES - 1) / LANES, tid, nt, 1, &lo, &hi);
-    for (int64_t blk = lo; blk < hi; blk++) {
-        conv_bwd_block512(a, a->scratch + tid * a->scratch_per, blk * LANES);
-    }
-}
-
 mc_status mc_cpu_conv1d_bwd_avx512(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
                                    const float *dstate_final, const float *x, int64_t ldx, const float *state0,
                                    const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
-    mc_status st = mc_bwd_check_conv1d(ex, Bt, L, E, K, ldx);
-    if (st != MC_OK) {
-        return st;
-    }
-    conv_bwd_args a = { dx, dw, db, dstate0, du, dstate_final, x, state0, w, b, ldx, Bt, L, E, K, NULL, 0 };
-    const int64_t per = (2 * (K + L) + 4 * K) * LANES; // xw, gw [K + L, 16]; wv, dwv [K, 16]; dw_sum [K, 16] doubles
-    return conv_bwd_launch(ex, &a, mc_simd_threads(ex, Bt * L * E * K, BWD_MIN_PARALLEL), per, conv_bwd_part512);
+    return conv_bwd_run(ex, (conv_bwd_args){ dx, dw, db, dstate0, du, dstate_final, x, state0, w, b, ldx, Bt, L, E, K,
+                                             LANES16, conv_bwd_block512, NULL, 0 });
 }
 
-// Selective scan: lanes hold 16 channels, states run in passes of up to 16 (each state's adjoint is its own chain;
-// the sums over states, Σ λ·B and Σ λ·A·decay·h, add up across passes). Time runs in chunks of SBWD_CHUNK steps:
-// the states and decays of one chunk are kept ([chunk + 1, 16 states, 16 lanes] and [chunk, 16, 16], 256 KiB at
-// 128 steps: L2), and a longer sequence first runs the forward once to checkpoint each chunk's starting state.
-#define SBWD_CHUNK 128
-
-// Per (block, sequence) vectors over time, [L, 16] each, gathered once from the strided [·, E] rows (the walk down a
-// column strip is what the hardware prefetchers follow poorly); then the chunk's states and decays, the checkpoints.
-typedef struct sbwd_scratch512 {
-    float *delta, *u, *v, *gy, *dzf; // Δ; u; v = dt + dt_bias; gy = dy·silu(z); dy·silu'(z)
-    float *lamb, *lamahp, *readout;  // Σ_n λ·B; Σ_n λ·A·decay·h_prev; C·h (summed over the passes)
-    float *h;                        // [SBWD_CHUNK + 1, 16, 16] states of the chunk, row 0 its start
-    float *dec;                      // [SBWD_CHUNK, 16, 16]
-    float *ck;                       // [n_chunks, 16, 16] starting state of each chunk
-    float *pbc;                      // [2, 16, 16] one step's λ·Δ·u and gy·h per state, to fold
-} sbwd_scratch512;
-
-#define SBWD_STEP_VECS 8 // vectors per step in the struct's first two lines
-
-static int64_t sbwd_chunks(int64_t L) {
-    return L > 0 ? (L + SBWD_CHUNK - 1) / SBWD_CHUNK : 1;
-}
-
-static int64_t sbwd_scratch512_floats(int64_t L) {
-    return (SBWD_STEP_VECS * L + (2 * SBWD_CHUNK + 1) * LANES + sbwd_chunks(L) * LANES + 2 * LANES) * LANES;
-}
-
-static sbwd_scratch512 sbwd_scratch512_at(float *p, int64_t L) {
-    float **step[SBWD_STEP_VECS];
-    sbwd_scratch512 s;
-    step[0] = &s.delta, step[1] = &s.u, step[2] = &s.v, step[3] = &s.gy, step[4] = &s.dzf, step[5] = &s.lamb;
-    step[6] = &s.lamahp, step[7] = &s.readout;
-    for (int i = 0; i < SBWD_STEP_VECS; i++) {
-        *step[i] = p + i * L * LANES;
-    }
-    s.h = p + SBWD_STEP_VECS * L * LANES;
-    s.dec = s.h + (SBWD_CHUNK + 1) * LANES * LANES;
-    s.ck = s.dec + SBWD_CHUNK * LANES * LANES;
-    s.pbc = s.ck + sbwd_chunks(L) * LANES * LANES;
-    return s;
-}
-
-// Rows this far ahead are prefetched in the walks down the [·, E] inputs and outputs (as scan.c's forward does).
-#define SBWD_PREFETCH_ROWS 8
-
-// What one (block, sequence, state pass) works on.
-typedef struct sbwd_pass {
-    const sbwd_args *a;
-    const sbwd_scratch512 *s;
-    int64_t seq, e0, n0;
-    __mmask16 m;    // live channels
-    float *pB, *pC; // this thread's dB, dC partials of the sequence, [L, N]
-} sbwd_pass;
+// Selective scan: lanes hold 16 channels, states run in passes of up to 16 (see the shared layout above).
 
 // Forward over steps [t0, t1) from the states hv; keep = store each state and decay into the chunk buffers (row 0 =
 // the state at t0) and add C·h to the readout.
 MC_AVX512 static MC_INLINE void sbwd_fwd512(const sbwd_pass *p, __m512 *hv, const __m512 *av, int64_t t0, int64_t t1,
                                             bool keep, int nb) {
     const sbwd_args *a = p->a;
-    const sbwd_scratch512 *s = p->s;
+    const sbwd_scratch *s = p->s;
     const int64_t r0 = p->seq * a->L;
     if (keep) {
         for (int j = 0; j < nb; j++) {
-            _mm512_store_ps(s->h + j * LANES, hv[j]);
+            _mm512_store_ps(s->h + j * LANES16, hv[j]);
         }
     }
     for (int64_t t = t0; t < t1; t++) {
         const int64_t row = r0 + t, i = t - t0;
         const float *bt = a->B + row * a->ldbc + p->n0, *ct = a->C + row * a->ldbc + p->n0;
-        const __m512 dl = _mm512_load_ps(s->delta + t * LANES);
-        const __m512 dut = _mm512_mul_ps(dl, _mm512_load_ps(s->u + t * LANES));
+        const __m512 dl = _mm512_load_ps(s->delta + t * LANES16);
+        const __m512 dut = _mm512_mul_ps(dl, _mm512_load_ps(s->u + t * LANES16));
         __m512 r0v = _mm512_setzero_ps(), r1v = _mm512_setzero_ps();
         for (int j = 0; j < nb; j++) {
             const __m512 dec = mc_exp512(_mm512_mul_ps(dl, av[j]));
             hv[j] = _mm512_fmadd_ps(dec, hv[j], _mm512_mul_ps(dut, _mm512_set1_ps(bt[j])));
             if (keep) {
-                _mm512_store_ps(s->h + ((i + 1) * LANES + j) * LANES, hv[j]);
-                _mm512_store_ps(s->dec + (i * LANES + j) * LANES, dec);
+                _mm512_store_ps(s->h + ((i + 1) * LANES16 + j) * LANES16, hv[j]);
+                _mm512_store_ps(s->dec + (i * LANES16 + j) * LANES16, dec);
                 if (j % 2 == 0) {
                     r0v = _mm512_fmadd_ps(_mm512_set1_ps(ct[j]), hv[j], r0v);
                 } else {
@@ -987,7 +1054,7 @@ MC_AVX512 static MC_INLINE void sbwd_fwd512(const sbwd_pass *p, __m512 *hv, cons
             }
         }
         if (keep) {
-            float *rd = s->readout + t * LANES;
+            float *rd = s->readout + t * LANES16;
             _mm512_store_ps(rd, _mm512_add_ps(_mm512_load_ps(rd), _mm512_add_ps(r0v, r1v)));
         }
     }
@@ -997,31 +1064,27 @@ MC_AVX512 static MC_INLINE void sbwd_fwd512(const sbwd_pass *p, __m512 *hv, cons
 MC_AVX512 static MC_INLINE void sbwd_bwd512(const sbwd_pass *p, __m512 *g, __m512 *dA, const __m512 *av, int64_t t0,
                                             int64_t t1, int nb) {
     const sbwd_args *a = p->a;
-    const sbwd_scratch512 *s = p->s;
+    const sbwd_scratch *s = p->s;
     const int64_t N = a->N, r0 = p->seq * a->L;
     const __mmask16 nm = mc_mask512(nb);
-    __m512 *pb = (__m512 *)s->pbc, *pc = pb + LANES;
+    __m512 *pb = (__m512 *)s->pbc, *pc = pb + LANES16;
     for (int64_t t = t1 - 1; t >= t0; t--) {
         const int64_t row = r0 + t, i = t - t0;
         const float *bt = a->B + row * a->ldbc + p->n0, *ct = a->C + row * a->ldbc + p->n0;
-        const __m512 dl = _mm512_load_ps(s->delta + t * LANES), gy = _mm512_load_ps(s->gy + t * LANES);
-        const __m512 dut = _mm512_mul_ps(dl, _mm512_load_ps(s->u + t * LANES));
+        const __m512 dl = _mm512_load_ps(s->delta + t * LANES16), gy = _mm512_load_ps(s->gy + t * LANES16);
+        const __m512 dut = _mm512_mul_ps(dl, _mm512_load_ps(s->u + t * LANES16));
         __m512 lamb = _mm512_setzero_ps(), lamahp = _mm512_setzero_ps();
         for (int j = 0; j < nb; j++) {
             const __m512 lam = _mm512_fmadd_ps(gy, _mm512_set1_ps(ct[j]), g[j]);
-            pc[j] = _mm512_mul_ps(gy, _mm512_load_ps(s->h + ((i + 1) * LANES + j) * LANES));
+            pc[j] = _mm512_mul_ps(gy, _mm512_load_ps(s->h + ((i + 1) * LANES16 + j) * LANES16));
             pb[j] = _mm512_mul_ps(lam, dut);
             lamb = _mm512_fmadd_ps(lam, _mm512_set1_ps(bt[j]), lamb);
-            g[j] = _mm512_mul_ps(lam, _mm512_load_ps(s->dec + (i * LANES + j) * LANES));
-            const __m512 w = _mm512_mul_ps(g[j], _mm512_load_ps(s->h + (i * LANES + j) * LANES));
+            g[j] = _mm512_mul_ps(lam, _mm512_load_ps(s->dec + (i * LANES16 + j) * LANES16));
+            const __m512 w = _mm512_mul_ps(g[j], _mm512_load_ps(s->h + (i * LANES16 + j) * LANES16));
             dA[j] = _mm512_fmadd_ps(dl, w, dA[j]);
             lamahp = _mm512_fmadd_ps(av[j], w, lamahp);
         }
-        for (int j = nb; j < LANES; j++) {
-            pb[j] = _mm512_setzero_ps();
-            pc[j] = _mm512_setzero_ps();
-        }
-        float *lb = s->lamb + t * LANES, *la = s->lamahp + t * LANES;
+        float *lb = s->lamb + t * LANES16, *la = s->lamahp + t * LANES16;
         _mm512_store_ps(lb, _mm512_add_ps(_mm512_load_ps(lb), lamb));
         _mm512_store_ps(la, _mm512_add_ps(_mm512_load_ps(la), lamahp));
         float *qb = p->pB + t * N + p->n0, *qc = p->pC + t * N + p->n0;
@@ -1034,24 +1097,25 @@ MC_AVX512 static MC_INLINE void sbwd_bwd512(const sbwd_pass *p, __m512 *g, __m51
 // and walked back. Ends with dh0 and dA of these states.
 MC_AVX512 static MC_INLINE void sbwd_pass512(const sbwd_pass *p, int nb) {
     const sbwd_args *a = p->a;
-    const sbwd_scratch512 *s = p->s;
+    const sbwd_scratch *s = p->s;
     const int64_t N = a->N, L = a->L, base = (p->seq * a->E + p->e0) * N + p->n0, n_chunks = sbwd_chunks(L);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32((int)N));
-    __m512 av[LANES], hv[LANES], g[LANES], dA[LANES];
-    __m512d dA_sum[2 * LANES]; // dA in double across chunks: f32 within a chunk
+    const __mmask16 m = mc_mask512(p->ne);
+    __m512 av[LANES16], hv[LANES16], g[LANES16], dA[LANES16];
+    __m512d dA_sum[2 * LANES16]; // dA in double across chunks: f32 within a chunk
     for (int j = 0; j < nb; j++) {
         dA_sum[2 * j] = dA_sum[2 * j + 1] = _mm512_setzero_pd();
-        av[j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), p->m, idx, a->A + p->e0 * N + p->n0 + j, 4);
-        hv[j] = a->h0 != NULL ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), p->m, idx, a->h0 + base + j, 4)
+        av[j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, a->A + p->e0 * N + p->n0 + j, 4);
+        hv[j] = a->h0 != NULL ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, a->h0 + base + j, 4)
                               : _mm512_setzero_ps();
-        g[j] = a->dh_final != NULL ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), p->m, idx, a->dh_final + base + j, 4)
+        g[j] = a->dh_final != NULL ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, a->dh_final + base + j, 4)
                                    : _mm512_setzero_ps();
         dA[j] = _mm512_setzero_ps();
     }
     for (int64_t c = 0; c < n_chunks; c++) { // checkpoints (a single chunk needs no extra forward)
         for (int j = 0; j < nb; j++) {
-            _mm512_store_ps(s->ck + (c * LANES + j) * LANES, hv[j]);
+            _mm512_store_ps(s->ck + (c * LANES16 + j) * LANES16, hv[j]);
         }
         if (c + 1 < n_chunks) {
             sbwd_fwd512(p, hv, av, c * SBWD_CHUNK, (c + 1) * SBWD_CHUNK, false, nb);
@@ -1060,7 +1124,7 @@ MC_AVX512 static MC_INLINE void sbwd_pass512(const sbwd_pass *p, int nb) {
     for (int64_t c = n_chunks - 1; c >= 0; c--) {
         const int64_t t0 = c * SBWD_CHUNK, t1 = t0 + SBWD_CHUNK < L ? t0 + SBWD_CHUNK : L;
         for (int j = 0; j < nb; j++) {
-            hv[j] = _mm512_load_ps(s->ck + (c * LANES + j) * LANES);
+            hv[j] = _mm512_load_ps(s->ck + (c * LANES16 + j) * LANES16);
         }
         sbwd_fwd512(p, hv, av, t0, t1, true, nb);
         sbwd_bwd512(p, g, dA, av, t0, t1, nb);
@@ -1071,104 +1135,84 @@ MC_AVX512 static MC_INLINE void sbwd_pass512(const sbwd_pass *p, int nb) {
     }
     for (int j = 0; j < nb; j++) {
         if (a->dh0 != NULL) { // after dh_final was read: they may alias
-            _mm512_mask_i32scatter_ps(a->dh0 + base + j, p->m, idx, g[j], 4);
+            _mm512_mask_i32scatter_ps(a->dh0 + base + j, m, idx, g[j], 4);
         }
         float *dAj = a->dA + p->e0 * N + p->n0 + j;
-        const __m512 cur = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), p->m, idx, dAj, 4);
-        _mm512_mask_i32scatter_ps(dAj, p->m, idx, add_pd16_ps(cur, dA_sum + 2 * j), 4);
+        const __m512 cur = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, dAj, 4);
+        _mm512_mask_i32scatter_ps(dAj, m, idx, add_pd16_ps(cur, dA_sum + 2 * j), 4);
     }
 }
 
 // Per-step vectors of a (block, sequence) before the passes: the strided inputs gathered, Δ, the gate's factors,
 // zeroed sums.
-MC_AVX512 static void sbwd_prepare512(const sbwd_args *a, const sbwd_scratch512 *s, int64_t seq, int64_t e0,
-                                      __mmask16 m) {
+MC_AVX512 static void sbwd_prepare512(const sbwd_args *a, const sbwd_scratch *s, int64_t seq, int64_t e0, __mmask16 m) {
     const int64_t E = a->E, r0 = seq * a->L;
     const __m512 bias = _mm512_maskz_loadu_ps(m, a->dt_bias + e0), one = _mm512_set1_ps(1.0f);
     for (int64_t t = 0; t < a->L; t++) {
         const int64_t row = r0 + t;
-        if (t + SBWD_PREFETCH_ROWS < a->L) {
-            const int64_t pr = row + SBWD_PREFETCH_ROWS;
-            __builtin_prefetch(a->u + pr * E + e0);
-            __builtin_prefetch(a->dt + pr * E + e0);
-            __builtin_prefetch(a->dy + pr * E + e0);
-            __builtin_prefetch(a->z + pr * a->ldz + e0);
-        }
+        sbwd_prefetch_inputs(a, t, row, e0);
         const __m512 zt = _mm512_maskz_loadu_ps(m, a->z + row * a->ldz + e0);
         const __m512 dyt = _mm512_maskz_loadu_ps(m, a->dy + row * E + e0);
         const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, a->dt + row * E + e0), bias);
         const __m512 sz = sigmoid512(zt);
         const __m512 sg = _mm512_mul_ps(sz, _mm512_fmadd_ps(zt, _mm512_sub_ps(one, sz), one)); // silu'(z)
-        _mm512_store_ps(s->u + t * LANES, _mm512_maskz_loadu_ps(m, a->u + row * E + e0));
-        _mm512_store_ps(s->v + t * LANES, v);
-        _mm512_store_ps(s->delta + t * LANES, mc_softplus512(v));
-        _mm512_store_ps(s->gy + t * LANES, _mm512_mul_ps(dyt, _mm512_mul_ps(zt, sz)));
-        _mm512_store_ps(s->dzf + t * LANES, _mm512_mul_ps(dyt, sg));
-        _mm512_store_ps(s->lamb + t * LANES, _mm512_setzero_ps());
-        _mm512_store_ps(s->lamahp + t * LANES, _mm512_setzero_ps());
-        _mm512_store_ps(s->readout + t * LANES, _mm512_setzero_ps());
+        _mm512_store_ps(s->u + t * LANES16, _mm512_maskz_loadu_ps(m, a->u + row * E + e0));
+        _mm512_store_ps(s->v + t * LANES16, v);
+        _mm512_store_ps(s->delta + t * LANES16, mc_softplus512(v));
+        _mm512_store_ps(s->gy + t * LANES16, _mm512_mul_ps(dyt, _mm512_mul_ps(zt, sz)));
+        _mm512_store_ps(s->dzf + t * LANES16, _mm512_mul_ps(dyt, sg));
+        _mm512_store_ps(s->lamb + t * LANES16, _mm512_setzero_ps());
+        _mm512_store_ps(s->lamahp + t * LANES16, _mm512_setzero_ps());
+        _mm512_store_ps(s->readout + t * LANES16, _mm512_setzero_ps());
     }
 }
 
 // After the passes: du, ddt, dz of the block's channels, and their dD and ddt_bias sums.
-MC_AVX512 static void sbwd_finish512(const sbwd_args *a, const sbwd_scratch512 *s, int64_t seq, int64_t e0, __mmask16 m,
+MC_AVX512 static void sbwd_finish512(const sbwd_args *a, const sbwd_scratch *s, int64_t seq, int64_t e0, __mmask16 m,
                                      __m512d *dD, __m512d *dbias) {
     const int64_t E = a->E, r0 = seq * a->L;
     const __m512 dskip = _mm512_maskz_loadu_ps(m, a->D + e0);
     for (int64_t t = 0; t < a->L; t++) {
         const int64_t row = r0 + t;
-        if (t + SBWD_PREFETCH_ROWS < a->L) {
-            const int64_t pr = row + SBWD_PREFETCH_ROWS;
-            __builtin_prefetch(a->du + pr * E + e0, 1);
-            __builtin_prefetch(a->ddt + pr * E + e0, 1);
-            __builtin_prefetch(a->dz + pr * a->ldz + e0, 1);
-        }
-        const __m512 ut = _mm512_load_ps(s->u + t * LANES), gy = _mm512_load_ps(s->gy + t * LANES);
-        const __m512 lamb = _mm512_load_ps(s->lamb + t * LANES), dl = _mm512_load_ps(s->delta + t * LANES);
-        const __m512 v = _mm512_load_ps(s->v + t * LANES);
-        const __m512 ddelta = _mm512_fmadd_ps(ut, lamb, _mm512_load_ps(s->lamahp + t * LANES));
+        sbwd_prefetch_outputs(a, t, row, e0);
+        const __m512 ut = _mm512_load_ps(s->u + t * LANES16), gy = _mm512_load_ps(s->gy + t * LANES16);
+        const __m512 lamb = _mm512_load_ps(s->lamb + t * LANES16), dl = _mm512_load_ps(s->delta + t * LANES16);
+        const __m512 v = _mm512_load_ps(s->v + t * LANES16);
+        const __m512 ddelta = _mm512_fmadd_ps(ut, lamb, _mm512_load_ps(s->lamahp + t * LANES16));
         const __mmask16 big = _mm512_cmp_ps_mask(v, _mm512_set1_ps(SOFTPLUS_THRESHOLD), _CMP_GT_OQ);
         const __m512 dv = _mm512_mask_mov_ps(_mm512_mul_ps(ddelta, sigmoid512(v)), big, ddelta);
         _mm512_mask_storeu_ps(a->ddt + row * E + e0, m, dv);
         add_pd16(dbias, _mm512_maskz_mov_ps(m, dv));
         _mm512_mask_storeu_ps(a->du + row * E + e0, m, _mm512_fmadd_ps(gy, dskip, _mm512_mul_ps(dl, lamb)));
         add_pd16(dD, _mm512_mul_ps(gy, ut));
-        const __m512 pre = _mm512_fmadd_ps(dskip, ut, _mm512_load_ps(s->readout + t * LANES));
-        _mm512_mask_storeu_ps(a->dz + row * a->ldz + e0, m, _mm512_mul_ps(_mm512_load_ps(s->dzf + t * LANES), pre));
+        const __m512 pre = _mm512_fmadd_ps(dskip, ut, _mm512_load_ps(s->readout + t * LANES16));
+        _mm512_mask_storeu_ps(a->dz + row * a->ldz + e0, m, _mm512_mul_ps(_mm512_load_ps(s->dzf + t * LANES16), pre));
     }
 }
 
-MC_AVX512 static void sbwd_block512(const sbwd_args *a, const sbwd_scratch512 *s, float *pB, float *pC, int64_t e0) {
-    const __mmask16 m = mc_mask512(a->E - e0);
-    const int64_t LN = a->L * a->N;
+MC_AVX512 static void sbwd_block512(const sbwd_args *a, float *sc, float *pB, float *pC, int64_t e0) {
+    const int64_t ne = a->E - e0 < LANES16 ? a->E - e0 : LANES16, LN = a->L * a->N;
+    const __mmask16 m = mc_mask512(ne);
+    const sbwd_scratch s = sbwd_scratch_at(sc, a->L, LANES16);
     __m512d dD[2] = { _mm512_setzero_pd(), _mm512_setzero_pd() }, dbias[2] = { dD[0], dD[1] };
     for (int64_t seq = 0; seq < a->Bt; seq++) {
-        sbwd_prepare512(a, s, seq, e0, m);
-        for (int64_t n0 = 0; n0 < a->N; n0 += LANES) {
-            const sbwd_pass p = { a, s, seq, e0, n0, m, pB + seq * LN, pC + seq * LN };
-            if (a->N - n0 >= LANES) { // constant nb: the state loops unroll and stay in registers
-                sbwd_pass512(&p, LANES);
+        sbwd_prepare512(a, &s, seq, e0, m);
+        for (int64_t n0 = 0; n0 < a->N; n0 += LANES16) {
+            const sbwd_pass p = { a, &s, seq, e0, n0, ne, pB + seq * LN, pC + seq * LN };
+            if (a->N - n0 >= LANES16) { // constant nb: the state loops unroll and stay in registers
+                sbwd_pass512(&p, LANES16);
             } else {
                 sbwd_pass512(&p, (int)(a->N - n0));
             }
         }
-        sbwd_finish512(a, s, seq, e0, m, dD, dbias);
+        sbwd_finish512(a, &s, seq, e0, m, dD, dbias);
     }
     _mm512_mask_storeu_ps(a->dD + e0, m, add_pd16_ps(_mm512_maskz_loadu_ps(m, a->dD + e0), dD));
     _mm512_mask_storeu_ps(a->ddt_bias + e0, m, add_pd16_ps(_mm512_maskz_loadu_ps(m, a->ddt_bias + e0), dbias));
 }
 
-MC_AVX512 static void sbwd_part512(const void *ctx, int tid, int nt) {
-    const sbwd_args *a = ctx;
-    const int64_t BLN = a->Bt * a->L * a->N;
-    float *pB = a->part + 2 * tid * BLN, *pC = pB + BLN;
-    memset(pB, 0, (size_t)(2 * BLN) * sizeof(float));
-    const sbwd_scratch512 s = sbwd_scratch512_at(a->scratch + tid * a->scratch_per, a->L);
-    int64_t lo, hi;
-    split_range((a->E + LANES - 1) / LANES, tid, nt, 1, &lo, &hi);
-    for (int64_t blk = lo; blk < hi; blk++) {
-        sbwd_block512(a, &s, pB, pC, blk * LANES);
-    }
+static int64_t sbwd_scratch_floats16(int64_t L, int64_t N) {
+    return sbwd_scratch_floats(L, LANES16);
 }
 
 mc_status mc_cpu_selective_scan_bwd_avx512(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
@@ -1177,16 +1221,9 @@ mc_status mc_cpu_selective_scan_bwd_avx512(const mc_exec *ex, float *du, float *
                                            const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                            const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L,
                                            int64_t E, int64_t N) {
-    mc_status st = mc_bwd_check_scan(ex, Bt, L, E, N, ldbc, ldz);
-    if (st != MC_OK) {
-        return st;
-    }
-    if (L > INT64_MAX / (8 * LANES * LANES)) {
-        return mc_fail(err_of(ex), MC_ERR_INVALID, "selective_scan_bwd: L=%lld overflows the scratch", (long long)L);
-    }
-    sbwd_args a = { du, ddt, dz, dB, dC, dA,   dD,  ddt_bias, dh0, dy, dh_final, u,    dt,   dt_bias, A,
-                    B,  C,   D,  z,  h0, ldbc, ldz, Bt,       L,   E,  N,        NULL, NULL, 0 };
-    return sbwd_launch(ex, &a, mc_simd_threads(ex, Bt * L * E * N, BWD_MIN_PARALLEL), sbwd_scratch512_floats(L),
-                       sbwd_part512);
+    const sbwd_args a = { du,   ddt,  dz, dB, dC, dA, dD,   ddt_bias, dh0, dy, dh_final, u, dt,      dt_bias,
+                          A,    B,    C,  D,  z,  h0, ldbc, ldz,      Bt,  L,  E,        N, LANES16, sbwd_block512,
+                          NULL, NULL, 0 };
+    return sbwd_run(ex, a, sbwd_scratch_floats16);
 }
 #endif
