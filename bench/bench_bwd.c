@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
 
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         for (int isa = 0; isa < MC_CPU_ISA_COUNT; isa++) {
-            // The exp-bound kernels once per distinct ISA kernel (AVX2 runs the portable ones); the others once.
+            // The exp-bound kernels once per distinct ISA kernel; the others once.
             const mc_cpu_kernels *k = mc_cpu_kernels_get(isa);
             const bool per_isa = kernel_of(ops[i].f, mc_cpu_kernels_get(0)) != NULL;
             if (k == NULL ||

@@ -22,8 +22,8 @@ static const mc_cpu_kernels kernels_avx2 = {
     mc_cpu_rmsnorm_avx2,     mc_cpu_conv1d_avx2,
     mc_cpu_conv1d_step_avx2, mc_cpu_selective_scan_avx2,
     mc_cpu_selective_scan_step_avx2,
-    mc_cpu_conv1d_bwd_c,     mc_cpu_selective_scan_bwd_c,
-    mc_cpu_cross_entropy_c,
+    mc_cpu_conv1d_bwd_avx2,  mc_cpu_selective_scan_bwd_avx2,
+    mc_cpu_cross_entropy_avx2,
 };
 
 static const mc_cpu_kernels kernels_avx512 = {

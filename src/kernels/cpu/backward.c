@@ -1,5 +1,5 @@
 // The cpu backend's backward ops (training), the fast twins of kernels/ref/backward.c: the transposed products are
-// OpenBLAS sgemm calls that our own OpenMP team splits, the rest are threaded loops, AVX-512 where exp dominates.
+// OpenBLAS sgemm calls that our own OpenMP team splits, the rest threaded loops, AVX2 / AVX-512 where exp dominates.
 // Contracts (what accumulates, what may alias) are those of kernels/ref/backward.h; the ref twins are the oracles.
 #include <cblas.h>
 #include <limits.h>
@@ -1225,5 +1225,409 @@ mc_status mc_cpu_selective_scan_bwd_avx512(const mc_exec *ex, float *du, float *
                           A,    B,    C,  D,  z,  h0, ldbc, ldz,      Bt,  L,  E,        N, LANES16, sbwd_block512,
                           NULL, NULL, 0 };
     return sbwd_run(ex, a, sbwd_scratch_floats16);
+}
+
+// ---- AVX2 -------------------------------------------------------------------------------------------------------
+//
+// The AVX-512 kernels at 8 lanes. AVX2 has no masked arithmetic and no scatter, and AMD runs the masked loads and
+// stores (vmaskmovps) as slow microcode, so a block of channels is `full` or not as a constant (mc_load8) and
+// strided lanes are written one by one.
+
+// Row of a [·, 8]-lane array: 8 floats per row.
+#define LANES8 8
+
+// acc[0..8) (two double vectors) += the 8 lanes of v.
+MC_AVX2 static MC_INLINE void add_pd8(__m256d *acc, __m256 v) {
+    acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+// (float)((double)cur + acc) per lane, as add_pd16_ps.
+MC_AVX2 static MC_INLINE __m256 add_pd8_ps(__m256 cur, const __m256d *acc) {
+    const __m256d lo = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(cur)), acc[0]);
+    const __m256d hi = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(cur, 1)), acc[1]);
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+}
+
+MC_AVX2 static MC_INLINE __m256 sigmoid256(__m256 v) {
+    return _mm256_div_ps(_mm256_set1_ps(1.0f),
+                         _mm256_add_ps(_mm256_set1_ps(1.0f), mc_exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+}
+
+// silu'(v) = σ·(1 + v·(1 − σ)) from s = σ(v).
+MC_AVX2 static MC_INLINE __m256 dsilu256(__m256 v, __m256 s) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_mul_ps(s, _mm256_fmadd_ps(v, _mm256_sub_ps(one, s), one));
+}
+
+// Lanes of p[0], p[stride], ..., p[7·stride] where mf is set (0 elsewhere); idx holds lane·stride.
+MC_AVX2 static MC_INLINE __m256 gather8(const float *p, __m256i idx, __m256 mf) {
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, mf, 4);
+}
+
+// Lanes [0, ne) of v to p[0], p[stride], ...
+MC_AVX2 static MC_INLINE void scatter8(float *p, int64_t stride, __m256 v, int64_t ne) {
+    float tmp[LANES8];
+    _mm256_storeu_ps(tmp, v);
+    for (int64_t j = 0; j < ne; j++) {
+        p[j * stride] = tmp[j];
+    }
+}
+
+// Cross entropy: 8 logits per vector, the last vector of a row partial.
+MC_AVX2 static float ce_max256(const float *row, int64_t V) {
+    __m256 vmax = _mm256_set1_ps(row[0]);
+    int64_t v = 0;
+    for (; v + LANES8 <= V; v += LANES8) {
+        vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(row + v));
+    }
+    if (v < V) { // lanes past the row keep the running max
+        const __m256i m = mc_mask256(V - v);
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, _mm256_maskload_ps(row + v, m), _mm256_castsi256_ps(m)));
+    }
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+// exp(row[0..n) − mx) stored to grad and returned, lanes past n zero.
+MC_AVX2 static MC_INLINE __m256 ce_exp8(float *grad, const float *row, __m256 vmx, int64_t n, bool full) {
+    const __m256i m = mc_mask256(n);
+    __m256 e = mc_exp256(_mm256_sub_ps(mc_load8(row, m, full), vmx));
+    if (!full) {
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
+    }
+    mc_store8(grad, m, e, full);
+    return e;
+}
+
+MC_AVX2 static double ce_exp_store256(float *grad, const float *row, int64_t V, float mx) {
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256d total[2] = { _mm256_setzero_pd(), _mm256_setzero_pd() };
+    int64_t v = 0;
+    while (v + LANES8 <= V) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < CE_BLOCK && v + LANES8 <= V; i++, v += LANES8) {
+            acc = _mm256_add_ps(acc, ce_exp8(grad + v, row + v, vmx, LANES8, true));
+        }
+        add_pd8(total, acc);
+    }
+    if (v < V) {
+        add_pd8(total, ce_exp8(grad + v, row + v, vmx, V - v, false));
+    }
+    const __m256d t = _mm256_add_pd(total[0], total[1]);
+    __m128d q = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+
+MC_AVX2 static void ce_scale256(float *grad, int64_t V, float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t v = 0;
+    for (; v + LANES8 <= V; v += LANES8) {
+        _mm256_storeu_ps(grad + v, _mm256_mul_ps(_mm256_loadu_ps(grad + v), vs));
+    }
+    if (v < V) {
+        const __m256i m = mc_mask256(V - v);
+        _mm256_maskstore_ps(grad + v, m, _mm256_mul_ps(_mm256_maskload_ps(grad + v, m), vs));
+    }
+}
+
+static const ce_passes ce_passes256 = { ce_max256, ce_exp_store256, ce_scale256 };
+
+mc_status mc_cpu_cross_entropy_avx2(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
+                                    const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale) {
+    return ce_run(ex, (ce_args){ dlogits, NULL, logits, targets, T, V, scale, &ce_passes256 }, loss_sum, n_valid);
+}
+
+// Conv1d: lanes hold 8 channels (see the shared layout above).
+MC_AVX2 static MC_INLINE void conv_bwd_block256(const conv_bwd_args *a, float *sc, int64_t e0, bool full) {
+    const int64_t K = a->K, L = a->L, E = a->E, ne = E - e0 < LANES8 ? E - e0 : LANES8;
+    const __m256i m = mc_mask256(ne);
+    const __m256 mf = _mm256_castsi256_ps(m);
+    const __m256i kidx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)K));
+    const conv_simd_scratch cs = conv_simd_scratch_at(sc, L, K, LANES8);
+    float *xw = cs.xw, *gw = cs.gw, *wv = cs.wv, *dwv = cs.dwv;
+    __m256d *dw_sum = (__m256d *)cs.dw_sum; // [K, 2]
+    __m256d db_sum[2] = { _mm256_setzero_pd(), _mm256_setzero_pd() };
+    for (int64_t k = 0; k < K; k++) {
+        _mm256_store_ps(wv + k * LANES8, gather8(a->w + e0 * K + k, kidx, mf));
+        dw_sum[2 * k] = dw_sum[2 * k + 1] = _mm256_setzero_pd();
+    }
+    const __m256 bias = a->b != NULL ? mc_load8(a->b + e0, m, full) : _mm256_setzero_ps();
+    for (int64_t seq = 0; seq < a->Bt; seq++) {
+        __m256 db = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k++) {
+            _mm256_store_ps(dwv + k * LANES8, _mm256_setzero_ps());
+        }
+        const float *s0 = a->state0 + (seq * E + e0) * K;
+        for (int64_t k = 0; k < K; k++) {
+            _mm256_store_ps(xw + k * LANES8, gather8(s0 + k, kidx, mf));
+        }
+        for (int64_t t = 0; t < L; t++) {
+            _mm256_store_ps(xw + (K + t) * LANES8, mc_load8(a->x + (seq * L + t) * a->ldx + e0, m, full));
+        }
+        memset(gw, 0, (size_t)((K + L) * LANES8) * sizeof(float));
+        if (a->dstate_final != NULL) {
+            const float *f = a->dstate_final + (seq * E + e0) * K;
+            for (int64_t k = 0; k < K; k++) {
+                _mm256_store_ps(gw + (L + k) * LANES8, gather8(f + k, kidx, mf));
+            }
+        }
+        for (int64_t t = 0; t < L; t++) {
+            __m256 c = bias;
+            for (int64_t k = 0; k < K; k++) {
+                c = _mm256_fmadd_ps(_mm256_load_ps(wv + k * LANES8), _mm256_load_ps(xw + (t + 1 + k) * LANES8), c);
+            }
+            const __m256 dc =
+                _mm256_mul_ps(mc_load8(a->du + (seq * L + t) * E + e0, m, full), dsilu256(c, sigmoid256(c)));
+            db = _mm256_add_ps(db, dc);
+            for (int64_t k = 0; k < K; k++) {
+                float *dwk = dwv + k * LANES8, *gk = gw + (t + 1 + k) * LANES8;
+                _mm256_store_ps(dwk,
+                                _mm256_fmadd_ps(dc, _mm256_load_ps(xw + (t + 1 + k) * LANES8), _mm256_load_ps(dwk)));
+                _mm256_store_ps(gk, _mm256_fmadd_ps(dc, _mm256_load_ps(wv + k * LANES8), _mm256_load_ps(gk)));
+            }
+        }
+        for (int64_t t = 0; t < L; t++) {
+            mc_store8(a->dx + (seq * L + t) * a->ldx + e0, m, _mm256_load_ps(gw + (K + t) * LANES8), full);
+        }
+        if (a->dstate0 != NULL) { // after dstate_final was read: they may alias
+            for (int64_t k = 0; k < K; k++) {
+                scatter8(a->dstate0 + (seq * E + e0) * K + k, K, _mm256_load_ps(gw + k * LANES8), ne);
+            }
+        }
+        for (int64_t k = 0; k < K; k++) {
+            add_pd8(dw_sum + 2 * k, _mm256_load_ps(dwv + k * LANES8));
+        }
+        add_pd8(db_sum, db);
+    }
+    for (int64_t k = 0; k < K; k++) {
+        float *dw = a->dw + e0 * K + k;
+        scatter8(dw, K, add_pd8_ps(gather8(dw, kidx, mf), dw_sum + 2 * k), ne);
+    }
+    if (a->db != NULL) {
+        mc_store8(a->db + e0, m, add_pd8_ps(mc_load8(a->db + e0, m, full), db_sum), full);
+    }
+}
+
+MC_AVX2 static void conv_bwd_blocks256(const conv_bwd_args *a, float *sc, int64_t e0) {
+    if (a->E - e0 >= LANES8) {
+        conv_bwd_block256(a, sc, e0, true);
+    } else {
+        conv_bwd_block256(a, sc, e0, false);
+    }
+}
+
+mc_status mc_cpu_conv1d_bwd_avx2(const mc_exec *ex, float *dx, float *dw, float *db, float *dstate0, const float *du,
+                                 const float *dstate_final, const float *x, int64_t ldx, const float *state0,
+                                 const float *w, const float *b, int64_t Bt, int64_t L, int64_t E, int64_t K) {
+    return conv_bwd_run(ex, (conv_bwd_args){ dx, dw, db, dstate0, du, dstate_final, x, state0, w, b, ldx, Bt, L, E, K,
+                                             LANES8, conv_bwd_blocks256, NULL, 0 });
+}
+
+// Selective scan: lanes hold 8 channels, states run in passes of up to 8 (16 ymm registers hold a pass's states,
+// A and adjoints only in part; the rest stays in L1), as the AVX-512 kernel otherwise.
+MC_AVX2 static MC_INLINE void sbwd_fwd256(const sbwd_pass *p, __m256 *hv, const __m256 *av, int64_t t0, int64_t t1,
+                                          bool keep, int nb) {
+    const sbwd_args *a = p->a;
+    const sbwd_scratch *s = p->s;
+    const int64_t r0 = p->seq * a->L;
+    if (keep) {
+        for (int j = 0; j < nb; j++) {
+            _mm256_store_ps(s->h + j * LANES8, hv[j]);
+        }
+    }
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t row = r0 + t, i = t - t0;
+        const float *bt = a->B + row * a->ldbc + p->n0, *ct = a->C + row * a->ldbc + p->n0;
+        const __m256 dl = _mm256_load_ps(s->delta + t * LANES8);
+        const __m256 dut = _mm256_mul_ps(dl, _mm256_load_ps(s->u + t * LANES8));
+        __m256 r0v = _mm256_setzero_ps(), r1v = _mm256_setzero_ps();
+        for (int j = 0; j < nb; j++) {
+            const __m256 dec = mc_exp256(_mm256_mul_ps(dl, av[j]));
+            hv[j] = _mm256_fmadd_ps(dec, hv[j], _mm256_mul_ps(dut, _mm256_broadcast_ss(bt + j)));
+            if (keep) {
+                _mm256_store_ps(s->h + ((i + 1) * LANES8 + j) * LANES8, hv[j]);
+                _mm256_store_ps(s->dec + (i * LANES8 + j) * LANES8, dec);
+                if (j % 2 == 0) {
+                    r0v = _mm256_fmadd_ps(_mm256_broadcast_ss(ct + j), hv[j], r0v);
+                } else {
+                    r1v = _mm256_fmadd_ps(_mm256_broadcast_ss(ct + j), hv[j], r1v);
+                }
+            }
+        }
+        if (keep) {
+            float *rd = s->readout + t * LANES8;
+            _mm256_store_ps(rd, _mm256_add_ps(_mm256_load_ps(rd), _mm256_add_ps(r0v, r1v)));
+        }
+    }
+}
+
+MC_AVX2 static MC_INLINE void sbwd_bwd256(const sbwd_pass *p, __m256 *g, __m256 *dA, const __m256 *av, int64_t t0,
+                                          int64_t t1, int nb) {
+    const sbwd_args *a = p->a;
+    const sbwd_scratch *s = p->s;
+    const int64_t N = a->N, r0 = p->seq * a->L;
+    const __m256i nm = mc_mask256(nb);
+    __m256 *pb = (__m256 *)s->pbc, *pc = pb + LANES8;
+    for (int64_t t = t1 - 1; t >= t0; t--) {
+        const int64_t row = r0 + t, i = t - t0;
+        const float *bt = a->B + row * a->ldbc + p->n0, *ct = a->C + row * a->ldbc + p->n0;
+        const __m256 dl = _mm256_load_ps(s->delta + t * LANES8), gy = _mm256_load_ps(s->gy + t * LANES8);
+        const __m256 dut = _mm256_mul_ps(dl, _mm256_load_ps(s->u + t * LANES8));
+        __m256 lamb = _mm256_setzero_ps(), lamahp = _mm256_setzero_ps();
+        for (int j = 0; j < nb; j++) {
+            const __m256 lam = _mm256_fmadd_ps(gy, _mm256_broadcast_ss(ct + j), g[j]);
+            pc[j] = _mm256_mul_ps(gy, _mm256_load_ps(s->h + ((i + 1) * LANES8 + j) * LANES8));
+            pb[j] = _mm256_mul_ps(lam, dut);
+            lamb = _mm256_fmadd_ps(lam, _mm256_broadcast_ss(bt + j), lamb);
+            g[j] = _mm256_mul_ps(lam, _mm256_load_ps(s->dec + (i * LANES8 + j) * LANES8));
+            const __m256 w = _mm256_mul_ps(g[j], _mm256_load_ps(s->h + (i * LANES8 + j) * LANES8));
+            dA[j] = _mm256_fmadd_ps(dl, w, dA[j]);
+            lamahp = _mm256_fmadd_ps(av[j], w, lamahp);
+        }
+        float *lb = s->lamb + t * LANES8, *la = s->lamahp + t * LANES8;
+        _mm256_store_ps(lb, _mm256_add_ps(_mm256_load_ps(lb), lamb));
+        _mm256_store_ps(la, _mm256_add_ps(_mm256_load_ps(la), lamahp));
+        float *qb = p->pB + t * N + p->n0, *qc = p->pC + t * N + p->n0;
+        const bool all = nb == LANES8;
+        mc_store8(qb, nm, _mm256_add_ps(mc_load8(qb, nm, all), mc_hsum8x8_256(pb)), all);
+        mc_store8(qc, nm, _mm256_add_ps(mc_load8(qc, nm, all), mc_hsum8x8_256(pc)), all);
+    }
+}
+
+MC_AVX2 static MC_INLINE void sbwd_pass256(const sbwd_pass *p, int nb) {
+    const sbwd_args *a = p->a;
+    const sbwd_scratch *s = p->s;
+    const int64_t N = a->N, L = a->L, base = (p->seq * a->E + p->e0) * N + p->n0, n_chunks = sbwd_chunks(L);
+    const __m256 mf = _mm256_castsi256_ps(mc_mask256(p->ne));
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)N));
+    __m256 av[LANES8], hv[LANES8], g[LANES8], dA[LANES8];
+    __m256d dA_sum[2 * LANES8]; // dA in double across chunks: f32 within a chunk
+    for (int j = 0; j < nb; j++) {
+        dA_sum[2 * j] = dA_sum[2 * j + 1] = _mm256_setzero_pd();
+        av[j] = gather8(a->A + p->e0 * N + p->n0 + j, idx, mf);
+        hv[j] = a->h0 != NULL ? gather8(a->h0 + base + j, idx, mf) : _mm256_setzero_ps();
+        g[j] = a->dh_final != NULL ? gather8(a->dh_final + base + j, idx, mf) : _mm256_setzero_ps();
+        dA[j] = _mm256_setzero_ps();
+    }
+    for (int64_t c = 0; c < n_chunks; c++) { // checkpoints (a single chunk needs no extra forward)
+        for (int j = 0; j < nb; j++) {
+            _mm256_store_ps(s->ck + (c * LANES8 + j) * LANES8, hv[j]);
+        }
+        if (c + 1 < n_chunks) {
+            sbwd_fwd256(p, hv, av, c * SBWD_CHUNK, (c + 1) * SBWD_CHUNK, false, nb);
+        }
+    }
+    for (int64_t c = n_chunks - 1; c >= 0; c--) {
+        const int64_t t0 = c * SBWD_CHUNK, t1 = t0 + SBWD_CHUNK < L ? t0 + SBWD_CHUNK : L;
+        for (int j = 0; j < nb; j++) {
+            hv[j] = _mm256_load_ps(s->ck + (c * LANES8 + j) * LANES8);
+        }
+        sbwd_fwd256(p, hv, av, t0, t1, true, nb);
+        sbwd_bwd256(p, g, dA, av, t0, t1, nb);
+        for (int j = 0; j < nb; j++) {
+            add_pd8(dA_sum + 2 * j, dA[j]);
+            dA[j] = _mm256_setzero_ps();
+        }
+    }
+    for (int j = 0; j < nb; j++) {
+        if (a->dh0 != NULL) { // after dh_final was read: they may alias
+            scatter8(a->dh0 + base + j, N, g[j], p->ne);
+        }
+        float *dAj = a->dA + p->e0 * N + p->n0 + j;
+        scatter8(dAj, N, add_pd8_ps(gather8(dAj, idx, mf), dA_sum + 2 * j), p->ne);
+    }
+}
+
+MC_AVX2 static MC_INLINE void sbwd_prepare256(const sbwd_args *a, const sbwd_scratch *s, int64_t seq, int64_t e0,
+                                              __m256i m, bool full) {
+    const int64_t E = a->E, r0 = seq * a->L;
+    const __m256 bias = mc_load8(a->dt_bias + e0, m, full);
+    for (int64_t t = 0; t < a->L; t++) {
+        const int64_t row = r0 + t;
+        sbwd_prefetch_inputs(a, t, row, e0);
+        const __m256 zt = mc_load8(a->z + row * a->ldz + e0, m, full);
+        const __m256 dyt = mc_load8(a->dy + row * E + e0, m, full);
+        const __m256 v = _mm256_add_ps(mc_load8(a->dt + row * E + e0, m, full), bias);
+        const __m256 sz = sigmoid256(zt);
+        _mm256_store_ps(s->u + t * LANES8, mc_load8(a->u + row * E + e0, m, full));
+        _mm256_store_ps(s->v + t * LANES8, v);
+        _mm256_store_ps(s->delta + t * LANES8, mc_softplus256(v));
+        _mm256_store_ps(s->gy + t * LANES8, _mm256_mul_ps(dyt, _mm256_mul_ps(zt, sz)));
+        _mm256_store_ps(s->dzf + t * LANES8, _mm256_mul_ps(dyt, dsilu256(zt, sz)));
+        _mm256_store_ps(s->lamb + t * LANES8, _mm256_setzero_ps());
+        _mm256_store_ps(s->lamahp + t * LANES8, _mm256_setzero_ps());
+        _mm256_store_ps(s->readout + t * LANES8, _mm256_setzero_ps());
+    }
+}
+
+MC_AVX2 static MC_INLINE void sbwd_finish256(const sbwd_args *a, const sbwd_scratch *s, int64_t seq, int64_t e0,
+                                             __m256i m, bool full, __m256d *dD, __m256d *dbias) {
+    const int64_t E = a->E, r0 = seq * a->L;
+    const __m256 dskip = mc_load8(a->D + e0, m, full);
+    for (int64_t t = 0; t < a->L; t++) {
+        const int64_t row = r0 + t;
+        sbwd_prefetch_outputs(a, t, row, e0);
+        const __m256 ut = _mm256_load_ps(s->u + t * LANES8), gy = _mm256_load_ps(s->gy + t * LANES8);
+        const __m256 lamb = _mm256_load_ps(s->lamb + t * LANES8), dl = _mm256_load_ps(s->delta + t * LANES8);
+        const __m256 v = _mm256_load_ps(s->v + t * LANES8);
+        const __m256 ddelta = _mm256_fmadd_ps(ut, lamb, _mm256_load_ps(s->lamahp + t * LANES8));
+        const __m256 big = _mm256_cmp_ps(v, _mm256_set1_ps(SOFTPLUS_THRESHOLD), _CMP_GT_OQ);
+        const __m256 dv = _mm256_blendv_ps(_mm256_mul_ps(ddelta, sigmoid256(v)), ddelta, big);
+        mc_store8(a->ddt + row * E + e0, m, dv, full);
+        add_pd8(dbias, _mm256_and_ps(dv, _mm256_castsi256_ps(m)));
+        mc_store8(a->du + row * E + e0, m, _mm256_fmadd_ps(gy, dskip, _mm256_mul_ps(dl, lamb)), full);
+        add_pd8(dD, _mm256_mul_ps(gy, ut));
+        const __m256 pre = _mm256_fmadd_ps(dskip, ut, _mm256_load_ps(s->readout + t * LANES8));
+        mc_store8(a->dz + row * a->ldz + e0, m, _mm256_mul_ps(_mm256_load_ps(s->dzf + t * LANES8), pre), full);
+    }
+}
+
+MC_AVX2 static MC_INLINE void sbwd_block256(const sbwd_args *a, float *sc, float *pB, float *pC, int64_t e0,
+                                            bool full) {
+    const int64_t ne = a->E - e0 < LANES8 ? a->E - e0 : LANES8, LN = a->L * a->N;
+    const __m256i m = mc_mask256(ne);
+    const sbwd_scratch s = sbwd_scratch_at(sc, a->L, LANES8);
+    __m256d dD[2] = { _mm256_setzero_pd(), _mm256_setzero_pd() }, dbias[2] = { dD[0], dD[1] };
+    for (int64_t seq = 0; seq < a->Bt; seq++) {
+        sbwd_prepare256(a, &s, seq, e0, m, full);
+        for (int64_t n0 = 0; n0 < a->N; n0 += LANES8) {
+            const sbwd_pass p = { a, &s, seq, e0, n0, ne, pB + seq * LN, pC + seq * LN };
+            if (a->N - n0 >= LANES8) { // constant nb: the state loops unroll
+                sbwd_pass256(&p, LANES8);
+            } else {
+                sbwd_pass256(&p, (int)(a->N - n0));
+            }
+        }
+        sbwd_finish256(a, &s, seq, e0, m, full, dD, dbias);
+    }
+    mc_store8(a->dD + e0, m, add_pd8_ps(mc_load8(a->dD + e0, m, full), dD), full);
+    mc_store8(a->ddt_bias + e0, m, add_pd8_ps(mc_load8(a->ddt_bias + e0, m, full), dbias), full);
+}
+
+MC_AVX2 static void sbwd_blocks256(const sbwd_args *a, float *sc, float *pB, float *pC, int64_t e0) {
+    if (a->E - e0 >= LANES8) {
+        sbwd_block256(a, sc, pB, pC, e0, true);
+    } else {
+        sbwd_block256(a, sc, pB, pC, e0, false);
+    }
+}
+
+static int64_t sbwd_scratch_floats8(int64_t L, int64_t N) {
+    return sbwd_scratch_floats(L, LANES8);
+}
+
+mc_status mc_cpu_selective_scan_bwd_avx2(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
+                                         float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                         const float *dh_final, const float *u, const float *dt, const float *dt_bias,
+                                         const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+                                         const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
+                                         int64_t N) {
+    const sbwd_args a = { du,   ddt,  dz, dB, dC, dA, dD,   ddt_bias, dh0, dy, dh_final, u, dt,     dt_bias,
+                          A,    B,    C,  D,  z,  h0, ldbc, ldz,      Bt,  L,  E,        N, LANES8, sbwd_blocks256,
+                          NULL, NULL, 0 };
+    return sbwd_run(ex, a, sbwd_scratch_floats8);
 }
 #endif

@@ -55,8 +55,7 @@ typedef mc_status (*mc_cpu_cross_entropy_fn)(const mc_exec *ex, float *dlogits, 
 //   state [n_seq, E, K]; selective_scan_step: u, dt, y [n_seq, E], B/C rows ldbc apart, z rows ldz apart,
 //   h [n_seq, E, N]). That is how forward.c's buffers lie at T = 1, so a decode step is one call (one thread fork)
 //   per layer instead of one per sequence. Each equals n_seq sequence calls with L = 1.
-// - conv1d_bwd, selective_scan_bwd, cross_entropy (training): portable C (threads, libm exp) and AVX-512; the AVX2
-//   table runs the portable ones.
+// - conv1d_bwd, selective_scan_bwd, cross_entropy (training): portable C (threads, libm exp), AVX2 and AVX-512.
 typedef struct mc_cpu_kernels {
     mc_cpu_isa isa;
     const char *name; // "c", "avx2", "avx512"
@@ -114,6 +113,7 @@ mc_status mc_cpu_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const floa
                                          float scale);
 MC_CPU_DECLARE_BWD(c)
 #if defined(__x86_64__)
+MC_CPU_DECLARE_BWD(avx2)
 MC_CPU_DECLARE_BWD(avx512)
 #endif
 

@@ -265,14 +265,6 @@ MC_AVX2 static void scan256_block(const void *ctx, int64_t blk) {
     }
 }
 
-// Row sums of 8 vectors: lane j of the result is the sum of p[j]'s lanes.
-MC_AVX2 static MC_INLINE __m256 hsum8x8_256(const __m256 *p) {
-    __m256 q0 = _mm256_hadd_ps(p[0], p[1]), q1 = _mm256_hadd_ps(p[2], p[3]);
-    __m256 q2 = _mm256_hadd_ps(p[4], p[5]), q3 = _mm256_hadd_ps(p[6], p[7]);
-    __m256 lo = _mm256_hadd_ps(q0, q1), hi = _mm256_hadd_ps(q2, q3); // per 128-bit half: sums of p0..3, p4..7
-    return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
-}
-
 // States-in-lanes form for N = 16 as scan512_block_n16 (used at every L here): a channel's 16 states are two
 // vectors read and written as they lie. Only full blocks of 8 channels come here.
 MC_AVX2 static void scan256_block_n16(const scan_args *a, int64_t e0) {
@@ -309,7 +301,7 @@ MC_AVX2 static void scan256_block_n16(const scan_args *a, int64_t e0) {
                 _mm256_storeu_ps(hj + 8, h1);
                 p[j] = _mm256_fmadd_ps(c1, h1, _mm256_mul_ps(c0, h0));
             }
-            __m256 acc = hsum8x8_256(p);
+            __m256 acc = mc_hsum8x8_256(p);
             _mm256_storeu_ps(a->y + t * E + e0, _mm256_mul_ps(_mm256_fmadd_ps(dskip, ut, acc), gl[i]));
         }
     }

@@ -234,6 +234,14 @@ MC_AVX2 static MC_INLINE float mc_hsum256(__m256 v) {
     return _mm_cvtss_f32(q);
 }
 
+// Row sums of 8 vectors: lane j of the result is the sum of p[j]'s lanes.
+MC_AVX2 static MC_INLINE __m256 mc_hsum8x8_256(const __m256 *p) {
+    __m256 q0 = _mm256_hadd_ps(p[0], p[1]), q1 = _mm256_hadd_ps(p[2], p[3]);
+    __m256 q2 = _mm256_hadd_ps(p[4], p[5]), q3 = _mm256_hadd_ps(p[6], p[7]);
+    __m256 lo = _mm256_hadd_ps(q0, q1), hi = _mm256_hadd_ps(q2, q3); // per 128-bit half: sums of p0..3, p4..7
+    return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
 // Lane mask for the first n (0..8) of 8 lanes, for maskload/maskstore.
 MC_AVX2 static MC_INLINE __m256i mc_mask256(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
