@@ -140,6 +140,13 @@ mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes) {
     if (st != MC_OK) {
         return st;
     }
+    // A recorded graph holds the old workspace's address: drop every recording (the calls are recorded again).
+    for (int i = 0; i < MC_CUDA_GRAPHS; i++) {
+        if (c->graphs[i].exec != NULL) {
+            cudaGraphExecDestroy(c->graphs[i].exec);
+        }
+        c->graphs[i] = (mc_cuda_graph){ 0, NULL, 0 };
+    }
     cudaFree(c->work);
     c->work = NULL;
     c->work_bytes = 0;
