@@ -254,14 +254,18 @@ static void test_long_sequence_chunking(void **unused) {
     }
 }
 
+// n token ids in [0, V) from seed (the suite's LCG).
+static void random_ids(int32_t *ids, int64_t n, int64_t V, uint64_t seed) {
+    mc_test_rng r = { seed };
+    for (int64_t i = 0; i < n; i++) {
+        ids[i] = (int32_t)(mc_test_rng_u32(&r) % (uint64_t)V);
+    }
+}
+
 static void long_sequence_chunking(const mc_model *m) {
     const int64_t V = mc_model_config(m)->vocab_size, L = 300;
     int32_t *ids = malloc(L * sizeof(int32_t));
-    uint64_t x = 42;
-    for (int64_t t = 0; t < L; t++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        ids[t] = (int32_t)((x >> 33) % (uint64_t)V);
-    }
+    random_ids(ids, L, V, 42);
     float *whole = malloc((size_t)(L * V) * sizeof(float)), *steps = malloc((size_t)(L * V) * sizeof(float));
     mc_state *a = NULL, *b = NULL;
     mc_error err = { 0 };
@@ -323,11 +327,7 @@ static void test_long_batch_equals_alone(void **unused) {
         // split over time differ with the chunking: the fixtures' 1e-4 there, f32 rounding (1e-5) on a host.
         const double tol = g_fix[fi].backend == MC_BACKEND_CUDA ? 1e-4 : 1e-5;
         int32_t *ids = malloc((size_t)(B * L) * sizeof(int32_t));
-        uint64_t x = 7 + (uint64_t)fi;
-        for (int64_t i = 0; i < B * L; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            ids[i] = (int32_t)((x >> 33) % (uint64_t)V);
-        }
+        random_ids(ids, B * L, V, 7 + (uint64_t)fi);
         float *batch = malloc((size_t)(B * L * V) * sizeof(float)), *alone = malloc((size_t)(L * V) * sizeof(float));
         float *batch_last = malloc((size_t)(B * V) * sizeof(float)), *alone_last = malloc((size_t)V * sizeof(float));
         mc_state *sb = NULL, *s1 = NULL;
@@ -676,11 +676,7 @@ static void test_prompt_after_steps(void **unused) {
         assert_int_equal(mc_model_load(mc_model_dir(g_fix[fi].model), &opts, &m, &err), MC_OK);
         const int64_t V = mc_model_config(m)->vocab_size;
         int32_t *ids = malloc((size_t)(B * (L + S2)) * sizeof(int32_t)); // [B, L + S2]: sequence b's tokens in order
-        uint64_t x = 11 + (uint64_t)fi;
-        for (int64_t i = 0; i < B * (L + S2); i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            ids[i] = (int32_t)((x >> 33) % (uint64_t)V);
-        }
+        random_ids(ids, B * (L + S2), V, 11 + (uint64_t)fi);
         int32_t *col = malloc((size_t)(B * P) * sizeof(int32_t));
         float *got = malloc((size_t)(S2 * B * V) * sizeof(float)), *want = malloc((size_t)(S2 * B * V) * sizeof(float));
         float *last = malloc((size_t)(B * V) * sizeof(float));

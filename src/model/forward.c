@@ -30,13 +30,13 @@ typedef struct scratch {
     float *logits; // [max(T, Bt), V] on a device backend only (host backends write the caller's buffer)
 } scratch;
 
-// Carves the scratch for Bt sequences of T positions out of one buffer in the backend's memory that the state keeps
-// between calls (grown when a call needs more), so a decode step allocates nothing.
 // Floats of scratch a row of a chunk takes (the buffers of struct scratch before the ids and logits).
 static int64_t scratch_per_row(const mc_config *c) {
     return 3 * c->hidden_size + 5 * c->intermediate_size + c->time_step_rank + 2 * c->state_size;
 }
 
+// Carves the scratch for Bt sequences of T positions out of one buffer in the backend's memory that the state keeps
+// between calls (grown when a call needs more), so a decode step allocates nothing.
 static mc_status scratch_get(scratch *s, mc_state *state, const mc_model *m, int64_t Bt, int64_t T, mc_error *err) {
     const mc_config *c = &m->cfg;
     const int64_t H = c->hidden_size, E = c->intermediate_size, RN = c->time_step_rank + 2 * c->state_size;
