@@ -4,12 +4,7 @@
 #   usage: tools/scan_par_emu/conv.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
 . "$(dirname "$0")/common.sh"
-python3 - "$root/src/kernels/cuda/conv1d.cu" "$out/conv.inc" <<'PY'
-import sys
-s = open(sys.argv[1]).read()
-a = s.index('template <int KW, int TT>')
-b = s.index('extern "C" mc_status mc_cuda_conv1d(')
-open(sys.argv[2], 'w').write(s[a:b])
-PY
+emu_cut "$root/src/kernels/cuda/conv1d.cu" "$out/conv.inc" \
+    'template <int KW, int TT>' 'extern "C" mc_status mc_cuda_conv1d('
 emu_build conv
 "$out/conv"

@@ -4,12 +4,8 @@
 #   usage: tools/scan_par_emu/step.sh   (after a build in build-cuda, whose libmambac.a provides the reference)
 set -e
 . "$(dirname "$0")/common.sh"
-python3 - "$root/src/kernels/cuda/scan.cu" "$out/step.inc" <<'PY'
-import sys
-s = open(sys.argv[1]).read()
-a = s.index('template <int TPC>\nstatic __device__ __forceinline__ float lanes_sum')
-b = s.index('template <int TPC>\nstatic mc_status scan_step')
-open(sys.argv[2], 'w').write(s[a:b])
-PY
+emu_cut "$root/src/kernels/cuda/scan.cu" "$out/step.inc" \
+    'template <int TPC>\nstatic __device__ __forceinline__ float lanes_sum' \
+    'template <int TPC>\nstatic mc_status scan_step'
 emu_build step
 "$out/step"
