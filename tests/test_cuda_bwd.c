@@ -288,6 +288,39 @@ static void test_matmul_dw(void **unused) {
 
 // The math modes on f32 weights at a cuBLAS-sized shape: TF32 and BF16 within their rounding's bound, MC_MATH_F32
 // within f32's (so F32 never runs on the tensor cores); 16-bit weights under BF16 (x rounded once) within bf16's.
+// The forward product under MC_MATH_BF16 with a 16-bit weight [N, K] and x rows K + s.pad apart
+// against the exact reference, twice (the second call reuses the workspace the first one grew).
+static void bf16_product_case(int wtype, dx_shape s, bool with_bias, uint64_t seed) {
+    mc_test_rng r = { seed };
+    const int64_t M = s.M, N = s.N, K = s.K, ldx = K + s.pad;
+    host_weight hw = weight_new(&r, wtype, N, K, 0);
+    float *x = alloc_f32(M * ldx), *b = alloc_f32(N), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
+    mc_test_fill(&r, x, M * ldx, -1.0f, 1.0f);
+    mc_test_fill(&r, b, N, -1.0f, 1.0f);
+    mc_ref_matmul(&g_ex, want, x, ldx, &hw.w, with_bias ? b : NULL, M, N, K);
+    float *dx = dev_from(x, M * ldx * 4), *db = dev_from(b, N * 4), *dy = dev_from(NULL, M * N * 4);
+    for (int rep = 0; rep < 2; rep++) {
+        g_ex.math = MC_MATH_BF16;
+        const mc_status st = g_ops->matmul(&g_ex, dy, dx, ldx, &hw.dev, with_bias ? db : NULL, M, N, K);
+        g_ex.math = MC_MATH_F32;
+        expect_ok(st, "matmul");
+        dev_to(got, dy, M * N * 4);
+        char label[128];
+        snprintf(label, sizeof(label), "matmul %s math=bf16 M=%lld N=%lld K=%lld ldx=%lld bias=%d call %d",
+                 mc_dtype_name((mc_dtype)wtype), (long long)M, (long long)N, (long long)K, (long long)ldx,
+                 with_bias, rep + 1);
+        check(got, want, M * N, TOL_BF16, C_BF16, label);
+    }
+    dev_free(dx);
+    dev_free(db);
+    dev_free(dy);
+    weight_free(&hw);
+    free(x);
+    free(b);
+    free(want);
+    free(got);
+}
+
 static void test_math_modes(void **unused) {
     const int modes[] = { MC_MATH_F32, MC_MATH_TF32, MC_MATH_BF16 };
     const double tols[] = { TOL_F32, TOL_TF32, TOL_BF16 };
@@ -323,32 +356,17 @@ static void test_math_modes(void **unused) {
     const int wtypes[] = { MC_DTYPE_BF16, MC_DTYPE_F16 };
     for (size_t i = 0; i < ARRAY_LEN(wtypes); i++) {
         for (int with_bias = 0; with_bias < 2; with_bias++) {
-            mc_test_rng r = { seed++ };
-            const int64_t M = 130, N = 257, K = 768;
-            host_weight hw = weight_new(&r, wtypes[i], N, K, 0);
-            float *x = alloc_f32(M * K), *b = alloc_f32(N), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
-            mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
-            mc_test_fill(&r, b, N, -1.0f, 1.0f);
-            mc_ref_matmul(&g_ex, want, x, K, &hw.w, with_bias ? b : NULL, M, N, K);
-            float *dx = dev_from(x, M * K * 4), *db = dev_from(b, N * 4), *dy = dev_from(NULL, M * N * 4);
-            g_ex.math = MC_MATH_BF16;
-            const mc_status st = g_ops->matmul(&g_ex, dy, dx, K, &hw.dev, with_bias ? db : NULL, M, N, K);
-            g_ex.math = MC_MATH_F32;
-            expect_ok(st, "matmul");
-            dev_to(got, dy, M * N * 4);
-            char label[64];
-            snprintf(label, sizeof(label), "matmul %s math=bf16 bias=%d", mc_dtype_name((mc_dtype)wtypes[i]),
-                     with_bias);
-            check(got, want, M * N, TOL_BF16, C_BF16, label);
-            dev_free(dx);
-            dev_free(db);
-            dev_free(dy);
-            weight_free(&hw);
-            free(x);
-            free(b);
-            free(want);
-            free(got);
+            bf16_product_case(wtypes[i], (dx_shape){ 130, 257, 768, 0, 0 }, with_bias, seed++);
         }
+    }
+    // Batched decode's rows (9 to 64) with bf16 weights: ragged rows and columns, the 130m model's three products,
+    // K not in 32-wide steps, rows not 16-byte aligned, and more than 64 rows.
+    const dx_shape rows[] = { { 9, 1, 64, 0, 0 },      { 16, 257, 768, 0, 0 },  { 33, 300, 1536, 4, 0 },
+                              { 64, 3072, 768, 0, 0 }, { 64, 80, 1536, 0, 0 },  { 64, 768, 1536, 0, 0 },
+                              { 17, 129, 96, 0, 0 },   { 40, 65, 100, 0, 0 },   { 24, 65, 64, 2, 0 },
+                              { 65, 65, 64, 0, 0 } };
+    for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+        bf16_product_case(MC_DTYPE_BF16, rows[i], i % 2 == 0, seed++);
     }
     // 16-bit weights: only x is rounded (once) under BF16; MC_MATH_F32's terms keep the f32 bound
     dx_case(MC_DTYPE_BF16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
@@ -746,12 +764,15 @@ static int teardown(void **unused) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_dx),     cmocka_unit_test(test_matmul_dw),   cmocka_unit_test(test_math_modes),
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_rmsnorm_bwd), cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_errors),
     };
+    if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
+        cmocka_set_test_filter(argv[1]);
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }
