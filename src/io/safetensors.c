@@ -598,3 +598,13 @@ const char *mc_st_file_path(const mc_st_set *set, int file_index) {
     }
     return set->paths[file_index];
 }
+
+void mc_st_shape_format(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim; i++) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, cap - len, "%s%lld", i > 0 ? ", " : "", (long long)shape[i]);
+    }
+    const size_t len = strlen(buf);
+    snprintf(buf + len, cap - len, "]");
+}

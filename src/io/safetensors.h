@@ -32,6 +32,8 @@ int64_t mc_st_count(const mc_st_set *set);
 const mc_st_tensor *mc_st_at(const mc_st_set *set, int64_t i);          // in name order (strcmp); NULL out of range
 const mc_st_tensor *mc_st_find(const mc_st_set *set, const char *name); // NULL when absent
 const char *mc_st_file_path(const mc_st_set *set, int file_index);
+// Writes "[d0, d1, ...]" (the first ndim entries of shape; "[]" for a scalar) into buf, cut to cap bytes.
+void mc_st_shape_format(char *buf, size_t cap, const int64_t *shape, int ndim);
 
 // One tensor to write: name, dtype as safetensors spells it ("F32", "BF16", "I8", ...), shape, and its bytes in
 // little-endian order (nbytes must equal numel × element size).

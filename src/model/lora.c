@@ -128,10 +128,12 @@ static mc_status adapter_tensor(const mc_st_set *set, const char *path, const ch
     const bool vec = cols == 0;
     if ((t->dtype != MC_DTYPE_F32 && t->dtype != MC_DTYPE_F16 && t->dtype != MC_DTYPE_BF16) ||
         t->ndim != (vec ? 1 : 2) || t->shape[0] != rows || (!vec && t->shape[1] != cols)) {
-        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s [%lld%s%lld], the model needs F32/F16/BF16 "
-                                           "[%lld%s%lld]", path, name, t->dtype_name, (long long)t->shape[0],
-                       t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)rows,
-                       vec ? "" : ", ", vec ? 0LL : (long long)cols);
+        const int64_t need[2] = { rows, cols };
+        char want[64], got[64];
+        mc_st_shape_format(want, sizeof(want), need, vec ? 1 : 2);
+        mc_st_shape_format(got, sizeof(got), t->shape, t->ndim);
+        return mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s %s, the model needs F32/F16/BF16 %s", path, name,
+                       t->dtype_name, got, want);
     }
     float *f = malloc((size_t)t->numel * sizeof(float));
     if (f == NULL) {

@@ -563,6 +563,24 @@ static mc_status pack(builder *b, mc_error *err) {
     return MC_OK;
 }
 
+// Whether some example has a target for the loss: a label other than -100 after its first position.
+static bool any_target(const mc_dataset *ds) {
+    for (int64_t i = 0; i < ds->count; i++) {
+        for (int64_t t = ds->off[i] + 1; t < ds->off[i + 1]; t++) {
+            if (ds->labels[t] != LABEL_IGNORE) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+// The error for a dataset whose examples all lack a target: every loss would be 0 / 0.
+static mc_status no_target(const char *name, mc_error *err) {
+    return mc_fail(err, MC_ERR_FORMAT, "%s: no example has a next-token target (each has fewer than 2 tokens, or "
+                                       "labels -100 after its first)", name);
+}
+
 mc_status mc_dataset_parse(const char *name, const char *data, size_t len, const mc_tokenizer *tok,
                            const mc_data_opts *opts, mc_dataset **out, mc_error *err) {
     *out = NULL;
@@ -599,6 +617,9 @@ mc_status mc_dataset_parse(const char *name, const char *data, size_t len, const
                  ? mc_fail(err, MC_ERR_FORMAT, "%s: no examples (%lld dropped: no tokens or all labels -100)", name,
                            (long long)b.ds->n_dropped)
                  : mc_fail(err, MC_ERR_FORMAT, "%s: no examples", name);
+    }
+    if (st == MC_OK && !any_target(b.ds)) {
+        st = no_target(name, err);
     }
     free(b.tmp);
     if (st != MC_OK) {
@@ -637,6 +658,7 @@ static mc_status load_tokens(const char *path, const mc_tokenizer *tok, const mc
     if (st == MC_OK && info.n_tokens > 0) st = add_example(&b, 1, ids, NULL, info.n_tokens, err);
     if (st == MC_OK && b.ds->count > 0) st = pack(&b, err);
     if (st == MC_OK && b.ds->count == 0) st = mc_fail(err, MC_ERR_FORMAT, "%s: no tokens", path);
+    if (st == MC_OK && !any_target(b.ds)) st = no_target(path, err);
     free(ids);
     mc_tokens_close(tf);
     free(b.tmp);

@@ -519,6 +519,11 @@ static mc_status train_step(run *r, double *loss, double *grad_norm, double *lr,
         }
         off += n;
     }
+    if (total_targets == 0) { // every row shorter than 2 tokens (or all -100): the mean loss would be 0 / 0
+        return mc_fail(err, MC_ERR_FORMAT, "train: the batch of step %lld has no next-token target (its examples have "
+                                           "fewer than 2 tokens); stopped without updating (the last checkpoint in %s "
+                                           "is intact)", (long long)mc_adamw_steps(r->opt) + 1, r->o->output_dir);
+    }
     mc_trainer_zero_grad(r->t);
     double sum = 0;
     off = 0;

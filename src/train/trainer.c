@@ -645,12 +645,10 @@ mc_status mc_trainer_load_tensors(mc_trainer *t, const char *path, bool require_
         }
         if (!fits) {
             char want[64], got[64];
-            snprintf(want, sizeof(want), "[%lld%s%lld%s%lld]", (long long)e->shape[0], e->ndim > 1 ? ", " : "",
-                     e->ndim > 1 ? (long long)e->shape[1] : 0LL, e->ndim > 2 ? ", " : "",
-                     e->ndim > 2 ? (long long)e->shape[2] : 0LL);
-            snprintf(got, sizeof(got), "%s with %d dims [%lld, ...]", f->dtype_name, f->ndim, (long long)f->shape[0]);
-            st = mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s, the model needs F32/F16/BF16 %s", path, name, got,
-                         want);
+            mc_st_shape_format(want, sizeof(want), e->shape, e->ndim);
+            mc_st_shape_format(got, sizeof(got), f->shape, f->ndim);
+            st = mc_fail(err, MC_ERR_FORMAT, "%s: tensor %s is %s %s, the model needs F32/F16/BF16 %s", path, name,
+                         f->dtype_name, got, want);
             break;
         }
         float *host = malloc((size_t)e->numel * sizeof(float));

@@ -90,6 +90,22 @@ err_has "at step"
 [ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one error line"
 run 2 finetune -m "$F32" --data "$DATA" --output-dir "$TMP/x" --lora-targets conv1d
 err_has "conv1d"
+# an adapter whose config says another rank than its tensors: both shapes named whole
+mkdir "$TMP/r8"
+cp "$TMP/a/adapter_model.safetensors" "$TMP/r8/"
+sed 's/"r":[[:space:]]*4,/"r": 8,/' "$TMP/a/adapter_config.json" >"$TMP/r8/adapter_config.json"
+ft 1 "$TMP/x" --max-steps 1 --init-adapter "$TMP/r8"
+err_has "lora_embedding_A is F32 [4, 320], the model needs F32/F16/BF16 [8, 320]"
+run 1 forward -m "$F32" --lora "$TMP/r8" --ids 1,2 --out "$TMP/x.npy"
+err_has "lora_embedding_A is F32 [4, 320], the model needs F32/F16/BF16 [8, 320]"
+# examples with no next-token target (one token each): named, not a NaN loss
+printf '{"input_ids": [1]}\n{"input_ids": [2]}\n' >"$TMP/one.jsonl"
+run 1 train -m "$F32" --data "$TMP/one.jsonl" --max-steps 1 --output-dir "$TMP/x"
+err_has "one.jsonl: no example has a next-token target"
+printf '{"input_ids": [1]}\n{"input_ids": [2, 3, 4]}\n' >"$TMP/one.jsonl"
+run 1 train -m "$F32" --backend cpu --data "$TMP/one.jsonl" --batch-size 1 --no-shuffle --max-steps 1 --output-dir "$TMP/x"
+err_has "the batch of step 1 has no next-token target"
+[ "$(wc -l <"$ERR")" -eq 1 ] || fail "more than one error line"
 run 2 train -m "$F32" --data "$DATA"
 err_has "--output-dir"
 run 2 train -m "$F32" --data "$DATA" --output-dir "$TMP/x" --precision fp64
