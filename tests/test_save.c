@@ -189,11 +189,49 @@ static void test_bad_preset(void **unused) {
     assert_non_null(strstr(err.msg, "7b"));
 }
 
+// A config filled by the caller is checked as config.json is: these crashed (division by zero, a read past the
+// layers, a huge allocation) or made a model that could not run.
+static void test_init_bad_config(void **unused) {
+    mc_config base;
+    mc_error err = { 0 };
+    assert_int_equal(mc_config_preset("130m", &base, &err), MC_OK);
+    struct {
+        int64_t *field;
+        int64_t value;
+        const char *name;
+    } bad[] = { { &base.vocab_size, 0, "vocab_size" },         { &base.hidden_size, 0, "hidden_size" },
+                { &base.num_hidden_layers, 0, "num_hidden_layers" }, { &base.state_size, -3, "state_size" },
+                { &base.time_step_rank, 0, "time_step_rank" },     { &base.hidden_size, (int64_t)1 << 40, "hidden_size" } };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const int64_t keep = *bad[i].field;
+        *bad[i].field = bad[i].value;
+        mc_model *m = (mc_model *)&base; // must come back NULL
+        assert_int_equal(mc_model_init(&base, 0, NULL, &m, &err), MC_ERR_INVALID);
+        assert_null(m);
+        if (strstr(err.msg, bad[i].name) == NULL) {
+            fail_msg("message '%s' does not name %s", err.msg, bad[i].name);
+        }
+        *bad[i].field = keep;
+    }
+    mc_config cfg = base;
+    cfg.layer_norm_epsilon = NAN;
+    mc_model *m = NULL;
+    assert_int_equal(mc_model_init(&cfg, 0, NULL, &m, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "layer_norm_epsilon"));
+    cfg = base;
+    cfg.eos_token_id = (int32_t)cfg.vocab_size;
+    assert_int_equal(mc_model_init(&cfg, 0, NULL, &m, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "eos"));
+    assert_int_equal(mc_model_init(NULL, 0, NULL, &m, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_save(NULL, "/nonexistent", &err), MC_ERR_INVALID);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_save_roundtrip),
         cmocka_unit_test(test_init_distributions),
         cmocka_unit_test(test_bad_preset),
+        cmocka_unit_test(test_init_bad_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

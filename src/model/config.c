@@ -2,6 +2,7 @@
 // value range-checked (spec §1). Knows nothing about weights.
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,48 @@ mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc
         st = resolve_and_check(cfg, path, err);
     }
     return st;
+}
+
+mc_status mc_config_check(const mc_config *c, mc_error *err) {
+    static const struct {
+        const char *name;
+        size_t off;
+        int64_t hi;
+    } dims[] = {
+        { "vocab_size", offsetof(mc_config, vocab_size), INT32_MAX },
+        { "hidden_size", offsetof(mc_config, hidden_size), MC_DIM_MAX },
+        { "intermediate_size", offsetof(mc_config, intermediate_size), MC_DIM_MAX },
+        { "state_size", offsetof(mc_config, state_size), 4096 },
+        { "time_step_rank", offsetof(mc_config, time_step_rank), MC_DIM_MAX },
+        { "conv_kernel", offsetof(mc_config, conv_kernel), 1024 },
+        { "num_hidden_layers", offsetof(mc_config, num_hidden_layers), 100000 },
+    };
+    for (size_t i = 0; i < sizeof(dims) / sizeof(dims[0]); i++) {
+        int64_t v;
+        memcpy(&v, (const char *)c + dims[i].off, sizeof(v));
+        if (v < 1 || v > dims[i].hi) {
+            return mc_fail(err, MC_ERR_INVALID, "config: %s is %lld, must be in [1, %lld]", dims[i].name, (long long)v,
+                           (long long)dims[i].hi);
+        }
+    }
+    // Written as !(ok) so NaN fails.
+    if (!(c->layer_norm_epsilon >= 0 && c->layer_norm_epsilon <= 1)) {
+        return mc_fail(err, MC_ERR_INVALID, "config: layer_norm_epsilon is %g, must be in [0, 1]", c->layer_norm_epsilon);
+    }
+    const double reals[] = { c->initializer_range, c->time_step_scale, c->time_step_min, c->time_step_max,
+                             c->time_step_floor };
+    const char *const real_names[] = { "initializer_range", "time_step_scale", "time_step_min", "time_step_max",
+                                       "time_step_floor" };
+    for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
+        if (!(reals[i] >= 0 && reals[i] <= 1e6)) {
+            return mc_fail(err, MC_ERR_INVALID, "config: %s is %g, must be in [0, 1e6]", real_names[i], reals[i]);
+        }
+    }
+    if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size || c->pad_token_id >= c->vocab_size) {
+        return mc_fail(err, MC_ERR_INVALID, "config: bos/eos/pad token id (%d, %d, %d) outside the vocabulary of %lld",
+                       c->bos_token_id, c->eos_token_id, c->pad_token_id, (long long)c->vocab_size);
+    }
+    return MC_OK;
 }
 
 mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err) {

@@ -80,7 +80,17 @@ static bool init_layer(mc_model *m, mc_layer *l, mc_rng *rng) {
 
 mc_status mc_model_init(const mc_config *cfg, uint64_t seed, const mc_load_opts *opts, mc_model **out,
                         mc_error *err) {
+    if (out == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "init: out is NULL");
+    }
     *out = NULL;
+    if (cfg == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "init: config is NULL");
+    }
+    mc_status cst = mc_config_check(cfg, err); // a caller-filled config has not been through config.json's checks
+    if (cst != MC_OK) {
+        return cst;
+    }
     mc_model *m = calloc(1, sizeof(*m));
     if (m == NULL) {
         return mc_fail(err, MC_ERR_NOMEM, "init: out of memory");

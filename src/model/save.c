@@ -171,6 +171,9 @@ static void conv_shapes(entries *es, int64_t K) {
 }
 
 mc_status mc_model_save(const mc_model *model, const char *dir, mc_error *err) {
+    if (model == NULL || dir == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "save: model or folder is NULL");
+    }
     mc_model view;
     const mc_model *m = mc_model_host_view(model, &view); // a model on a device is saved from its host copies
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
