@@ -530,6 +530,23 @@ static void test_bad_ids(void **unused) {
     assert_int_equal(mc_model_forward(m, st, neg, 1, 1, true, logits, &err), MC_ERR_INVALID);
     assert_int_equal(mc_model_forward(m, st, bad, 2, 1, true, logits, &err), MC_ERR_INVALID); // state holds 1 seq
     assert_int_equal(mc_model_forward(m, st, bad, 1, 0, true, logits, &err), MC_ERR_INVALID);
+    // Handles and lengths a caller can get wrong: each crashed (or overflowed n_seq x n_tok) before.
+    assert_int_equal(mc_model_forward(NULL, st, neg, 1, 1, false, NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_forward(m, NULL, neg, 1, 1, false, NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_forward(m, st, NULL, 1, 1, false, NULL, &err), MC_ERR_INVALID);
+    mc_state *st4 = NULL;
+    assert_int_equal(mc_state_new(m, 4, &st4, &err), MC_OK);
+    assert_int_equal(mc_model_forward(m, st4, bad, 4, INT64_MAX / 2, false, NULL, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "too many"));
+    mc_state_free(st4);
+    assert_int_equal(mc_state_new(NULL, 1, &st4, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_state_new(m, 1, NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_state_reset(NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_state_copy_seq(st, 0, NULL, 0, &err), MC_ERR_INVALID);
+    double nll = 0;
+    int64_t n_scored = 0;
+    assert_int_equal(mc_model_score(NULL, bad, 2, NULL, NULL, &nll, &n_scored, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_score(m, NULL, 2, NULL, NULL, &nll, &n_scored, &err), MC_ERR_INVALID);
     mc_state_free(st);
     free(logits);
 }

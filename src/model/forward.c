@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/checked.h"
 #include "base/error.h"
 #include "model/forward_sample.h"
 #include "model/model.h"
@@ -311,18 +312,26 @@ static mc_status forward_chunks(const mc_model *m, mc_state *state, const int32_
 
 static mc_status forward_check(const mc_model *m, const mc_state *state, const int32_t *ids, int64_t n_seq,
                                int64_t n_tok, mc_error *err) {
+    if (m == NULL || state == NULL || ids == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "forward: model, state and ids must be given");
+    }
     const mc_config *c = &m->cfg;
     const int64_t V = c->vocab_size;
+    int64_t n = 0;
     if (n_seq < 1 || n_tok < 1) {
         return mc_fail(err, MC_ERR_INVALID, "forward: need at least one sequence and one token (got %lld x %lld)",
                        (long long)n_seq, (long long)n_tok);
+    }
+    if (!mc_mul_i64(n_seq, n_tok, &n) || !mc_mul_i64(n, V, &(int64_t){ 0 })) { // the logits' size must fit too
+        return mc_fail(err, MC_ERR_INVALID, "forward: %lld x %lld tokens is too many", (long long)n_seq,
+                       (long long)n_tok);
     }
     if (state->n_seq != n_seq || state->n_layer != c->num_hidden_layers || state->d_inner != c->intermediate_size ||
         state->d_conv != c->conv_kernel || state->d_state != c->state_size || state->ops != m->ops) {
         return mc_fail(err, MC_ERR_INVALID, "forward: the state does not fit this model and batch of %lld",
                        (long long)n_seq);
     }
-    for (int64_t i = 0; i < n_seq * n_tok; i++) {
+    for (int64_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= V) {
             return mc_fail(err, MC_ERR_INVALID, "token id %d (sequence %lld, position %lld) is outside the vocabulary "
                                                 "[0, %lld)", ids[i], (long long)(i / n_tok), (long long)(i % n_tok),

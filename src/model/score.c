@@ -9,6 +9,9 @@
 
 mc_status mc_model_score(const mc_model *m, const int32_t *ids, int64_t n_ids, mc_progress_cb progress, void *user,
                          double *nll, int64_t *n_scored, mc_error *err) {
+    if (m == NULL || ids == NULL || nll == NULL || n_scored == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "score: model, ids, nll and n_scored must be given");
+    }
     *nll = 0;
     *n_scored = 0;
     if (n_ids < 2) {

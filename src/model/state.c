@@ -7,6 +7,9 @@
 #include "model/model.h"
 
 mc_status mc_state_new(const mc_model *model, int64_t n_seq, mc_state **out, mc_error *err) {
+    if (out == NULL || model == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "state: model or out is NULL");
+    }
     *out = NULL;
     const mc_config *c = mc_model_config(model);
     int64_t per_conv = 0, per_ssm = 0, n_conv = 0, n_ssm = 0;
@@ -65,6 +68,9 @@ int64_t mc_state_n_seq(const mc_state *s) {
 }
 
 mc_status mc_state_reset(mc_state *s, mc_error *err) {
+    if (s == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "state reset: state is NULL");
+    }
     s->exec.err = err;
     mc_status st = s->ops->zero(&s->exec, s->conv, (size_t)(s->n_layer * s->n_seq * s->d_inner * s->d_conv) *
                                                        sizeof(float));
@@ -96,6 +102,9 @@ const char *mc_profile_part_name(int part) {
 }
 
 mc_status mc_state_copy_seq(mc_state *dst, int64_t dst_seq, const mc_state *src, int64_t src_seq, mc_error *err) {
+    if (dst == NULL || src == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "state copy: a state is NULL");
+    }
     if (dst->n_layer != src->n_layer || dst->d_inner != src->d_inner || dst->d_conv != src->d_conv ||
         dst->d_state != src->d_state) {
         return mc_fail(err, MC_ERR_INVALID, "state copy: the two states belong to different model shapes");
