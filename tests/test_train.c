@@ -267,7 +267,23 @@ static void test_bad_input(void **unused) {
     assert_int_equal(mc_trainer_grad(t, ids, labels, 1, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID);
     assert_non_null(strstr(err.msg, "label -5"));
     assert_int_equal(mc_trainer_grad(t, ids, labels, 0, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID);
+    labels[2] = 3;
+    assert_int_equal(mc_trainer_grad(t, ids, NULL, 1, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID); // crashed
+    assert_int_equal(mc_trainer_grad(t, ids, labels, 1, 4, NAN, &sum, &n, &err), MC_ERR_INVALID); // poisoned grads
+    assert_non_null(strstr(err.msg, "scale"));
+    // A carried state too large to size: an overflow and a huge allocation before; refused, carrying stays as it was.
+    assert_int_equal(mc_trainer_set_carry(t, 2, &err), MC_OK);
+    assert_int_equal(mc_trainer_set_carry(t, INT64_MAX / 4, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_trainer_grad(t, ids, labels, 1, 4, 1.0, &sum, &n, &err), MC_ERR_INVALID); // still 2 rows
+    assert_non_null(strstr(err.msg, "carried state has 2 rows"));
+    mc_train_tensor x;
+    mc_trainer_tensor(t, mc_trainer_n_tensors(t), &x); // read past the table before
+    assert_null(x.name);
+    mc_trainer_tensor(t, -1, &x);
+    assert_null(x.value);
     mc_trainer_free(t);
+    assert_int_equal(mc_trainer_new(NULL, NULL, 1, &t, &err), MC_ERR_INVALID);
+    assert_null(t);
     mc_model_free(m);
 }
 

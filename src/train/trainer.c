@@ -379,7 +379,13 @@ static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {
 
 mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64_t seed, mc_trainer **out,
                          mc_error *err) {
+    if (out == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "trainer: out is NULL");
+    }
     *out = NULL;
+    if (model == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "trainer: model is NULL");
+    }
     if (lora != NULL) {
         mc_status st = check_spec(lora, err);
         if (st != MC_OK) {
@@ -490,6 +496,10 @@ int64_t mc_trainer_n_tensors(const mc_trainer *t) {
 }
 
 void mc_trainer_tensor(const mc_trainer *t, int64_t i, mc_train_tensor *out) {
+    if (t == NULL || i < 0 || i >= t->n_tensors) { // no status to return: an index out of range gives an empty tensor
+        *out = (mc_train_tensor){ 0 };
+        return;
+    }
     const tensor_entry *e = &t->tensors[i];
     *out = (mc_train_tensor){ .name = e->name,
                               .ndim = e->ndim,
@@ -507,8 +517,14 @@ void mc_trainer_zero_grad(mc_trainer *t) {
 
 mc_status mc_trainer_grad(mc_trainer *t, const int32_t *ids, const int32_t *labels, int64_t n_seq, int64_t n_tok,
                           double scale, double *nll_sum, int64_t *n_targets, mc_error *err) {
+    if (t == NULL || ids == NULL || labels == NULL || nll_sum == NULL || n_targets == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "train: trainer, ids, labels, nll_sum and n_targets must be given");
+    }
     *nll_sum = 0;
     *n_targets = 0;
+    if (!isfinite(scale)) { // it multiplies every gradient: NaN or inf would poison them all silently
+        return mc_fail(err, MC_ERR_INVALID, "train: gradient scale %g is not a finite number", scale);
+    }
     const int64_t V = t->base->cfg.vocab_size;
     int64_t n = 0;
     if (t->carry_rows > 0 && n_seq != t->carry_rows) {
@@ -700,6 +716,11 @@ void mc_trainer_set_precision(mc_trainer *t, mc_precision p) {
 }
 
 mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *err) {
+    if (n_seq > (1 << 20)) { // mc_state_new's bound, which keeps the sizes below far from overflow; checked before
+                             // anything changes, so a refused call leaves the carried state as it was
+        return mc_fail(err, MC_ERR_INVALID, "train: carried state for %lld sequences, at most %d", (long long)n_seq,
+                       1 << 20);
+    }
     float **bufs[4] = { &t->carry_conv, &t->carry_ssm, &t->next_conv, &t->next_ssm };
     for (int i = 0; i < 4; i++) {
         t->ops->free(&t->exec, *bufs[i]);
