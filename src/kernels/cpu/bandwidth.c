@@ -67,6 +67,9 @@ double mc_cpu_read_bandwidth(int n_threads) {
     if (n_threads < 1) {
         n_threads = 1;
     }
+    if (n_threads > 4096) { // mc_load_opts' bound: a huge count would ask OpenMP for a stack per thread
+        n_threads = 4096;
+    }
 #if defined(__x86_64__)
     const int avx2 = __builtin_cpu_supports("avx2"), avx512 = __builtin_cpu_supports("avx512f");
 #else
