@@ -112,12 +112,30 @@ static void test_missing_file(void **unused) {
     assert_non_null(strstr(err.msg, "/nonexistent/config.json"));
 }
 
+// Missing arguments are refused with a message, not dereferenced.
+static void test_null_arguments(void **unused) {
+    mc_config cfg;
+    mc_error err = { 0 };
+    assert_int_equal(mc_config_load(NULL, &cfg, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_config_load("/nonexistent/config.json", NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_config_preset(NULL, &cfg, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_config_preset("130m", NULL, &err), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "cfg"));
+    char *dir = NULL;
+    assert_int_equal(mc_model_resolve_dir("/nonexistent", NULL, NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_model_resolve_dir(NULL, NULL, &dir, &err), MC_ERR_INVALID);
+    assert_null(dir);
+    assert_int_equal(mc_model_load("/nonexistent", NULL, NULL, &err), MC_ERR_INVALID);
+    mc_generate_opts_init(NULL, NULL); // nothing to fill: returns
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hf_and_original_agree),
         cmocka_unit_test(test_auto_and_explicit),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_null_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

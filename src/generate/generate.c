@@ -13,6 +13,9 @@
 
 void mc_generate_opts_init(mc_generate_opts *opts, const mc_model *model) {
     (void)model; // eos comes from the config at generate time (eos_ids NULL)
+    if (opts == NULL) {
+        return;
+    }
     *opts = (mc_generate_opts){
         .max_new_tokens = 20, // HF's default limit when nothing sets max_length / max_new_tokens (spec §7.1)
         .stop_at_eos = true,

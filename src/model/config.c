@@ -285,6 +285,9 @@ mc_status mc_config_check(const mc_config *c, mc_error *err) {
 }
 
 mc_status mc_config_load(const char *path, mc_config *cfg, mc_error *err) {
+    if (path == NULL || cfg == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "config: path and cfg must be given");
+    }
     char *text = NULL;
     size_t len = 0;
     memset(cfg, 0, sizeof(*cfg));
@@ -302,6 +305,9 @@ mc_status mc_config_preset(const char *name, mc_config *cfg, mc_error *err) {
         int64_t d_model, n_layer;
     } presets[] = { { "130m", 768, 24 }, { "370m", 1024, 48 }, { "790m", 1536, 48 }, { "1.4b", 2048, 48 },
                     { "2.8b", 2560, 64 } };
+    if (name == NULL || cfg == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "config: preset name and cfg must be given");
+    }
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
         if (name != NULL && strcmp(name, presets[i].name) == 0) {
             char json[256];

@@ -337,6 +337,9 @@ const char *mc_backend_name(mc_backend backend) {
 }
 
 mc_status mc_model_resolve_dir(const char *path, const char *revision, char **dir, mc_error *err) {
+    if (dir == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "model: dir is NULL");
+    }
     *dir = NULL;
     if (path == NULL || path[0] == '\0') {
         return mc_fail(err, MC_ERR_INVALID, "model: empty path");
@@ -345,6 +348,9 @@ mc_status mc_model_resolve_dir(const char *path, const char *revision, char **di
 }
 
 mc_status mc_model_load(const char *path, const mc_load_opts *opts, mc_model **out, mc_error *err) {
+    if (out == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "model: out is NULL");
+    }
     *out = NULL;
     mc_model *m = calloc(1, sizeof(*m));
     if (m == NULL) {

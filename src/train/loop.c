@@ -739,6 +739,9 @@ static void teardown(run *r) {
 
 mc_status mc_train(const mc_model *model, const mc_tokenizer *tok, const mc_train_opts *o, mc_train_stats *final,
                    mc_error *err) {
+    if (model == NULL || o == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "train: model and options must be given");
+    }
     mc_status st = check_opts(o, err);
     if (st != MC_OK) {
         return st;

@@ -153,6 +153,9 @@ static mc_status save_device_model(const mc_trainer *t, const char *dir, mc_erro
 }
 
 mc_status mc_trainer_save(const mc_trainer *t, const char *dir, mc_error *err) {
+    if (t == NULL || dir == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "train: trainer and folder must be given");
+    }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         return mc_fail(err, MC_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
     }
