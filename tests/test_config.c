@@ -103,6 +103,8 @@ static void test_malformed(void **unused) {
     expect_error("{\"d_model\":64,\"n_layer\":2,\"ssm_cfg\":{\"layer\":\"Mamba2\"}}", MC_ERR_UNSUPPORTED, "Mamba2");
     expect_error("{\"d_model\":64,\"n_layer\":2,\"attn_layer_idx\":[1]}", MC_ERR_UNSUPPORTED, "attn_layer_idx");
     expect_error("{\"d_model\":64,\"n_layer\":2,\"ssm_cfg\":7}", MC_ERR_FORMAT, "ssm_cfg");
+    expect_error("{\"model_type\":\"mamba\",\"vocab_size\":64,\"eos_token_id\":99}", MC_ERR_FORMAT,
+                 "outside the vocabulary of 64");
 }
 
 static void test_missing_file(void **unused) {

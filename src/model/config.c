@@ -83,15 +83,7 @@ static mc_status resolve_and_check(mc_config *c, const char *path, mc_error *err
     if (c->intermediate_size <= 0) {
         c->intermediate_size = c->expand * c->hidden_size;
     }
-    if (c->intermediate_size > MC_DIM_MAX) {
-        return mc_fail(err, MC_ERR_FORMAT, "%s: intermediate_size %lld is larger than %d", path,
-                       (long long)c->intermediate_size, MC_DIM_MAX);
-    }
-    if (c->eos_token_id >= c->vocab_size || c->bos_token_id >= c->vocab_size || c->pad_token_id >= c->vocab_size) {
-        return mc_fail(err, MC_ERR_FORMAT, "%s: bos/eos/pad token id outside the vocabulary of %lld", path,
-                       (long long)c->vocab_size);
-    }
-    return MC_OK;
+    return mc_config_check(c, path, MC_ERR_FORMAT, err); // the values derived above, and the token ids
 }
 
 static mc_status parse_time_step_rank(const cJSON *obj, const char *key, const char *path, int64_t *out,
@@ -242,7 +234,7 @@ mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc
     return st;
 }
 
-mc_status mc_config_check(const mc_config *c, mc_error *err) {
+mc_status mc_config_check(const mc_config *c, const char *what, mc_status code, mc_error *err) {
     static const struct {
         const char *name;
         size_t off;
@@ -260,13 +252,13 @@ mc_status mc_config_check(const mc_config *c, mc_error *err) {
         int64_t v;
         memcpy(&v, (const char *)c + dims[i].off, sizeof(v));
         if (v < 1 || v > dims[i].hi) {
-            return mc_fail(err, MC_ERR_INVALID, "config: %s is %lld, must be in [1, %lld]", dims[i].name, (long long)v,
+            return mc_fail(err, code, "%s: %s is %lld, must be in [1, %lld]", what, dims[i].name, (long long)v,
                            (long long)dims[i].hi);
         }
     }
     // Written as !(ok) so NaN fails.
     if (!(c->layer_norm_epsilon >= 0 && c->layer_norm_epsilon <= 1)) {
-        return mc_fail(err, MC_ERR_INVALID, "config: layer_norm_epsilon is %g, must be in [0, 1]", c->layer_norm_epsilon);
+        return mc_fail(err, code, "%s: layer_norm_epsilon is %g, must be in [0, 1]", what, c->layer_norm_epsilon);
     }
     const double reals[] = { c->initializer_range, c->time_step_scale, c->time_step_min, c->time_step_max,
                              c->time_step_floor };
@@ -274,11 +266,11 @@ mc_status mc_config_check(const mc_config *c, mc_error *err) {
                                        "time_step_floor" };
     for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
         if (!(reals[i] >= 0 && reals[i] <= 1e6)) {
-            return mc_fail(err, MC_ERR_INVALID, "config: %s is %g, must be in [0, 1e6]", real_names[i], reals[i]);
+            return mc_fail(err, code, "%s: %s is %g, must be in [0, 1e6]", what, real_names[i], reals[i]);
         }
     }
     if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size || c->pad_token_id >= c->vocab_size) {
-        return mc_fail(err, MC_ERR_INVALID, "config: bos/eos/pad token id (%d, %d, %d) outside the vocabulary of %lld",
+        return mc_fail(err, code, "%s: bos/eos/pad token id (%d, %d, %d) outside the vocabulary of %lld", what,
                        c->bos_token_id, c->eos_token_id, c->pad_token_id, (long long)c->vocab_size);
     }
     return MC_OK;

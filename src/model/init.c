@@ -87,7 +87,7 @@ mc_status mc_model_init(const mc_config *cfg, uint64_t seed, const mc_load_opts 
     if (cfg == NULL) {
         return mc_fail(err, MC_ERR_INVALID, "init: config is NULL");
     }
-    mc_status cst = mc_config_check(cfg, err); // a caller-filled config has not been through config.json's checks
+    mc_status cst = mc_config_check(cfg, "config", MC_ERR_INVALID, err); // a caller-filled config has not been through config.json's checks
     if (cst != MC_OK) {
         return cst;
     }

@@ -90,9 +90,10 @@ mc_status mc_model_derive_A(mc_model *m, mc_error *err);
 mc_status mc_model_convert_weights(mc_model *m, mc_weight_dtype target, mc_error *err);
 
 mc_status mc_config_from_json(const char *text, size_t len, const char *path, mc_config *cfg, mc_error *err);
-// Checks a resolved config a caller filled (mc_model_init): every size in the range config.json may give, the reals
-// finite and in range, the special token ids inside the vocabulary. MC_ERR_INVALID names the field.
-mc_status mc_config_check(const mc_config *cfg, mc_error *err);
+// Checks a resolved config, one a caller filled (mc_model_init) or config.json's after its derived sizes: every size
+// in the range config.json may give, the reals finite and in range, the special token ids inside the vocabulary.
+// Fails with `code`, the message naming `what` (the file, or "config") and the field.
+mc_status mc_config_check(const mc_config *cfg, const char *what, mc_status code, mc_error *err);
 
 // Merges the PEFT adapter in folder dir into the model's weights (f32), before any dtype conversion (load.c).
 mc_status mc_model_apply_lora(mc_model *m, const char *dir, mc_error *err);
