@@ -400,7 +400,7 @@ static mc_status append_log(const run *r, const mc_train_stats *s, mc_error *err
     }
     const double epoch = (double)s->step / (double)r->updates_per_epoch;
     fprintf(f, "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.9g, \"learning_rate\": %.6g, \"grad_norm\": %.6g, "
-               "\"tokens_per_s\": %.1f, \"elapsed_s\": %.1f}\n",
+               "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
             (long long)s->step, epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
     const bool ok = fclose(f) == 0;
     mc_status st = ok ? MC_OK : mc_fail(err, MC_ERR_IO, "%s: write failed", path);

@@ -240,18 +240,30 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
                         .bc2_sqrt = (float)sqrt(bc2),
                         .eps = (float)o->eps };
     const float decay = (float)(1.0 - lr * o->weight_decay);
-    for (int64_t k = 0; k < opt->n_groups; k++) {
+    for (int64_t k = 0, n; k < opt->n_groups; k += n) {
         const mc_optim_group *grp = &opt->groups[k];
         a.decay = grp->decay && o->weight_decay != 0 ? decay : 1.0f; // p · 1 is p: the undecayed path unchanged
+        // The groups after k that continue it in the parameters and the moments with the same decay go in the same
+        // call (elementwise, so one launch on a device instead of one per tensor).
+        int64_t numel = grp->numel;
+        for (n = 1; k + n < opt->n_groups; n++) {
+            const mc_optim_group *next = &opt->groups[k + n];
+            const float next_decay = next->decay && o->weight_decay != 0 ? decay : 1.0f;
+            if (next->offset != grp->offset + numel || opt->moff[k + n] != opt->moff[k] + numel ||
+                next_decay != a.decay) {
+                break;
+            }
+            numel += next->numel;
+        }
         float *p = params + grp->offset;
         const float *g = grads + grp->offset;
         if (opt->ops == NULL) {
-            mc_ref_adamw(p, g, opt->m + opt->moff[k], opt->v + opt->moff[k], grp->numel, &a);
+            mc_ref_adamw(p, g, opt->m + opt->moff[k], opt->v + opt->moff[k], numel, &a);
             continue;
         }
         mc_exec e = *opt->ex;
         e.err = err;
-        mc_status st = opt->ops->adamw(&e, p, g, opt->dm + opt->moff[k], opt->dv + opt->moff[k], grp->numel, &a);
+        mc_status st = opt->ops->adamw(&e, p, g, opt->dm + opt->moff[k], opt->dv + opt->moff[k], numel, &a);
         opt->host_stale = true;
         if (st != MC_OK) {
             return st;
@@ -554,8 +566,12 @@ mc_status mc_grads_clip_norm_on(const mc_ops *ops, const mc_exec *ex, float *gra
     }
     if (st == MC_OK) st = ops->download(&e, sumsq, dev, (size_t)n_groups * sizeof(double));
     const float c = st == MC_OK ? clip_factor(sumsq, n_groups, max_norm, total_norm) : 1.0f;
-    for (int64_t k = 0; st == MC_OK && c != 1.0f && k < n_groups; k++) {
-        st = ops->axpby(&e, grads + groups[k].offset, c, NULL, 0.0f, groups[k].numel);
+    for (int64_t k = 0, n; st == MC_OK && c != 1.0f && k < n_groups; k += n) {
+        int64_t numel = groups[k].numel; // contiguous groups scaled in one call
+        for (n = 1; k + n < n_groups && groups[k + n].offset == groups[k].offset + numel; n++) {
+            numel += groups[k + n].numel;
+        }
+        st = ops->axpby(&e, grads + groups[k].offset, c, NULL, 0.0f, numel);
     }
     ops->free(&e, dev);
     free(sumsq);
