@@ -321,33 +321,39 @@ static void bf16_product_case(int wtype, dx_shape s, bool with_bias, uint64_t se
     free(got);
 }
 
+// The forward product with an f32 weight [N, K] under `math` against the exact reference.
+static void f32_product_case(int64_t M, int64_t N, int64_t K, int math, double tol, int cls, uint64_t seed) {
+    mc_test_rng r = { seed };
+    host_weight hw = weight_new(&r, MC_DTYPE_F32, N, K, 0);
+    float *x = alloc_f32(M * K), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
+    mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
+    mc_ref_matmul(&g_ex, want, x, K, &hw.w, NULL, M, N, K);
+    float *dx = dev_from(x, M * K * 4), *dy = dev_from(NULL, M * N * 4);
+    g_ex.math = math;
+    const mc_status st = g_ops->matmul(&g_ex, dy, dx, K, &hw.dev, NULL, M, N, K);
+    g_ex.math = MC_MATH_F32;
+    expect_ok(st, "matmul");
+    dev_to(got, dy, M * N * 4);
+    char label[96];
+    snprintf(label, sizeof(label), "matmul f32 math=%d M=%lld N=%lld K=%lld", math, (long long)M, (long long)N,
+             (long long)K);
+    check(got, want, M * N, tol, cls, label);
+    dev_free(dx);
+    dev_free(dy);
+    weight_free(&hw);
+    free(x);
+    free(want);
+    free(got);
+}
+
 static void test_math_modes(void **unused) {
     const int modes[] = { MC_MATH_F32, MC_MATH_TF32, MC_MATH_BF16 };
     const double tols[] = { TOL_F32, TOL_TF32, TOL_BF16 };
     const int classes[] = { C_F32, C_TF32, C_BF16 };
     uint64_t seed = 2000;
     for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
-        mc_test_rng r = { seed++ };
         const int64_t M = 130, N = 257, K = 768;
-        host_weight hw = weight_new(&r, MC_DTYPE_F32, N, K, 0);
-        float *x = alloc_f32(M * K), *want = alloc_f32(M * N), *got = alloc_f32(M * N);
-        mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
-        mc_ref_matmul(&g_ex, want, x, K, &hw.w, NULL, M, N, K);
-        float *dx = dev_from(x, M * K * 4), *dy = dev_from(NULL, M * N * 4);
-        g_ex.math = modes[i];
-        const mc_status st = g_ops->matmul(&g_ex, dy, dx, K, &hw.dev, NULL, M, N, K);
-        g_ex.math = MC_MATH_F32;
-        expect_ok(st, "matmul");
-        dev_to(got, dy, M * N * 4);
-        char label[64];
-        snprintf(label, sizeof(label), "matmul f32 math=%d", modes[i]);
-        check(got, want, M * N, tols[i], classes[i], label);
-        dev_free(dx);
-        dev_free(dy);
-        weight_free(&hw);
-        free(x);
-        free(want);
-        free(got);
+        f32_product_case(M, N, K, modes[i], tols[i], classes[i], seed++);
         dx_case(MC_DTYPE_F32, (dx_shape){ M, N, K, 3, 0 }, true, modes[i], tols[i], classes[i], seed++);
         dw_case(700, N, 300, 1, false, modes[i], tols[i], classes[i], seed++);
     }
@@ -372,6 +378,26 @@ static void test_math_modes(void **unused) {
     dx_case(MC_DTYPE_BF16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
     dx_case(MC_DTYPE_F16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
     dx_case(MC_DTYPE_BF16, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_F32, TOL_16BIT, C_16BIT, seed++);
+}
+
+// MC_MATH_BF16's f32-operand products convert both operands to bf16 in pieces when they exceed a cap
+// (MAMBAC_CVT_ELEMS, 2^25 elements by default; matmul.cu): a small cap makes each product here go in pieces along
+// k (accumulating with beta = 1 onto dx or dw), along m, or along n, with packed and padded (scalar-converted) rows;
+// a skinny product (a side under 128) keeps cuBLAS's FAST_16BF kernels on the f32 operands.
+static void test_bf16_pieces(void **unused) {
+    uint64_t seed = 2500;
+    setenv("MAMBAC_CVT_ELEMS", "40000", 1);
+    f32_product_case(130, 257, 768, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);  // k: 12 pieces of 64
+    f32_product_case(700, 65, 100, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);   // n (x's rows): 3 pieces of 256
+    dw_case(700, 257, 300, 1, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // k (rows), onto dw0
+    dw_case(700, 257, 300, 0, true, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
+    setenv("MAMBAC_CVT_ELEMS", "100000", 1);
+    dx_case(MC_DTYPE_F32, (dx_shape){ 130, 257, 768, 3, 0 }, true, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // m
+    dx_case(MC_DTYPE_F32, (dx_shape){ 130, 257, 768, 0, 0 }, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
+    setenv("MAMBAC_CVT_ELEMS", "1", 1); // pieces of one k step
+    f32_product_case(130, 300, 200, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
+    unsetenv("MAMBAC_CVT_ELEMS");
+    f32_product_case(20, 257, 768, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // skinny: FAST_16BF on f32 operands
 }
 
 // ---- embed_bwd --------------------------------------------------------------------------------------------------
@@ -769,7 +795,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matmul_dx),     cmocka_unit_test(test_matmul_dw),   cmocka_unit_test(test_math_modes),
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_rmsnorm_bwd), cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces),
     };
     if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
         cmocka_set_test_filter(argv[1]);

@@ -77,6 +77,7 @@ static void exec_free(mc_exec *ex) {
     }
     cudaFree(c->blas_work);
     cudaFree(c->work);
+    cudaFree(c->cvt);
     cudaFree(c->sample_dev);
     cudaFree(c->argmax_dev);
     if (c->sample_host != NULL) {
@@ -127,9 +128,10 @@ static mc_status exec_init(mc_exec *ex, int n_threads, mc_error *err) {
     return st;
 }
 
-mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes) {
+// Grows one of the context's workspaces (*buf of *have bytes) to at least `bytes`.
+static mc_status reserve(const mc_exec *ex, void **buf, size_t *have, size_t bytes) {
     mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
-    if (bytes <= c->work_bytes) {
+    if (bytes <= *have) {
         return MC_OK;
     }
     if (c->capturing) {
@@ -147,15 +149,25 @@ mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes) {
         }
         c->graphs[i] = (mc_cuda_graph){ 0, NULL, 0 };
     }
-    cudaFree(c->work);
-    c->work = NULL;
-    c->work_bytes = 0;
+    cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
     const size_t rounded = (bytes + (1u << 20) - 1) / (1u << 20) * (1u << 20);
-    st = mc_cuda_status(cudaMalloc(&c->work, rounded), "workspace", ex);
+    st = mc_cuda_status(cudaMalloc(buf, rounded), "workspace", ex);
     if (st == MC_OK) {
-        c->work_bytes = rounded;
+        *have = rounded;
     }
     return st;
+}
+
+mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    return reserve(ex, &c->work, &c->work_bytes, bytes);
+}
+
+mc_status mc_cuda_cvt_reserve(const mc_exec *ex, size_t bytes) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    return reserve(ex, &c->cvt, &c->cvt_bytes, bytes);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

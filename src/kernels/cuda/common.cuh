@@ -31,6 +31,8 @@ typedef struct mc_cuda_ctx {
     void *blas_work; // cuBLAS workspace set once, so a captured GEMM allocates nothing
     void *work;      // conversion workspace (activations rounded to a weight's 16-bit type for cuBLAS)
     size_t work_bytes;
+    void *cvt;       // bf16 copies of both f32 operands of a product under MC_MATH_BF16 (mc_cuda_gemm_f32), apart
+    size_t cvt_bytes; // from `work`, which a caller may hold across such a product
     mc_cuda_graph graphs[MC_CUDA_GRAPHS];
     uint64_t use_clock;
     bool capturing;     // between graph_begin and graph_end of a recording
@@ -121,10 +123,14 @@ static inline unsigned mc_cuda_blocks(int64_t n, int64_t per_block) {
 // Makes the context's conversion workspace at least `bytes` long (the stream is drained first: work in flight may
 // read the old one). Fails while recording a graph, where an allocation cannot be captured.
 mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
+// The same for the operand-conversion buffer `cvt`.
+mc_status mc_cuda_cvt_reserve(const mc_exec *ex, size_t bytes);
 
 // C = op(A)·op(B) + beta·C, column-major f32 in and out (cuBLAS' argument order, sizes within int), multiplied as
-// ex->math allows: MC_MATH_F32 is cublasSgemm under the handle's default math (no TF32), TF32 and BF16 are
-// cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF. `what` names the call in a failure.
+// ex->math allows: MC_MATH_F32 is cublasSgemm under the handle's default math (no TF32), TF32 is cublasGemmEx with
+// CUBLAS_COMPUTE_32F_FAST_TF32, and BF16 rounds both operands to bf16 (as autocast does) into `cvt` and runs a
+// bf16 × bf16 GemmEx with f32 accumulation and output (a skinny product, with a side under 128: GemmEx on the f32
+// operands with CUBLAS_COMPUTE_32F_FAST_16BF instead). `what` names the call in a failure.
 mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what);

@@ -7,7 +7,8 @@
 //   12,691 through cuBLAS vs 10,195 with GEMV passes. MAMBAC_GEMV_ROWS overrides it, for such benchmarks. Int8
 //   prefill re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
 // - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 is cublasSgemm with the
-//   handle's default math (no TF32); TF32 and BF16 let the tensor cores round the operands.
+//   handle's default math (no TF32); TF32 lets the tensor cores round the operands; BF16 rounds both operands to
+//   bf16 copies first (cuBLAS runs f32 operands under FAST_16BF with TF32-rate kernels) where no side is skinny.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
 //   2^-9 (bf16) of every activation, ten times the fixtures' 1e-4 bound on logits. So x is split into terms of the
 //   weight's type, x·p = t0 + t1 (+ t2), p a power of two per row that keeps f16 terms inside its range, and
@@ -310,21 +311,118 @@ static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t
     return st;
 }
 
+// dst[v, i] = bf16(src[v · ld + i]) for n_vec vectors of len floats (dst packed, len apart); four at a time when
+// rows and start are 16-byte aligned.
+__global__ void to_bf16_kernel(__nv_bfloat16 *__restrict__ dst, const float *__restrict__ src, int64_t ld,
+                               int64_t n_vec, int64_t len, bool vec4) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    if (vec4) {
+        const int64_t q = len / 4;
+        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_vec * q; i += stride) {
+            const int64_t v = i / q, j = (i % q) * 4;
+            const float4 x = *reinterpret_cast<const float4 *>(src + v * ld + j);
+            __nv_bfloat162 *d = reinterpret_cast<__nv_bfloat162 *>(dst + v * len + j);
+            d[0] = __floats2bfloat162_rn(x.x, x.y);
+            d[1] = __floats2bfloat162_rn(x.z, x.w);
+        }
+        return;
+    }
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_vec * len; i += stride) {
+        dst[i] = __float2bfloat16_rn(src[(i / len) * ld + i % len]);
+    }
+}
+
+static mc_status to_bf16(const mc_exec *ex, __nv_bfloat16 *dst, const float *src, int64_t ld, int64_t n_vec,
+                         int64_t len) {
+    const bool vec4 = len % 4 == 0 && ld % 4 == 0 && (uintptr_t)src % 16 == 0;
+    const int64_t items = vec4 ? n_vec * (len / 4) : n_vec * len;
+    const int64_t blocks = (items + 255) / 256;
+    to_bf16_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, mc_cuda_ctx_of(ex)->stream>>>(
+        dst, src, ld, n_vec, len, vec4);
+    return mc_cuda_launched("gemm (round operands to bf16)", ex);
+}
+
+// At most this many bf16 operand elements are converted at once (MAMBAC_CVT_ELEMS overrides it): larger products
+// go in pieces along m or n when that size is the largest and the other operand fits in half, else along k (beta
+// = 1 after the first piece). The pieces keep the copies at 64 MiB while the
+// training head's products (a 256 MiB logit chunk against the [V, H] embedding) stay a few large GEMMs.
+#define CVT_ELEMS ((int64_t)1 << 25)
+
+// The MC_MATH_BF16 product: each piece's op(A) rows [m0, m0 + mc) and op(B) columns [n0, n0 + nc) over k in
+// [k0, k0 + kc) rounded to bf16 into cvt (packed, op as given), one bf16 GemmEx into C.
+#define BF16_MIN_SIDE 128 // m, n and k at least this for the converted product (mc_cuda_gemm_f32)
+
+static mc_status gemm_bf16(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                           int64_t ldc, const char *what) {
+    const char *cap_env = getenv("MAMBAC_CVT_ELEMS"); // a smaller cap, for the tests of the pieces
+    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env) : CVT_ELEMS;
+    int64_t mc = m, nc = n, kc = k; // piece sizes; a split size is rounded down to a tile multiple
+    if (m * k + k * n > cap) {
+        if (m >= n && m > k && k * n <= cap / 2) {
+            mc = (cap - k * n) / k;
+            mc = mc > 128 ? mc / 128 * 128 : mc;
+        } else if (n > m && n > k && m * k <= cap / 2) {
+            nc = (cap - m * k) / k;
+            nc = nc > 128 ? nc / 128 * 128 : nc;
+        } else {
+            kc = cap / (m + n);
+            kc = kc > 64 ? kc / 64 * 64 : kc < 1 ? 1 : kc;
+        }
+    }
+    const size_t a_bytes = ((size_t)(mc * kc) * 2 + 255) / 256 * 256;
+    mc_status st = mc_cuda_cvt_reserve(ex, a_bytes + (size_t)(kc * nc) * 2);
+    mc_cuda_ctx *cx = mc_cuda_ctx_of(ex);
+    __nv_bfloat16 *a16 = (__nv_bfloat16 *)cx->cvt, *b16 = (__nv_bfloat16 *)((char *)cx->cvt + a_bytes);
+    const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const float one = 1.0f;
+    for (int64_t k0 = 0; k0 < k && st == MC_OK; k0 += kc) {
+        const int64_t kp = k - k0 < kc ? k - k0 : kc;
+        const float *beta_p = k0 == 0 ? &beta : &one;
+        for (int64_t n0 = 0; n0 < n && st == MC_OK; n0 += nc) {
+            const int64_t np = n - n0 < nc ? n - n0 : nc;
+            // op(B)[k0 + i, n0 + j]: B[(k0 + i) + (n0 + j)·ldb] stored as is, B[(n0 + j) + (k0 + i)·ldb] transposed
+            st = trans_b ? to_bf16(ex, b16, b + n0 + k0 * ldb, ldb, kp, np)
+                         : to_bf16(ex, b16, b + k0 + n0 * ldb, ldb, np, kp);
+            for (int64_t m0 = 0; m0 < m && st == MC_OK; m0 += mc) {
+                const int64_t mp = m - m0 < mc ? m - m0 : mc;
+                if (mc < m || n0 == 0) { // when m is whole, A's piece is converted once for every n0
+                    st = trans_a ? to_bf16(ex, a16, a + k0 + m0 * lda, lda, mp, kp)
+                                 : to_bf16(ex, a16, a + m0 + k0 * lda, lda, kp, mp);
+                }
+                if (st == MC_OK) {
+                    st = mc_cublas_status(cublasGemmEx(cx->blas, ta, tb, (int)mp, (int)np, (int)kp, &one, a16,
+                                                       CUDA_R_16BF, (int)(trans_a ? kp : mp), b16, CUDA_R_16BF,
+                                                       (int)(trans_b ? np : kp), beta_p, c + m0 + n0 * ldc,
+                                                       CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                          what, ex);
+                }
+            }
+        }
+    }
+    return st;
+}
+
 mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what) {
     cublasHandle_t h = mc_cuda_ctx_of(ex)->blas;
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f;
-    if (ex->math != MC_MATH_TF32 && ex->math != MC_MATH_BF16) {
+    // Rounding the operands first pays where the product is compute-bound; a skinny one (decode's rows, a LoRA
+    // rank) is bound by reading its operands once, which cuBLAS's FAST_16BF kernels do in f32.
+    if (ex->math == MC_MATH_BF16 && m >= BF16_MIN_SIDE && n >= BF16_MIN_SIDE && k >= BF16_MIN_SIDE) {
+        return gemm_bf16(ex, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, what);
+    }
+    if (ex->math == MC_MATH_F32) {
         return mc_cublas_status(cublasSgemm(h, ta, tb, (int)m, (int)n, (int)k, &one, a, (int)lda, b, (int)ldb, &beta,
                                             c, (int)ldc),
                                 what, ex);
     }
-    const cublasComputeType_t ct = ex->math == MC_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                            : CUBLAS_COMPUTE_32F_FAST_16BF;
     return mc_cublas_status(cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &one, a, CUDA_R_32F, (int)lda, b,
-                                         CUDA_R_32F, (int)ldb, &beta, c, CUDA_R_32F, (int)ldc, ct,
+                                         CUDA_R_32F, (int)ldb, &beta, c, CUDA_R_32F, (int)ldc,
+                                         ex->math == MC_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                  : CUBLAS_COMPUTE_32F_FAST_16BF,
                                          CUBLAS_GEMM_DEFAULT),
                             what, ex);
 }
