@@ -100,7 +100,7 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched);
     "      --dtype DTYPE        weights of the matrices: stored (default, as in the files), f32, f16, bf16,\n"    \
     "                           int8 (per-group quantized on load)\n"                \
     "      --precision P        how a GPU multiplies: f32 (default: as exact as f32 products for every dtype),\n" \
-    "                           tf32, or bf16 (tensor cores, activations rounded once to bf16 as autocast\n"    \
+    "                           tf32, or bf16 (tensor cores, both operands rounded to bf16 as autocast\n"      \
     "                           does; f32 accumulation, state and master weights); the CPU computes in f32\n"  \
     "      --lora DIR           a PEFT LoRA adapter folder applied to the model (merged on load; an adapted\n"      \
     "                           tied embedding keeps the base head, as PEFT does)\n"                              \
