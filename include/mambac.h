@@ -261,7 +261,8 @@ typedef struct mc_utf8_stream {
 } mc_utf8_stream;
 
 // Appends the text ready after adding bytes[0..len) to out and returns the bytes written. out_cap must be at
-// least len * 3 + 16; with less, nothing is consumed or written and 0 is returned.
+// least len * 3 + 16; with less (or a NULL s, out, or bytes with len > 0), nothing is consumed or written and 0 is
+// returned.
 MC_API size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t len, char *out, size_t out_cap);
 // Ends the stream: writes U+FFFD (3 bytes, out_cap >= 3) for a held incomplete sequence, resets s.
 MC_API size_t mc_utf8_stream_flush(mc_utf8_stream *s, char *out, size_t out_cap);
@@ -502,7 +503,8 @@ MC_API mc_status mc_trainer_set_carry(mc_trainer *t, int64_t n_seq, mc_error *er
 // masks. The training loop sets the stream to the micro-batch's global index, so a resumed run repeats the masks.
 MC_API void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream);
 
-// How the trainer's products multiply on a GPU (MC_PRECISION_F32 by default; no effect on the CPU).
+// How the trainer's products multiply on a GPU (MC_PRECISION_F32 by default, and for a value outside the enum; no
+// effect on the CPU). A NULL trainer is ignored.
 MC_API void mc_trainer_set_precision(mc_trainer *t, mc_precision p);
 
 // Call after changing tensor values (an optimizer step, loading): refreshes what is derived from them (A = −exp(A_log)).

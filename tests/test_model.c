@@ -542,6 +542,11 @@ static void test_bad_ids(void **unused) {
     assert_int_equal(mc_state_new(NULL, 1, &st4, &err), MC_ERR_INVALID);
     assert_int_equal(mc_state_new(m, 1, NULL, &err), MC_ERR_INVALID);
     assert_int_equal(mc_state_reset(NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_state_n_seq(NULL), 0); // the void getters ignore a NULL state
+    mc_state_profile(NULL, true);
+    double seconds[MC_PROFILE_COUNT] = { 1.0 };
+    mc_state_profile_get(NULL, seconds);
+    assert_true(seconds[0] == 0.0);
     assert_int_equal(mc_state_copy_seq(st, 0, NULL, 0, &err), MC_ERR_INVALID);
     double nll = 0;
     int64_t n_scored = 0;

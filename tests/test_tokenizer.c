@@ -492,6 +492,12 @@ static void test_mini_flags(void **unused) {
         failed += !check_encode_entry(tok, e, index++);
     }
     assert_int_equal(failed, 0);
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    mc_error err = { 0 };
+    assert_int_equal(mc_tokenizer_encode(tok, "a", SIZE_MAX, &ids, &n_ids, &err), MC_ERR_INVALID); // no such text
+    assert_null(ids);
+    assert_non_null(strstr(err.msg, "bytes"));
     mc_tokenizer_free(tok);
     cJSON_Delete(doc);
 }
@@ -652,6 +658,13 @@ static void test_utf8_stream(void **unused) {
             assert_memory_equal(out, cases[i].want, want_len);
         }
     }
+    // NULL stream, output or input: nothing consumed or written
+    mc_utf8_stream s = { 0 };
+    char out[64];
+    assert_int_equal(mc_utf8_stream_feed(NULL, "a", 1, out, sizeof(out)), 0);
+    assert_int_equal(mc_utf8_stream_feed(&s, "a", 1, NULL, sizeof(out)), 0);
+    assert_int_equal(mc_utf8_stream_feed(&s, NULL, 1, out, sizeof(out)), 0);
+    assert_int_equal(s.n_pending, 0);
 }
 
 int main(void) {

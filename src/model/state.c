@@ -64,7 +64,7 @@ void mc_state_free(mc_state *s) {
 }
 
 int64_t mc_state_n_seq(const mc_state *s) {
-    return s->n_seq;
+    return s != NULL ? s->n_seq : 0;
 }
 
 mc_status mc_state_reset(mc_state *s, mc_error *err) {
@@ -83,6 +83,9 @@ mc_status mc_state_reset(mc_state *s, mc_error *err) {
 }
 
 void mc_state_profile(mc_state *s, bool on) {
+    if (s == NULL) {
+        return;
+    }
     if (on) {
         memset(s->profile_ns, 0, sizeof(s->profile_ns));
     }
@@ -90,8 +93,8 @@ void mc_state_profile(mc_state *s, bool on) {
 }
 
 void mc_state_profile_get(const mc_state *s, double seconds[MC_PROFILE_COUNT]) {
-    for (int i = 0; i < MC_PROFILE_COUNT; i++) {
-        seconds[i] = (double)s->profile_ns[i] * 1e-9;
+    for (int i = 0; seconds != NULL && i < MC_PROFILE_COUNT; i++) {
+        seconds[i] = s != NULL ? (double)s->profile_ns[i] * 1e-9 : 0.0;
     }
 }
 

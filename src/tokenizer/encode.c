@@ -220,6 +220,9 @@ mc_status mc_tokenizer_encode(const mc_tokenizer *tok, const char *text, size_t 
     if (tok == NULL || (text == NULL && len > 0)) {
         return mc_fail(err, MC_ERR_INVALID, "encode: tokenizer or text is NULL");
     }
+    if (len > (size_t)INT64_MAX) {
+        return mc_fail(err, MC_ERR_INVALID, "text: %zu bytes, more than a text can hold", len);
+    }
     const unsigned char *s = (const unsigned char *)text;
     int64_t bad = mc_utf8_check(s, (int64_t)len);
     if (bad < (int64_t)len) {

@@ -137,7 +137,8 @@ static size_t stream_byte(mc_utf8_stream *s, unsigned char c, char *out) {
 
 size_t mc_utf8_stream_feed(mc_utf8_stream *s, const char *bytes, size_t len, char *out, size_t out_cap) {
     // Worst case per input byte is one U+FFFD plus the byte itself, bounded by 3 * len + 16 overall.
-    if (len > (SIZE_MAX - 16) / 3 || out_cap < len * 3 + 16 || s->n_pending < 0 || s->n_pending > 3) {
+    if (s == NULL || out == NULL || (bytes == NULL && len > 0) || len > (SIZE_MAX - 16) / 3 ||
+        out_cap < len * 3 + 16 || s->n_pending < 0 || s->n_pending > 3) {
         return 0;
     }
     size_t o = 0;

@@ -37,6 +37,9 @@ static int launched_size(void) {
 }
 
 mc_status mc_dist_init(int *rank, int *size, mc_error *err) {
+    if (rank == NULL || size == NULL) {
+        return mc_fail(err, MC_ERR_INVALID, "dist init: rank and size must be given");
+    }
     *rank = 0;
     *size = 1;
     const int want = launched_size();

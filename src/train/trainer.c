@@ -712,6 +712,9 @@ void mc_trainer_set_dropout_stream(mc_trainer *t, uint64_t stream) {
 }
 
 void mc_trainer_set_precision(mc_trainer *t, mc_precision p) {
+    if (t == NULL) {
+        return;
+    }
     t->exec.math = mc_math_of(p);
 }
 
