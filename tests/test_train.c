@@ -283,6 +283,8 @@ static void test_bad_input(void **unused) {
     assert_null(x.value);
     assert_int_equal(mc_trainer_save(t, NULL, &err), MC_ERR_INVALID);
     assert_int_equal(mc_train(NULL, NULL, NULL, NULL, &err), MC_ERR_INVALID);
+    assert_int_equal(mc_dist_init(NULL, NULL, &err), MC_ERR_INVALID);
+    mc_trainer_set_precision(NULL, MC_PRECISION_BF16); // ignored
     mc_trainer_free(t);
     assert_int_equal(mc_trainer_new(NULL, NULL, 1, &t, &err), MC_ERR_INVALID);
     assert_null(t);
