@@ -242,15 +242,15 @@ mc_status mc_adamw_step(mc_adamw *opt, float *params, const float *grads, double
     const float decay = (float)(1.0 - lr * o->weight_decay);
     for (int64_t k = 0, n; k < opt->n_groups; k += n) {
         const mc_optim_group *grp = &opt->groups[k];
-        a.decay = grp->decay && o->weight_decay != 0 ? decay : 1.0f; // p · 1 is p: the undecayed path unchanged
+        const bool decays = grp->decay && o->weight_decay != 0;
+        a.decay = decays ? decay : 1.0f; // p · 1 is p: the undecayed path unchanged
         // The groups after k that continue it in the parameters and the moments with the same decay go in the same
         // call (elementwise, so one launch on a device instead of one per tensor).
         int64_t numel = grp->numel;
         for (n = 1; k + n < opt->n_groups; n++) {
             const mc_optim_group *next = &opt->groups[k + n];
-            const float next_decay = next->decay && o->weight_decay != 0 ? decay : 1.0f;
             if (next->offset != grp->offset + numel || opt->moff[k + n] != opt->moff[k] + numel ||
-                next_decay != a.decay) {
+                (next->decay && o->weight_decay != 0) != decays) {
                 break;
             }
             numel += next->numel;

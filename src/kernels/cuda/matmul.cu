@@ -344,14 +344,13 @@ static mc_status to_bf16(const mc_exec *ex, __nv_bfloat16 *dst, const float *src
 
 // At most this many bf16 operand elements are converted at once (MAMBAC_CVT_ELEMS overrides it): larger products
 // go in pieces along m or n when that size is the largest and the other operand fits in half, else along k (beta
-// = 1 after the first piece). The pieces keep the copies at 64 MiB while the
-// training head's products (a 256 MiB logit chunk against the [V, H] embedding) stay a few large GEMMs.
+// = 1 after the first piece). The pieces keep the copies at 64 MiB while the training head's products (a 256 MiB
+// logit chunk against the [V, H] embedding) stay a few large GEMMs.
 #define CVT_ELEMS ((int64_t)1 << 25)
+#define BF16_MIN_SIDE 128 // m, n and k at least this for the converted product (mc_cuda_gemm_f32)
 
 // The MC_MATH_BF16 product: each piece's op(A) rows [m0, m0 + mc) and op(B) columns [n0, n0 + nc) over k in
 // [k0, k0 + kc) rounded to bf16 into cvt (packed, op as given), one bf16 GemmEx into C.
-#define BF16_MIN_SIDE 128 // m, n and k at least this for the converted product (mc_cuda_gemm_f32)
-
 static mc_status gemm_bf16(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what) {
