@@ -27,6 +27,10 @@
 // 16-bit weights: dy split into 2 (f16) or 3 (bf16) terms of the weight's type holds 22–24 bits of each element, so
 // the f32 bound holds (as the forward's, tests/test_cuda_kernels.c).
 #define TOL_16BIT 1e-4
+// MC_MATH_F32's three-TF32-term products (matmul.cu) leave out lo_a·lo_b and lo's rounding (under 2^-21 of a
+// term) and sum on the tensor cores, whose f32 accumulation is not rounded as SGEMM's: the worst seen on an H100
+// was 9.7e-6 of the largest output (SGEMM 1.1e-6, TF32 2.7e-4), so 5e-5 leaves room and stays below TOL_F32.
+#define TOL_F32X3 5e-5
 // TF32 rounds both operands to 11 significant bits (2^-11 each, 2^-10 if truncated): on uniform operands the
 // product's error is ~2^-10.5 of a term, and the worst of ~30,000 outputs about 4e-4 (8e-4 truncated) of the largest.
 #define TOL_TF32 2e-3
@@ -58,7 +62,7 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 
-enum { C_F32, C_16BIT, C_TF32, C_BF16, C_SUM, C_SCATTER, C_CE, C_ELEM, C_COUNT };
+enum { C_F32, C_F32X3, C_16BIT, C_TF32, C_BF16, C_SUM, C_SCATTER, C_CE, C_ELEM, C_COUNT };
 
 static double g_worst[C_COUNT]; // worst relative error seen per class, printed at the end for the record
 
@@ -287,7 +291,8 @@ static void test_matmul_dw(void **unused) {
 }
 
 // The math modes on f32 weights at a cuBLAS-sized shape: TF32 and BF16 within their rounding's bound, MC_MATH_F32
-// within f32's (so F32 never runs on the tensor cores); 16-bit weights under BF16 (x rounded once) within bf16's.
+// within f32's (as three TF32 terms; test_f32_terms holds them tighter); 16-bit weights under BF16 (x rounded
+// once) within bf16's.
 // The forward product under MC_MATH_BF16 with a 16-bit weight [N, K] and x rows K + s.pad apart
 // against the exact reference, twice (the second call reuses the workspace the first one grew).
 static void bf16_product_case(int wtype, dx_shape s, bool with_bias, uint64_t seed) {
@@ -398,6 +403,92 @@ static void test_bf16_pieces(void **unused) {
     f32_product_case(130, 300, 200, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
     unsetenv("MAMBAC_CVT_ELEMS");
     f32_product_case(20, 257, 768, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // skinny: FAST_16BF on f32 operands
+}
+
+// MC_MATH_F32's products on cuBLAS-sized operands run as three TF32 terms each: forward, dx (accumulating, padded
+// rows) and dw within a few f32 errors of the double reference, whole and in pieces along k, m and n (a small
+// MAMBAC_CVT_ELEMS), and MAMBAC_F32_GEMM=sgemm's SIMT product within f32's own bound.
+static void test_f32_terms(void **unused) {
+    uint64_t seed = 2700;
+    f32_product_case(130, 257, 768, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++);
+    f32_product_case(1000, 3072, 768, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++); // the 130m in_proj's shape
+    dx_case(MC_DTYPE_F32, (dx_shape){ 300, 768, 1536, 3, 0 }, true, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++);
+    dw_case(700, 257, 300, 1, false, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++);
+    setenv("MAMBAC_CVT_ELEMS", "40000", 1);
+    f32_product_case(130, 257, 768, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++); // k
+    f32_product_case(700, 65, 100, MC_MATH_F32, TOL_F32, C_F32, seed++);      // skinny: cublasSgemm
+    f32_product_case(700, 130, 200, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++); // n (x's rows)
+    dw_case(700, 257, 300, 0, true, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++);
+    setenv("MAMBAC_CVT_ELEMS", "100000", 1);
+    dx_case(MC_DTYPE_F32, (dx_shape){ 130, 257, 768, 3, 0 }, true, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++); // m
+    unsetenv("MAMBAC_CVT_ELEMS");
+    setenv("MAMBAC_F32_GEMM", "sgemm", 1);
+    f32_product_case(130, 257, 768, MC_MATH_F32, TOL_F32, C_F32, seed++);
+    unsetenv("MAMBAC_F32_GEMM");
+}
+
+// matmul_bwd against the reference's matmul_dw then matmul_dx: dw (from non-zero) and dbias accumulate, dx is
+// written or accumulated with padded rows. Under MC_MATH_BF16 with cuBLAS-sized sides dy is rounded once for both
+// products (whole, or in pieces of W's rows with a small MAMBAC_CVT_ELEMS); x over half that budget, a skinny side,
+// and MC_MATH_F32 take matmul_dw and matmul_dx.
+static void bwd_case(int64_t M, int64_t N, int64_t K, int64_t pad, bool bias, bool acc, int math, double tol, int cls,
+                     uint64_t seed) {
+    mc_test_rng r = { seed };
+    const int64_t ldx = K + pad;
+    host_weight hw = weight_new(&r, MC_DTYPE_F32, N, K, 0);
+    float *x = alloc_f32(M * ldx), *dy = alloc_f32(M * N), *dw0 = alloc_f32(N * K), *db0 = alloc_f32(N);
+    float *dx0 = alloc_f32(M * ldx), *got_w = alloc_f32(N * K), *got_b = alloc_f32(N), *got_x = alloc_f32(M * ldx);
+    mc_test_fill(&r, x, M * ldx, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, M * N, -1.0f, 1.0f);
+    mc_test_fill(&r, dw0, N * K, -1.0f, 1.0f);
+    mc_test_fill(&r, db0, N, -1.0f, 1.0f);
+    mc_test_fill(&r, dx0, M * ldx, -1.0f, 1.0f);
+    float *want_w = copy_f32(dw0, N * K), *want_b = copy_f32(db0, N), *want_x = copy_f32(dx0, M * ldx);
+    assert_int_equal(mc_ref_matmul_dw(&g_ex, want_w, bias ? want_b : NULL, dy, x, ldx, M, N, K), MC_OK);
+    assert_int_equal(mc_ref_matmul_dx(&g_ex, want_x, ldx, dy, &hw.w, M, N, K, acc), MC_OK);
+    float *d_x = dev_from(x, M * ldx * 4), *d_dy = dev_from(dy, M * N * 4), *d_dw = dev_from(dw0, N * K * 4);
+    float *d_db = dev_from(db0, N * 4), *d_dx = dev_from(dx0, M * ldx * 4);
+    g_ex.math = math;
+    const mc_status st = g_ops->matmul_bwd(&g_ex, d_dx, ldx, acc, d_dw, bias ? d_db : NULL, d_dy, d_x, ldx, &hw.dev,
+                                           M, N, K);
+    g_ex.math = MC_MATH_F32;
+    expect_ok(st, "matmul_bwd");
+    dev_to(got_w, d_dw, N * K * 4);
+    dev_to(got_b, d_db, N * 4);
+    dev_to(got_x, d_dx, M * ldx * 4);
+    char label[160];
+    snprintf(label, sizeof(label), "matmul_bwd math=%d M=%lld N=%lld K=%lld ldx=%lld bias=%d acc=%d", math,
+             (long long)M, (long long)N, (long long)K, (long long)ldx, bias, acc);
+    const size_t end = strlen(label);
+    strcpy(label + end, " dw");
+    check(got_w, want_w, N * K, tol, cls, label);
+    strcpy(label + end, " dbias");
+    check(got_b, want_b, N, TOL_SUM, C_SUM, label); // untouched (exactly db0) when !bias
+    strcpy(label + end, " dx");
+    check_rows(got_x, want_x, dx0, M, K, ldx, tol, cls, label);
+    float *bufs[] = { d_x, d_dy, d_dw, d_db, d_dx };
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) {
+        dev_free(bufs[i]);
+    }
+    float *host[] = { x, dy, dw0, db0, dx0, got_w, got_b, got_x, want_w, want_b, want_x };
+    for (size_t i = 0; i < ARRAY_LEN(host); i++) {
+        free(host[i]);
+    }
+    weight_free(&hw);
+}
+
+static void test_matmul_bwd(void **unused) {
+    uint64_t seed = 2900;
+    bwd_case(300, 257, 200, 3, true, true, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // whole
+    bwd_case(300, 700, 200, 0, false, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
+    bwd_case(300, 257, 200, 1, true, false, MC_MATH_F32, TOL_F32X3, C_F32X3, seed++); // apart, three TF32 terms
+    bwd_case(300, 80, 200, 0, true, true, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);    // skinny: apart
+    setenv("MAMBAC_CVT_ELEMS", "200000", 1);
+    bwd_case(300, 700, 200, 3, true, true, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // 3 pieces of 256 rows of W
+    bwd_case(300, 700, 200, 0, false, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++);
+    setenv("MAMBAC_CVT_ELEMS", "100000", 1);
+    bwd_case(700, 257, 200, 0, true, false, MC_MATH_BF16, TOL_BF16, C_BF16, seed++); // x over half: apart
+    unsetenv("MAMBAC_CVT_ELEMS");
 }
 
 // ---- embed_bwd --------------------------------------------------------------------------------------------------
@@ -781,8 +872,9 @@ static int setup(void **unused) {
 }
 
 static int teardown(void **unused) {
-    static const char *const classes[C_COUNT] = { "f32 products",        "16-bit weights (dy split)",
-                                                  "TF32 products",       "BF16 products",
+    static const char *const classes[C_COUNT] = { "f32 products",        "f32 as three TF32 terms",
+                                                  "16-bit weights (dy split)", "TF32 products",
+                                                  "BF16 products",
                                                   "double sums",         "embed scatter",
                                                   "cross_entropy grads", "elementwise" };
     dev_print_worst(classes, g_worst, ARRAY_LEN(classes));
@@ -795,7 +887,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matmul_dx),     cmocka_unit_test(test_matmul_dw),   cmocka_unit_test(test_math_modes),
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_rmsnorm_bwd), cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces), cmocka_unit_test(test_f32_terms),
+        cmocka_unit_test(test_matmul_bwd),
     };
     if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
         cmocka_set_test_filter(argv[1]);

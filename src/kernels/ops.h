@@ -9,9 +9,12 @@
 
 // The per-caller execution context: how a kernel call may run and where its errors go. Owned by the caller (the
 // state or a training run), never by the shared model, so two threads can use one model with their own contexts.
-// How a backend may multiply: MC_MATH_F32 (the default) rounds as f32 products do. On a GPU, MC_MATH_TF32 and
-// MC_MATH_BF16 let the tensor cores round each product's operands to TF32 or bf16 (f32 accumulation, f32 in and
-// out), as PyTorch's allow_tf32 and bf16 autocast do; the host backends always compute in f32.
+// How a backend may multiply: MC_MATH_F32 (the default) keeps f32 products' accuracy (the CUDA backend runs its
+// large f32 products as three TF32 tensor-core terms an operand: ~1e-5 of the largest output against SGEMM's
+// ~1e-6 and TF32's ~3e-4, measured). On a GPU,
+// MC_MATH_TF32 and MC_MATH_BF16 let the tensor cores round each product's operands to TF32 or bf16 (f32
+// accumulation, f32 in and out), as PyTorch's allow_tf32 and bf16 autocast do; the host backends always compute in
+// f32.
 enum { MC_MATH_F32 = 0, MC_MATH_TF32, MC_MATH_BF16 };
 
 typedef struct mc_exec {
@@ -174,6 +177,12 @@ typedef struct mc_ops {
                            int64_t N, int64_t K, bool accumulate);
     mc_status (*matmul_dw)(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
                            int64_t M, int64_t N, int64_t K);
+    // Optional (NULL: matmul_dw, then matmul_dx): both at once, where a backend shares work between them (CUDA
+    // under MC_MATH_BF16 rounds dy to bf16 once for both products): dw [N, K] += dyᵀ·x, dbias [N] += Σ_rows dy
+    // (when not NULL), dx [M, K] (rows lddx apart) = (or += when accumulate) dy·W. dx overlaps no other argument.
+    mc_status (*matmul_bwd)(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw, float *dbias,
+                            const float *dy, const float *x, int64_t ldx, const mc_weight *w, int64_t M, int64_t N,
+                            int64_t K);
     mc_status (*embed_bwd)(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
                            int64_t H);
     mc_status (*rmsnorm_bwd)(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,

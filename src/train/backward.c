@@ -173,12 +173,16 @@ static mc_status linear_bwd(mc_trainer *t, const acts *a, int64_t li, int s, con
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
     float *tr = a->tr;
-    if (dw != NULL) {
-        TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
-    } else if (dbias != NULL) { // a trainable bias of a frozen matrix: Σ_rows dy = dyᵀ · ones
-        TRY(ops->matmul_dw(ex, dbias, NULL, dy, a->ones, 1, M, N, 1));
+    if (dw != NULL && ops->matmul_bwd != NULL) {
+        TRY(ops->matmul_bwd(ex, dx, lddx, accumulate, dw, dbias, dy, x, ldx, w, M, N, K));
+    } else {
+        if (dw != NULL) {
+            TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
+        } else if (dbias != NULL) { // a trainable bias of a frozen matrix: Σ_rows dy = dyᵀ · ones
+            TRY(ops->matmul_dw(ex, dbias, NULL, dy, a->ones, 1, M, N, 1));
+        }
+        TRY(ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate));
     }
-    TRY(ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate));
     if (ll == NULL || !ll->on) {
         return MC_OK;
     }
@@ -267,6 +271,11 @@ static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, 
         const int64_t rows = M - r0 < a->loss_rows ? M - r0 : a->loss_rows;
         TRY(ops->matmul(ex, a->logits, a->normf + r0 * H, H, &m->lm_head, NULL, rows, V, H));
         TRY(ops->cross_entropy(ex, a->logits, sum, count, a->logits, targets + r0, rows, V, (float)scale));
+        if (t->g_head != NULL && ops->matmul_bwd != NULL) {
+            TRY(ops->matmul_bwd(ex, a->dnormed + r0 * H, H, false, t->g_head, NULL, a->logits, a->normf + r0 * H, H,
+                                &m->lm_head, rows, V, H));
+            continue;
+        }
         TRY(ops->matmul_dx(ex, a->dnormed + r0 * H, H, a->logits, &m->lm_head, rows, V, H, false));
         if (t->g_head != NULL) {
             TRY(ops->matmul_dw(ex, t->g_head, NULL, a->logits, a->normf + r0 * H, H, rows, V, H));

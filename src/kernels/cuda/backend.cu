@@ -356,6 +356,7 @@ static void table_init(void) {
     table.sample = mc_cuda_sample;
     table.matmul_dx = mc_cuda_matmul_dx;
     table.matmul_dw = mc_cuda_matmul_dw;
+    table.matmul_bwd = mc_cuda_matmul_bwd;
     table.embed_bwd = mc_cuda_embed_bwd;
     table.rmsnorm_bwd = mc_cuda_rmsnorm_bwd;
     table.cross_entropy = mc_cuda_cross_entropy;

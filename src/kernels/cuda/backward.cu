@@ -310,6 +310,32 @@ extern "C" mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbia
     return st;
 }
 
+// ---- matmul_bwd -------------------------------------------------------------------------------------------------
+
+// Both gradients with dy rounded once (mc_cuda_gemm_bwd_bf16) where that applies: MC_MATH_BF16, an f32 weight,
+// sizes that pass the two ops' checks; everything else is matmul_dw then matmul_dx (their checks and errors).
+extern "C" mc_status mc_cuda_matmul_bwd(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw,
+                                        float *dbias, const float *dy, const float *x, int64_t ldx, const mc_weight *w,
+                                        int64_t M, int64_t N, int64_t K) {
+    if (ex->math == MC_MATH_BF16 && M > 0 && N > 0 && K > 0 && ldx >= K && lddx >= K && mc_weight_ok(w, N, K) &&
+        w->dtype == MC_DTYPE_F32 && cublas_sizes_ok(M, N, K, ldx) && lddx <= INT32_MAX) {
+        bool done = false;
+        mc_status st = mc_cuda_gemm_bwd_bf16(ex, dx, lddx, accumulate, dw, dy, x, ldx, (const float *)w->data, M, N, K,
+                                             &done);
+        if (st != MC_OK || (done && dbias == nullptr)) {
+            return st;
+        }
+        if (done) {
+            st = mc_cuda_work_reserve(ex, (size_t)(colsum_chunks(M, N) * N) * sizeof(double));
+            return st != MC_OK ? st
+                               : colsum_add(ex, dbias, col_dy{ dy, N }, M, N, (double *)mc_cuda_ctx_of(ex)->work,
+                                            "matmul_bwd (bias)");
+        }
+    }
+    const mc_status st = mc_cuda_matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K);
+    return st != MC_OK ? st : mc_cuda_matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate);
+}
+
 // ---- embed_bwd --------------------------------------------------------------------------------------------------
 
 // dw[ids[i], :] += dout[i, :], one block per row i; rows sharing an id meet in atomics (so their order varies). The

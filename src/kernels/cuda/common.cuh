@@ -31,7 +31,7 @@ typedef struct mc_cuda_ctx {
     void *blas_work; // cuBLAS workspace set once, so a captured GEMM allocates nothing
     void *work;      // conversion workspace (activations rounded to a weight's 16-bit type for cuBLAS)
     size_t work_bytes;
-    void *cvt;       // bf16 copies of both f32 operands of a product under MC_MATH_BF16 (mc_cuda_gemm_f32), apart
+    void *cvt;       // converted copies of both f32 operands of a product (mc_cuda_gemm_f32: bf16, or TF32 terms), apart
     size_t cvt_bytes; // from `work`, which a caller may hold across such a product
     mc_cuda_graph graphs[MC_CUDA_GRAPHS];
     uint64_t use_clock;
@@ -127,13 +127,22 @@ mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
 mc_status mc_cuda_cvt_reserve(const mc_exec *ex, size_t bytes);
 
 // C = op(A)·op(B) + beta·C, column-major f32 in and out (cuBLAS' argument order, sizes within int), multiplied as
-// ex->math allows: MC_MATH_F32 is cublasSgemm under the handle's default math (no TF32), TF32 is cublasGemmEx with
-// CUBLAS_COMPUTE_32F_FAST_TF32, and BF16 rounds both operands to bf16 (as autocast does) into `cvt` and runs a
-// bf16 × bf16 GemmEx with f32 accumulation and output (a skinny product, with a side under 128: GemmEx on the f32
-// operands with CUBLAS_COMPUTE_32F_FAST_16BF instead). `what` names the call in a failure.
+// ex->math allows: MC_MATH_F32 splits both operands into three TF32 terms each in `cvt` and runs one TF32 GemmEx
+// whose result has f32's accuracy (matmul.cu says how; a skinny product, with a side under 128, or
+// MAMBAC_F32_GEMM=sgemm: cublasSgemm, no TF32), TF32 is cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32, and BF16
+// rounds both operands to bf16 (as autocast does) into `cvt` and runs a bf16 × bf16 GemmEx with f32 accumulation
+// and output (a skinny product: GemmEx on the f32 operands with CUBLAS_COMPUTE_32F_FAST_16BF instead). `what` names
+// the call in a failure.
 mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what);
+
+// Both gradients of a product under MC_MATH_BF16 (matmul_bwd's contract, f32 weight w [N, K], no bias) with dy
+// rounded to bf16 once for both; *done false when the shape is not for it (a side under 128, or x over half the
+// conversion budget): then nothing was written and the caller runs matmul_dw and matmul_dx.
+mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw,
+                                const float *dy, const float *x, int64_t ldx, const float *w, int64_t M, int64_t N,
+                                int64_t K, bool *done);
 
 // An f32 operand for cuBLAS against 16-bit weights (matmul.cu's header says why): x [M, K] (rows ldx apart) as
 // n_terms packed [M, K] matrices of the weight's type (MC_DTYPE_F16 or _BF16), each 2·M·K bytes at `terms`, with
@@ -207,6 +216,9 @@ mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx, const flo
                             int64_t N, int64_t K, bool accumulate);
 mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
                             int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_matmul_bwd(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw, float *dbias,
+                             const float *dy, const float *x, int64_t ldx, const mc_weight *w, int64_t M, int64_t N,
+                             int64_t K);
 mc_status mc_cuda_embed_bwd(const mc_exec *ex, float *dw, const float *dout, const int32_t *ids, int64_t n, int64_t V,
                             int64_t H);
 mc_status mc_cuda_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const float *dy, const float *x, const float *w,

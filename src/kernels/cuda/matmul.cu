@@ -6,9 +6,10 @@
 //   batch 16): f32 products 8,751 tokens/s with 32 GEMV rows vs 7,292 through cuBLAS; bf16 products (one GEMM)
 //   12,691 through cuBLAS vs 10,195 with GEMV passes. MAMBAC_GEMV_ROWS overrides it, for such benchmarks. Int8
 //   prefill re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
-// - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 is cublasSgemm with the
-//   handle's default math (no TF32); TF32 lets the tensor cores round the operands; BF16 rounds both operands to
-//   bf16 copies first (cuBLAS runs f32 operands under FAST_16BF with TF32-rate kernels) where no side is skinny.
+// - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 splits both operands into
+//   three TF32 terms (f32's accuracy on tensor cores) where no side is skinny, else cublasSgemm; TF32 lets the
+//   tensor cores round the operands; BF16 rounds both operands to bf16 copies first (cuBLAS runs f32 operands under
+//   FAST_16BF with TF32-rate kernels) where no side is skinny.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
 //   2^-9 (bf16) of every activation, ten times the fixtures' 1e-4 bound on logits. So x is split into terms of the
 //   weight's type, x·p = t0 + t1 (+ t2), p a power of two per row that keeps f16 terms inside its range, and
@@ -20,6 +21,7 @@
 // The M ≤ GEMV_ROWS kernel is exact f32 in every math mode: the modes permit rounding, they do not require it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <string.h>
 
 #include "kernels/cuda/common.cuh"
 
@@ -311,6 +313,45 @@ static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t
     return st;
 }
 
+// At most this many operand elements are converted at once under MC_MATH_BF16, a quarter of it for the
+// three-term TF32 copies (12 bytes an element against 2); MAMBAC_CVT_ELEMS overrides both. Larger products go in
+// pieces along m or n when that size is the largest and the other operand fits in half, else along k (beta = 1
+// after the first piece). The pieces keep the copies at 64 MiB (bf16) and 96 MiB (TF32 terms) while the training
+// head's products (a 256 MiB logit chunk against the [V, H] embedding) stay a few large GEMMs.
+#define CVT_ELEMS ((int64_t)1 << 25)
+#define CVT_MIN_SIDE 128 // m, n and k at least this for a converted product (mc_cuda_gemm_f32)
+
+// How a converted product rounds its operands: one bf16 copy each (MC_MATH_BF16, as autocast rounds them), or
+// three TF32 terms each (MC_MATH_F32): x = hi + lo with hi = tf32(x) and lo = tf32(x − hi), and the product
+// hi_a·hi_b + lo_a·hi_b + hi_a·lo_b runs as one TF32 GEMM over k tripled (A's copy [hi | lo | hi] along k, B's
+// [hi | hi | lo]). What it leaves out, lo_a·lo_b and lo's own rounding, is below 2^-21 of each term; the tensor
+// cores' f32 sums round less carefully than SGEMM's: on an H100 the worst error seen in tests/test_cuda_bwd.c
+// was 9.7e-6 of the largest output (SGEMM 1.1e-6, one TF32 term 2.7e-4), at three times a TF32 product's work
+// (CUTLASS's "3xTF32"); an f32 LoRA step at 4 × 1024 took 72.7 ms against 85.6 ms with SGEMM (bench/RESULTS.md).
+enum cvt_kind { CVT_BF16, CVT_TF32X3 };
+
+// Round to nearest (ties away) to TF32's 10 mantissa bits; the result is an f32 whose low 13 bits are 0.
+static __device__ __forceinline__ float tf32_rna(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+}
+
+// For n_vec vectors of len floats (src, ld apart): element j of vector v goes to dst[s·bs + v·vs + j] for the three
+// terms s, lo in term lo_at and hi in the other two.
+__global__ void to_tf32x3_kernel(float *__restrict__ dst, const float *__restrict__ src, int64_t ld, int64_t n_vec,
+                                 int64_t len, int64_t bs, int64_t vs, int lo_at) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_vec * len; i += stride) {
+        const int64_t v = i / len, j = i % len;
+        const float x = src[v * ld + j], hi = tf32_rna(x), lo = tf32_rna(x - hi);
+        float *d = dst + v * vs + j;
+        d[0] = lo_at == 0 ? lo : hi;
+        d[bs] = lo_at == 1 ? lo : hi;
+        d[2 * bs] = lo_at == 2 ? lo : hi;
+    }
+}
+
 // dst[v, i] = bf16(src[v · ld + i]) for n_vec vectors of len floats (dst packed, len apart); four at a time when
 // rows and start are 16-byte aligned.
 __global__ void to_bf16_kernel(__nv_bfloat16 *__restrict__ dst, const float *__restrict__ src, int64_t ld,
@@ -332,30 +373,35 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *__restrict__ dst, const float *__r
     }
 }
 
-static mc_status to_bf16(const mc_exec *ex, __nv_bfloat16 *dst, const float *src, int64_t ld, int64_t n_vec,
-                         int64_t len) {
+// One operand piece (n_vec vectors of len floats, ld apart) into its packed copy at dst. The copy keeps the
+// operand's layout; with TF32 terms the three terms tile k: side by side in each vector when the vectors run
+// along k (k_in_vec), else as three consecutive blocks of vectors.
+static mc_status convert(const mc_exec *ex, cvt_kind kind, void *dst, const float *src, int64_t ld, int64_t n_vec,
+                         int64_t len, bool k_in_vec, int lo_at) {
+    cudaStream_t s = mc_cuda_ctx_of(ex)->stream;
+    if (kind == CVT_TF32X3) {
+        const int64_t blocks = (n_vec * len + 255) / 256;
+        to_tf32x3_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, s>>>(
+            (float *)dst, src, ld, n_vec, len, k_in_vec ? len : n_vec * len, k_in_vec ? 3 * len : len, lo_at);
+        return mc_cuda_launched("gemm (split operands into TF32 terms)", ex);
+    }
     const bool vec4 = len % 4 == 0 && ld % 4 == 0 && (uintptr_t)src % 16 == 0;
     const int64_t items = vec4 ? n_vec * (len / 4) : n_vec * len;
     const int64_t blocks = (items + 255) / 256;
-    to_bf16_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, mc_cuda_ctx_of(ex)->stream>>>(
-        dst, src, ld, n_vec, len, vec4);
+    to_bf16_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, s>>>((__nv_bfloat16 *)dst, src, ld, n_vec,
+                                                                               len, vec4);
     return mc_cuda_launched("gemm (round operands to bf16)", ex);
 }
 
-// At most this many bf16 operand elements are converted at once (MAMBAC_CVT_ELEMS overrides it): larger products
-// go in pieces along m or n when that size is the largest and the other operand fits in half, else along k (beta
-// = 1 after the first piece). The pieces keep the copies at 64 MiB while the training head's products (a 256 MiB
-// logit chunk against the [V, H] embedding) stay a few large GEMMs.
-#define CVT_ELEMS ((int64_t)1 << 25)
-#define BF16_MIN_SIDE 128 // m, n and k at least this for the converted product (mc_cuda_gemm_f32)
-
-// The MC_MATH_BF16 product: each piece's op(A) rows [m0, m0 + mc) and op(B) columns [n0, n0 + nc) over k in
-// [k0, k0 + kc) rounded to bf16 into cvt (packed, op as given), one bf16 GemmEx into C.
-static mc_status gemm_bf16(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                           const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                           int64_t ldc, const char *what) {
+// The converted product: each piece's op(A) rows [m0, m0 + mc) and op(B) columns [n0, n0 + nc) over k in
+// [k0, k0 + kc) converted into cvt (packed, op as given), one GemmEx into C.
+static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                                int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                                float *c, int64_t ldc, const char *what) {
     const char *cap_env = getenv("MAMBAC_CVT_ELEMS"); // a smaller cap, for the tests of the pieces
-    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env) : CVT_ELEMS;
+    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env)
+                        : kind == CVT_TF32X3                     ? CVT_ELEMS / 4
+                                                                 : CVT_ELEMS;
     int64_t mc = m, nc = n, kc = k; // piece sizes; a split size is rounded down to a tile multiple
     if (m * k + k * n > cap) {
         if (m >= n && m > k && k * n <= cap / 2) {
@@ -369,36 +415,88 @@ static mc_status gemm_bf16(const mc_exec *ex, bool trans_a, bool trans_b, int64_
             kc = kc > 64 ? kc / 64 * 64 : kc < 1 ? 1 : kc;
         }
     }
-    const size_t a_bytes = ((size_t)(mc * kc) * 2 + 255) / 256 * 256;
-    mc_status st = mc_cuda_cvt_reserve(ex, a_bytes + (size_t)(kc * nc) * 2);
+    const int terms = kind == CVT_TF32X3 ? 3 : 1;
+    const size_t elem = kind == CVT_TF32X3 ? 3 * sizeof(float) : 2;
+    const size_t a_bytes = ((size_t)(mc * kc) * elem + 255) / 256 * 256;
+    mc_status st = mc_cuda_cvt_reserve(ex, a_bytes + (size_t)(kc * nc) * elem);
     mc_cuda_ctx *cx = mc_cuda_ctx_of(ex);
-    __nv_bfloat16 *a16 = (__nv_bfloat16 *)cx->cvt, *b16 = (__nv_bfloat16 *)((char *)cx->cvt + a_bytes);
+    void *ac = cx->cvt, *bc = (char *)cx->cvt + a_bytes;
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cudaDataType_t type = kind == CVT_TF32X3 ? CUDA_R_32F : CUDA_R_16BF;
+    const cublasComputeType_t compute = kind == CVT_TF32X3 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float one = 1.0f;
     for (int64_t k0 = 0; k0 < k && st == MC_OK; k0 += kc) {
-        const int64_t kp = k - k0 < kc ? k - k0 : kc;
+        const int64_t kp = k - k0 < kc ? k - k0 : kc, kt = terms * kp;
         const float *beta_p = k0 == 0 ? &beta : &one;
         for (int64_t n0 = 0; n0 < n && st == MC_OK; n0 += nc) {
             const int64_t np = n - n0 < nc ? n - n0 : nc;
             // op(B)[k0 + i, n0 + j]: B[(k0 + i) + (n0 + j)·ldb] stored as is, B[(n0 + j) + (k0 + i)·ldb] transposed
-            st = trans_b ? to_bf16(ex, b16, b + n0 + k0 * ldb, ldb, kp, np)
-                         : to_bf16(ex, b16, b + k0 + n0 * ldb, ldb, np, kp);
+            st = trans_b ? convert(ex, kind, bc, b + n0 + k0 * ldb, ldb, kp, np, false, 2)
+                         : convert(ex, kind, bc, b + k0 + n0 * ldb, ldb, np, kp, true, 2);
             for (int64_t m0 = 0; m0 < m && st == MC_OK; m0 += mc) {
                 const int64_t mp = m - m0 < mc ? m - m0 : mc;
                 if (mc < m || n0 == 0) { // when m is whole, A's piece is converted once for every n0
-                    st = trans_a ? to_bf16(ex, a16, a + k0 + m0 * lda, lda, mp, kp)
-                                 : to_bf16(ex, a16, a + m0 + k0 * lda, lda, kp, mp);
+                    st = trans_a ? convert(ex, kind, ac, a + k0 + m0 * lda, lda, mp, kp, true, 1)
+                                 : convert(ex, kind, ac, a + m0 + k0 * lda, lda, kp, mp, false, 1);
                 }
                 if (st == MC_OK) {
-                    st = mc_cublas_status(cublasGemmEx(cx->blas, ta, tb, (int)mp, (int)np, (int)kp, &one, a16,
-                                                       CUDA_R_16BF, (int)(trans_a ? kp : mp), b16, CUDA_R_16BF,
-                                                       (int)(trans_b ? np : kp), beta_p, c + m0 + n0 * ldc,
-                                                       CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                    st = mc_cublas_status(cublasGemmEx(cx->blas, ta, tb, (int)mp, (int)np, (int)kt, &one, ac, type,
+                                                       (int)(trans_a ? kt : mp), bc, type, (int)(trans_b ? np : kt),
+                                                       beta_p, c + m0 + n0 * ldc, CUDA_R_32F, (int)ldc, compute,
+                                                       CUBLAS_GEMM_DEFAULT),
                                           what, ex);
                 }
             }
         }
     }
+    return st;
+}
+
+// dwᵀ[K, N] += x'[K, M]·dy'ᵀ and dxᵀ[K, M] (+)= W'[K, N]·dy'[N, M] (row-major as cuBLAS sees them) from one
+// bf16 copy of each operand: x once, then W's rows and dy's columns in pieces n0.. that fit beside it, each piece
+// rounded once and read by both products (apart, gemm_converted would round dy once per product).
+mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw,
+                                const float *dy, const float *x, int64_t ldx, const float *w, int64_t M, int64_t N,
+                                int64_t K, bool *done) {
+    const char *cap_env = getenv("MAMBAC_CVT_ELEMS");
+    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env) : CVT_ELEMS;
+    *done = false;
+    if (ex->math != MC_MATH_BF16 || M < CVT_MIN_SIDE || N < CVT_MIN_SIDE || K < CVT_MIN_SIDE || M * K > cap / 2) {
+        return MC_OK; // not this path: the caller runs the two products
+    }
+    int64_t np = (cap - M * K) / (M + K);
+    np = np > N ? N : np > 128 ? np / 128 * 128 : np;
+    const size_t x_bytes = ((size_t)(M * K) * 2 + 255) / 256 * 256, dy_bytes = ((size_t)(M * np) * 2 + 255) / 256 * 256;
+    mc_status st = mc_cuda_cvt_reserve(ex, x_bytes + dy_bytes + (size_t)(np * K) * 2);
+    if (st != MC_OK) {
+        return st;
+    }
+    mc_cuda_ctx *cx = mc_cuda_ctx_of(ex);
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cx->cvt, *dy16 = (__nv_bfloat16 *)((char *)cx->cvt + x_bytes);
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)((char *)cx->cvt + x_bytes + dy_bytes);
+    st = convert(ex, CVT_BF16, x16, x, ldx, M, K, true, 0); // [M][K]: x'[K, M], ld K
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t n0 = 0; n0 < N && st == MC_OK; n0 += np) {
+        const int64_t p = N - n0 < np ? N - n0 : np;
+        st = convert(ex, CVT_BF16, dy16, dy + n0, N, M, p, true, 0); // [M][p]: dy'_p[p, M], ld p
+        if (st == MC_OK) {
+            st = convert(ex, CVT_BF16, w16, w + n0 * K, K, p, K, true, 0); // [p][K]: W'_p[K, p], ld K
+        }
+        if (st == MC_OK) {
+            st = mc_cublas_status(cublasGemmEx(cx->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)K, (int)p, (int)M, &one, x16,
+                                               CUDA_R_16BF, (int)K, dy16, CUDA_R_16BF, (int)p, &one, dw + n0 * K,
+                                               CUDA_R_32F, (int)K, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                  "matmul_bwd (dw)", ex);
+        }
+        if (st == MC_OK) {
+            st = mc_cublas_status(cublasGemmEx(cx->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)p, &one, w16,
+                                               CUDA_R_16BF, (int)K, dy16, CUDA_R_16BF, (int)p,
+                                               accumulate || n0 > 0 ? &one : &zero, dx, CUDA_R_32F, (int)lddx,
+                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                  "matmul_bwd (dx)", ex);
+        }
+    }
+    *done = st == MC_OK;
     return st;
 }
 
@@ -408,12 +506,17 @@ mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_
     cublasHandle_t h = mc_cuda_ctx_of(ex)->blas;
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f;
-    // Rounding the operands first pays where the product is compute-bound; a skinny one (decode's rows, a LoRA
-    // rank) is bound by reading its operands once, which cuBLAS's FAST_16BF kernels do in f32.
-    if (ex->math == MC_MATH_BF16 && m >= BF16_MIN_SIDE && n >= BF16_MIN_SIDE && k >= BF16_MIN_SIDE) {
-        return gemm_bf16(ex, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, what);
+    // Converting the operands first pays where the product is compute-bound; a skinny one (decode's rows, a LoRA
+    // rank) is bound by reading its operands once, which cuBLAS's SIMT or FAST_16BF kernels do in f32.
+    const bool wide = m >= CVT_MIN_SIDE && n >= CVT_MIN_SIDE && k >= CVT_MIN_SIDE;
+    if (ex->math == MC_MATH_BF16 && wide) {
+        return gemm_converted(ex, CVT_BF16, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, what);
     }
     if (ex->math == MC_MATH_F32) {
+        const char *v = getenv("MAMBAC_F32_GEMM"); // "sgemm": SIMT cublasSgemm at every size, for comparisons
+        if (wide && (v == nullptr || strcmp(v, "sgemm") != 0)) {
+            return gemm_converted(ex, CVT_TF32X3, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, what);
+        }
         return mc_cublas_status(cublasSgemm(h, ta, tb, (int)m, (int)n, (int)k, &one, a, (int)lda, b, (int)ldb, &beta,
                                             c, (int)ldc),
                                 what, ex);
