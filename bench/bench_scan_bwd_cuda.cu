@@ -69,7 +69,7 @@ static mc_status run_bwd(const mc_ops *ops, const mc_exec *ex, const dev_bufs *d
     if (g_var >= VAR_PAR) {
         return mc_cuda_scan_par_bwd(ex, g_var - VAR_PAR, d->du, d->ddt, d->dxz + E, d->dq + R_RANK, d->dq + R_RANK + N,
                                     d->dA, d->dD, d->ddtb, NULL, d->dy, NULL, d->u, d->dt, d->dtb, d->A, d->q + R_RANK,
-                                    d->q + R_RANK + N, ldbc, d->D, d->xz + E, 2 * E, NULL, Bt, L, E, N);
+                                    d->q + R_RANK + N, ldbc, d->D, d->xz + E, 2 * E, NULL, Bt, L, E, N, NULL);
     }
     return ops->selective_scan_bwd(ex, d->du, d->ddt, d->dxz + E, d->dq + R_RANK, d->dq + R_RANK + N, d->dA, d->dD,
                                    d->ddtb, NULL, d->dy, NULL, d->u, d->dt, d->dtb, d->A, d->q + R_RANK,
@@ -85,7 +85,7 @@ static mc_status run_fwd(const mc_ops *ops, const mc_exec *ex, const dev_bufs *d
     }
     if (g_var >= VAR_PAR) {
         return mc_cuda_scan_par(ex, g_var - VAR_PAR, d->y, d->h, d->u, d->dt, d->dtb, d->A, d->q + R_RANK,
-                                d->q + R_RANK + N, ldbc, d->D, d->xz + E, 2 * E, Bt, L, E, N);
+                                d->q + R_RANK + N, ldbc, d->D, d->xz + E, 2 * E, Bt, L, E, N, NULL);
     }
     return ops->selective_scan(ex, d->y, d->h, d->u, d->dt, d->dtb, d->A, d->q + R_RANK, d->q + R_RANK + N, ldbc, d->D,
                                d->xz + E, 2 * E, Bt, L, E, N);

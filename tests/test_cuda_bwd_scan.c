@@ -321,6 +321,46 @@ static bool scan_compare(pool *pl, const scan_in *c, const scan_out *got, const 
     return ok;
 }
 
+// The training pair on the device: selective_scan_keep from h0 (zeros without), checked against the reference's
+// forward (y and the final state), then selective_scan_bwd_kept on what it kept. Shapes the backend keeps nothing
+// for (scan_keep_floats 0) take the plain backward.
+static mc_status kept_call(pool *pl, const scan_in *c, const scan_in *host, const scan_out *o, scan_mode mode,
+                           const char *label, bool *ok) {
+    const int64_t Bt = c->Bt, L = c->L, E = c->E, N = c->N, R = c->R, rows = Bt * L, S = Bt * E * N;
+    const int64_t nk = g_ops->scan_keep_floats(Bt, L, E, N);
+    if (nk == 0) {
+        return scan_call(g_ops, &g_ex, c, o, mode);
+    }
+    float *want_y = new_f32(pl, rows * E, 0.0f);
+    float *want_h = host->h0 != NULL ? copy_f32(pl, host->h0, S) : new_f32(pl, S, 0.0f);
+    float *h = pool_dev(pl, want_h, S), *y = pool_dev(pl, new_f32(pl, rows * E, NAN), rows * E); // before the
+    const mc_exec ex1 = { .n_threads = 1 };                                                      // host's update
+    assert_int_equal(mc_ops_ref.selective_scan(&ex1, want_y, want_h, host->u, host->dt, host->dt_bias, host->A,
+                                               host->q + R, host->q + R + N, c->ldbc, host->D, host->xz + E, c->ldz,
+                                               Bt, L, E, N),
+                     MC_OK);
+    float *keep = pool_dev(pl, new_f32(pl, nk, NAN), nk);
+    mc_status st = g_ops->selective_scan_keep(&g_ex, y, h, c->u, c->dt, c->dt_bias, c->A, c->q + R, c->q + R + N,
+                                              c->ldbc, c->D, c->xz + E, c->ldz, Bt, L, E, N, keep);
+    if (st != MC_OK) {
+        return st;
+    }
+    float *got_y = new_f32(pl, rows * E, 0.0f), *got_h = new_f32(pl, S, 0.0f);
+    dev_to(got_y, y, rows * E * (int64_t)sizeof(float));
+    dev_to(got_h, h, S * (int64_t)sizeof(float));
+    char l[288];
+    snprintf(l, sizeof(l), "%s selective_scan_keep y", label);
+    *ok &= close_enough(got_y, want_y, rows * E, 1, l);
+    snprintf(l, sizeof(l), "%s selective_scan_keep h", label);
+    *ok &= close_enough(got_h, want_h, S, 1, l);
+    float *dh0 = !mode.dh0 ? NULL : mode.alias && o->dhT != NULL ? o->dhT : o->dh0;
+    return g_ops->selective_scan_bwd_kept(&g_ex, o->du, o->ddt, o->dxz + E, o->dq + R, o->dq + R + N, o->dA, o->dD,
+                                          o->dbias, dh0, c->dy, o->dhT, c->u, c->dt, c->dt_bias, c->A, c->q + R,
+                                          c->q + R + N, c->ldbc, c->D, c->xz + E, c->ldz, c->h0, Bt, L, E, N, keep);
+}
+
+static bool g_kept; // scan_case runs the training pair (kept_call) instead of selective_scan_bwd alone
+
 static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, int64_t pad, scan_mode mode,
                       uint64_t seed) {
     pool pl = { 0 };
@@ -347,7 +387,15 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, in
                           .h0 = pool_dev(&pl, c.h0, S),
                           .dy = pool_dev(&pl, c.dy, rows * E),
                           .dhT = NULL };
-    if (scan_call(g_ops, &g_ex, &din, &dout, mode) != MC_OK || g_ops->sync(&g_ex) != MC_OK) {
+    char label[224];
+    snprintf(label, sizeof(label),
+             "selective_scan_bwd%s Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld h0=%d dhT=%d dh0=%d alias=%d "
+             "seed=%llu",
+             g_kept ? "_kept" : "", (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc,
+             (long long)ldz, mode.h0, mode.dhT, mode.dh0, mode.alias, (unsigned long long)seed);
+    bool ok = true;
+    const mc_status st = g_kept ? kept_call(&pl, &din, &c, &dout, mode, label, &ok) : scan_call(g_ops, &g_ex, &din, &dout, mode);
+    if (st != MC_OK || g_ops->sync(&g_ex) != MC_OK) {
         print_error("selective_scan_bwd: %s\n", g_err.msg);
         fail();
     }
@@ -362,13 +410,7 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, in
     if (got.dhT != NULL) {
         dev_to(got.dhT, dout.dhT, S * (int64_t)sizeof(float));
     }
-    char label[224];
-    snprintf(label, sizeof(label),
-             "selective_scan_bwd Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld h0=%d dhT=%d dh0=%d alias=%d "
-             "seed=%llu",
-             (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc, (long long)ldz, mode.h0,
-             mode.dhT, mode.dh0, mode.alias, (unsigned long long)seed);
-    const bool ok = scan_compare(&pl, &c, &got, &want, label);
+    ok &= scan_compare(&pl, &c, &got, &want, label);
     pool_free(&pl);
     return ok;
 }
@@ -428,6 +470,32 @@ static void test_selective_scan_bwd_chunks(void **unused) {
     assert_true(ok);
 }
 
+// The training pair (selective_scan_keep, then selective_scan_bwd_kept on the chunk states it kept) against the
+// reference's forward and backward: L around the kept chunks (128 steps), partial channel groups, both state
+// configurations (≤ 16, ≤ 64) and N past them (nothing kept: the plain pair), with and without h0, and the 130m shape.
+static void test_selective_scan_kept(void **unused) {
+    const int64_t Ls[] = { 1, 5, 127, 128, 129, 261 }, Es[] = { 1, 9, 33 }, Ns[] = { 1, 16, 17, 64, 65 };
+    bool ok = true;
+    uint64_t seed = 7000;
+    g_kept = true;
+    for (size_t a = 0; a < ARRAY_LEN(Ls); a++) {
+        for (size_t b = 0; b < ARRAY_LEN(Es); b++) {
+            for (size_t d = 0; d < ARRAY_LEN(Ns); d++) {
+                const int v = (int)(seed % 4);
+                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
+                ok &= scan_case(1 + (int64_t)(seed % 3), Ls[a], Es[b], Ns[d], 2, 1, mode, seed);
+                seed++;
+            }
+        }
+    }
+    const scan_mode all = { .h0 = true, .dhT = true, .dh0 = true, .alias = false };
+    const scan_mode none = { .h0 = false, .dhT = false, .dh0 = false, .alias = false };
+    ok &= scan_case(2, 300, 1536, 16, 48, 0, none, seed++); // the training call: no h0, no final gradient
+    ok &= scan_case(3, 517, 1537, 16, 48, 1, all, seed++);
+    g_kept = false;
+    assert_true(ok);
+}
+
 // ---- errors -----------------------------------------------------------------------------------------------------
 
 static void expect_fail(mc_status st, mc_status want, const char *needle) {
@@ -472,6 +540,7 @@ int main(void) {
         cmocka_unit_test(test_conv1d_bwd),
         cmocka_unit_test(test_selective_scan_bwd),
         cmocka_unit_test(test_selective_scan_bwd_chunks),
+        cmocka_unit_test(test_selective_scan_kept),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -198,6 +198,23 @@ typedef struct mc_ops {
                                     int64_t N);
     mc_status (*cross_entropy)(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale);
+
+    // Optional, all three or none (NULL: selective_scan_bwd recomputes what it needs): the training forward's scan
+    // also stores in `keep` what the backward would otherwise recompute first (on CUDA the state at the start of
+    // each chunk of steps), scan_keep_floats(Bt, L, E, N) floats in the backend's layout (0: nothing is kept for
+    // that shape; use the plain pair), and the backward reads it. Results are selective_scan's and
+    // selective_scan_bwd's.
+    int64_t (*scan_keep_floats)(int64_t Bt, int64_t L, int64_t E, int64_t N);
+    mc_status (*selective_scan_keep)(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                     const float *dt_bias, const float *A, const float *B, const float *C,
+                                     int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L,
+                                     int64_t E, int64_t N, float *keep);
+    mc_status (*selective_scan_bwd_kept)(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
+                                         float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                         const float *dh_final, const float *u, const float *dt,
+                                         const float *dt_bias, const float *A, const float *B, const float *C,
+                                         int64_t ldbc, const float *D, const float *z, int64_t ldz, const float *h0,
+                                         int64_t Bt, int64_t L, int64_t E, int64_t N, const float *kept);
 } mc_ops;
 
 // The op table of a backend: AUTO resolves to the fastest one built and usable here. MC_ERR_UNSUPPORTED names a

@@ -1,7 +1,8 @@
 // One training pass over a batch: the forward walk of model/forward.c that keeps each layer's activations (and
 // the LoRA branches), the causal-LM loss fused with its logit gradient in row chunks (so [M, V] logits are never
 // held whole), and the backward walk through the ops' backward twins (spec §6.1). The scan's inner states are
-// recomputed by its backward op, not stored. Every sequence starts from an empty state.
+// recomputed by its backward op, not stored (a backend may keep each chunk's starting state from the forward:
+// ops->scan_keep_floats). Every sequence starts from an empty state.
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +11,8 @@
 #include "train/trainer.h"
 
 #define LOSS_ROWS_HOST 64          // positions per logits chunk on the host: [64, V] floats stay in cache
-#define LOSS_FLOATS_DEVICE (1 << 26) // on a device, chunks of up to 256 MiB of logits: few, large products
+#define LOSS_FLOATS_DEVICE (1 << 26) // on a device, chunks of at least 256 MiB of logits: few, large products
+#define LOSS_CHUNKS_DEVICE 4          // and at most this many chunks (each converts the [V, H] head for its products)
 
 // Where one batch's buffers lie.
 typedef struct acts {
@@ -57,11 +59,14 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     int64_t loss_rows = LOSS_ROWS_HOST;
     if (!t->ops->host_memory) {
         loss_rows = LOSS_FLOATS_DEVICE / V / 64 * 64;
+        const int64_t quarter = (M + LOSS_CHUNKS_DEVICE - 1) / LOSS_CHUNKS_DEVICE;
+        loss_rows = loss_rows > quarter ? loss_rows : (quarter + 63) / 64 * 64;
         loss_rows = loss_rows < LOSS_ROWS_HOST ? LOSS_ROWS_HOST : loss_rows;
     }
     loss_rows = loss_rows < M ? loss_rows : M;
     a->loss_rows = loss_rows;
-    const int64_t total = 8 + M * (per_row + 3 + drop) + Bt * E * (2 * K + N) + loss_rows * V + E * N;
+    const int64_t keep = t->ops->scan_keep_floats != NULL ? t->ops->scan_keep_floats(Bt, T, E, N) : 0;
+    const int64_t total = 8 + M * (per_row + 3 + drop) + NL * keep + Bt * E * (2 * K + N) + loss_rows * V + E * N;
     if (total > t->act_rows) { // act_rows counts floats
         float *grown = NULL;
         TRY(t->ops->alloc(&t->exec, (void **)&grown, (size_t)total * sizeof(float)));
@@ -82,6 +87,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
         for (int s = 0; s < SITE_COUNT; s++) {
             la->xa[s] = TAKE(M * r);
         }
+        la->keep = keep > 0 ? TAKE(keep) : NULL;
     }
     a->layer = layers;
     a->emb_xa = TAKE(M * r);
@@ -241,8 +247,13 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
         TRY(linear_fwd(t, a, li, SITE_X, site(t, li, SITE_X), la->xa[SITE_X], la->q, u, E, &l->x_proj, NULL, M, RN,
                        E));
         TRY(ops->matmul(ex, dt, la->q, RN, &l->dt_proj, NULL, M, E, R));
-        TRY(ops->selective_scan(ex, la->y, a->h, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
-                                la->xz + E, 2 * E, Bt, T, E, N));
+        if (la->keep != NULL) {
+            TRY(ops->selective_scan_keep(ex, la->y, a->h, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                         la->xz + E, 2 * E, Bt, T, E, N, la->keep));
+        } else {
+            TRY(ops->selective_scan(ex, la->y, a->h, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                    la->xz + E, 2 * E, Bt, T, E, N));
+        }
         if (t->carry_rows > 0) { // where the next call starts (truncated: no gradient flows back into it)
             TRY(ops->copy(ex, t->next_conv + li * Bt * E * K, a->conv, conv_bytes));
             TRY(ops->copy(ex, t->next_ssm + li * Bt * E * N, a->h, ssm_bytes));
@@ -316,11 +327,17 @@ static mc_status backward(mc_trainer *t, const acts *a, const int32_t *ids, int6
         if (g->A_log != NULL) {
             TRY(ops->zero(ex, a->dA, (size_t)(E * N) * sizeof(float)));
         }
-        TRY(ops->selective_scan_bwd(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA,
-                                    g->D != NULL ? g->D : junk_e, g->dt_bias != NULL ? g->dt_bias : junk_e + E, NULL,
-                                    a->dy, NULL, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
-                                    la->xz + E, 2 * E, t->carry_rows > 0 ? t->carry_ssm + li * Bt * E * N : NULL, Bt,
-                                    T, E, N));
+        float *dD = g->D != NULL ? g->D : junk_e, *ddt_bias = g->dt_bias != NULL ? g->dt_bias : junk_e + E;
+        const float *h0 = t->carry_rows > 0 ? t->carry_ssm + li * Bt * E * N : NULL;
+        if (la->keep != NULL) { // the forward's chunk states: no first pass
+            TRY(ops->selective_scan_bwd_kept(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA, dD, ddt_bias,
+                                             NULL, a->dy, NULL, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN,
+                                             l->D, la->xz + E, 2 * E, h0, Bt, T, E, N, la->keep));
+        } else {
+            TRY(ops->selective_scan_bwd(ex, a->du, a->ddt, a->dxz + E, a->dq + R, a->dq + R + N, dA, dD, ddt_bias,
+                                        NULL, a->dy, NULL, u, dt, l->dt_bias, l->A, la->q + R, la->q + R + N, RN, l->D,
+                                        la->xz + E, 2 * E, h0, Bt, T, E, N));
+        }
         if (g->A_log != NULL) { // A = −exp(A_log): ∂/∂A_log = ∂/∂A · A
             TRY(ops->mul_acc(ex, g->A_log, a->dA, l->A, E * N));
         }

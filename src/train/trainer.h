@@ -29,6 +29,7 @@ typedef struct layer_acts {
     float *q;      // [M, R + 2N]
     float *y;      // [M, E]
     float *xa[SITE_COUNT]; // [M, r] s·(x·Aᵀ) of each adapted site
+    float *keep;   // what the scan's backward would recompute first (ops->scan_keep_floats), or NULL
 } layer_acts;
 
 typedef struct tensor_entry {

@@ -362,6 +362,9 @@ static void table_init(void) {
     table.cross_entropy = mc_cuda_cross_entropy;
     table.conv1d_bwd = mc_cuda_conv1d_bwd;
     table.selective_scan_bwd = mc_cuda_selective_scan_bwd;
+    table.scan_keep_floats = mc_cuda_scan_keep_floats;
+    table.selective_scan_keep = mc_cuda_selective_scan_keep;
+    table.selective_scan_bwd_kept = mc_cuda_selective_scan_bwd_kept;
 }
 
 extern "C" const mc_ops *mc_ops_cuda_get(mc_error *err) {

@@ -185,7 +185,21 @@ mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, f
                                      const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                      const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
                                      int64_t N);
+int64_t mc_cuda_scan_keep_floats(int64_t Bt, int64_t L, int64_t E, int64_t N);
+mc_status mc_cuda_selective_scan_keep(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                      const float *dt_bias, const float *A, const float *B, const float *C,
+                                      int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L,
+                                      int64_t E, int64_t N, float *keep);
+mc_status mc_cuda_selective_scan_bwd_kept(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC,
+                                          float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
+                                          const float *dh_final, const float *u, const float *dt,
+                                          const float *dt_bias, const float *A, const float *B, const float *C,
+                                          int64_t ldbc, const float *D, const float *z, int64_t ldz, const float *h0,
+                                          int64_t Bt, int64_t L, int64_t E, int64_t N, const float *kept);
 }
+
+// The chunk length of the states the training forward keeps for the backward (scan_par.cu's S = 4 kernels).
+#define MC_SCAN_KEEP_STEPS 128
 
 // Selective-scan kernels behind mc_cuda_selective_scan and mc_cuda_selective_scan_bwd, callable directly so that
 // benchmarks can time one against another (same arguments and contracts as those entries, sizes already checked).
@@ -194,13 +208,14 @@ mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, f
 // kernels that walk time in order (the entries' fallback for N > 64; the backward's up to N = 128).
 mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-                           const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N);
+                           const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N,
+                           float *keep);
 mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *ddt, float *dz, float *dB, float *dC,
                                float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
                                const float *dh_final, const float *u, const float *dt, const float *dt_bias,
                                const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
-                               int64_t N);
+                               int64_t N, const float *kept);
 mc_status mc_cuda_scan_tiled(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
                              const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
                              const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N);

@@ -166,10 +166,11 @@ mc_status mc_cuda_scan_tiled(const mc_exec *ex, float *y, float *h, const float 
     return scan_tiled<8, 8>(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
 }
 
-extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
-                                            const float *dt_bias, const float *A, const float *B, const float *C,
-                                            int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt,
-                                            int64_t L, int64_t E, int64_t N) {
+// keep: where the training forward stores the chunk states for the backward (mc_cuda_scan_keep_floats), or NULL.
+static mc_status scan_entry(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+                            const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N,
+                            float *keep) {
     if (Bt * E <= 0 || L <= 0) {
         return MC_OK;
     }
@@ -178,9 +179,34 @@ extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *
                        "65535)", (long long)Bt);
     }
     if (N <= 64) {
-        return mc_cuda_scan_par(ex, 0, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+        return mc_cuda_scan_par(ex, 0, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N, keep);
+    }
+    if (keep != nullptr) { // mc_cuda_scan_keep_floats said 0
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
+                       "cuda selective_scan: N=%lld, chunk states are kept only for N <= 64", (long long)N);
     }
     return scan_generic(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N);
+}
+
+extern "C" mc_status mc_cuda_selective_scan(const mc_exec *ex, float *y, float *h, const float *u, const float *dt,
+                                            const float *dt_bias, const float *A, const float *B, const float *C,
+                                            int64_t ldbc, const float *D, const float *z, int64_t ldz, int64_t Bt,
+                                            int64_t L, int64_t E, int64_t N) {
+    return scan_entry(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N, nullptr);
+}
+
+extern "C" mc_status mc_cuda_selective_scan_keep(const mc_exec *ex, float *y, float *h, const float *u,
+                                                 const float *dt, const float *dt_bias, const float *A, const float *B,
+                                                 const float *C, int64_t ldbc, const float *D, const float *z,
+                                                 int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N,
+                                                 float *keep) {
+    return scan_entry(ex, y, h, u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, Bt, L, E, N, keep);
+}
+
+// The backward's chunk states, MC_SCAN_KEEP_STEPS apart: [Bt, ceil(L / 128), E, N] for N ≤ 64 (scan_par.cu).
+extern "C" int64_t mc_cuda_scan_keep_floats(int64_t Bt, int64_t L, int64_t E, int64_t N) {
+    return N >= 1 && N <= 64 && Bt > 0 && L > 0 && E > 0 ? Bt * ((L + MC_SCAN_KEEP_STEPS - 1) / MC_SCAN_KEEP_STEPS) * E * N
+                                                        : 0;
 }
 
 // One decode step (the sequence form with L = 1, one row per sequence): TPC lanes per (sequence, channel), lane j

@@ -309,8 +309,8 @@ __global__ void scan_bwd_bc_kernel(float *__restrict__ dB, float *__restrict__ d
 mc_status mc_scan_bwd_scratch(const mc_exec *ex, mc_scan_bwd_args *a, int64_t Bt) {
     // Overflow is impossible for shapes whose inputs fit in memory (both are at most Bt·L·E·N / chunk and
     // Bt·L·E / channels a block · 2N floats) but is checked, as everything from callers.
-    int64_t n_ck = 0, n_part = 0, total = 0;
-    if (!mc_mul_i64(Bt * a->nch, a->E * a->N, &n_ck) || !mc_mul_i64(Bt * a->nblk, a->L * 2 * a->N, &n_part) ||
+    int64_t n_ck = 0, n_part = 0, total = 0; // n_ck stays 0 when the caller brings the chunk states (a->ck set)
+    if ((a->ck == nullptr && !mc_mul_i64(Bt * a->nch, a->E * a->N, &n_ck)) || !mc_mul_i64(Bt * a->nblk, a->L * 2 * a->N, &n_part) ||
         !mc_add_i64(n_ck, n_part, &total) || total > (int64_t)(SIZE_MAX / sizeof(float))) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "cuda selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld overflow the scratch", (long long)Bt,
@@ -318,8 +318,9 @@ mc_status mc_scan_bwd_scratch(const mc_exec *ex, mc_scan_bwd_args *a, int64_t Bt
     }
     mc_status st = mc_cuda_work_reserve(ex, (size_t)total * sizeof(float));
     if (st == MC_OK) {
-        a->ck = (float *)mc_cuda_ctx_of(ex)->work;
-        a->part = a->ck + n_ck;
+        float *work = (float *)mc_cuda_ctx_of(ex)->work;
+        a->ck = a->ck != nullptr ? a->ck : work;
+        a->part = work + n_ck;
     }
     return st;
 }
@@ -349,12 +350,12 @@ static mc_status scan_bwd_run(const mc_exec *ex, scan_bwd_args a, int64_t Bt) {
     return st;
 }
 
-extern "C" mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB,
-                                                float *dC, float *dA, float *dD, float *ddt_bias, float *dh0,
-                                                const float *dy, const float *dh_final, const float *u, const float *dt,
-                                                const float *dt_bias, const float *A, const float *B, const float *C,
-                                                int64_t ldbc, const float *D, const float *z, int64_t ldz,
-                                                const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N) {
+// kept: the chunk states mc_cuda_selective_scan_keep stored, or NULL (recomputed).
+static mc_status scan_bwd_entry(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB, float *dC, float *dA,
+                                float *dD, float *ddt_bias, float *dh0, const float *dy, const float *dh_final,
+                                const float *u, const float *dt, const float *dt_bias, const float *A, const float *B,
+                                const float *C, int64_t ldbc, const float *D, const float *z, int64_t ldz,
+                                const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N, const float *kept) {
     if (Bt < 0 || L < 0 || E < 0 || N < 0 || ldbc < N || ldz < E) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld ldbc=%lld ldz=%lld, expected sizes >= 0, "
@@ -368,10 +369,35 @@ extern "C" mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, fl
     }
     if (N <= 64) {
         return mc_cuda_scan_par_bwd(ex, 0, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A,
-                                    B, C, ldbc, D, z, ldz, h0, Bt, L, E, N);
+                                    B, C, ldbc, D, z, ldz, h0, Bt, L, E, N, kept);
+    }
+    if (kept != nullptr) { // mc_cuda_scan_keep_floats kept nothing
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
+                       "cuda selective_scan_bwd: N=%lld, kept chunk states only for N <= 64", (long long)N);
     }
     return mc_cuda_scan_bwd_tiled(ex, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B,
                                   C, ldbc, D, z, ldz, h0, Bt, L, E, N);
+}
+
+extern "C" mc_status mc_cuda_selective_scan_bwd(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB,
+                                                float *dC, float *dA, float *dD, float *ddt_bias, float *dh0,
+                                                const float *dy, const float *dh_final, const float *u, const float *dt,
+                                                const float *dt_bias, const float *A, const float *B, const float *C,
+                                                int64_t ldbc, const float *D, const float *z, int64_t ldz,
+                                                const float *h0, int64_t Bt, int64_t L, int64_t E, int64_t N) {
+    return scan_bwd_entry(ex, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B, C, ldbc,
+                          D, z, ldz, h0, Bt, L, E, N, nullptr);
+}
+
+extern "C" mc_status mc_cuda_selective_scan_bwd_kept(const mc_exec *ex, float *du, float *ddt, float *dz, float *dB,
+                                                     float *dC, float *dA, float *dD, float *ddt_bias, float *dh0,
+                                                     const float *dy, const float *dh_final, const float *u,
+                                                     const float *dt, const float *dt_bias, const float *A,
+                                                     const float *B, const float *C, int64_t ldbc, const float *D,
+                                                     const float *z, int64_t ldz, const float *h0, int64_t Bt,
+                                                     int64_t L, int64_t E, int64_t N, const float *kept) {
+    return scan_bwd_entry(ex, du, ddt, dz, dB, dC, dA, dD, ddt_bias, dh0, dy, dh_final, u, dt, dt_bias, A, B, C, ldbc,
+                          D, z, ldz, h0, Bt, L, E, N, kept);
 }
 
 // Sizes checked by the caller (mc_cuda_selective_scan_bwd) or the benchmark.

@@ -102,6 +102,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 template <int S, int W, int NP> struct tile {
     static_assert(S == 4 || S == 8 || S == 16, "S: steps a lane");
     static_assert(W == 4 || W == 8 || W == 16, "W: warps (channels) a block");
+    static_assert(S != 4 || 32 * S == MC_SCAN_KEEP_STEPS, "the kept chunk states are the S = 4 kernels' chunks");
     static constexpr int T = 32 * S;
     static constexpr int XP = S + 1;
     static constexpr int CP = 32 * XP + 32 / W;
@@ -201,7 +202,8 @@ __device__ __forceinline__ void stage_bc(float *sB, float *sC, const float *B, c
 struct fwd_args {
     float *y, *h;     // normal mode: y [Bt, L, E] written, h [Bt, E, N] carried in and out
     const float *h0;  // ck mode: starting states [Bt, E, N] or NULL (zeros)
-    float *ck;        // ck mode: [Bt, nch, E, N] the state at the start of each chunk
+    float *ck;        // [Bt, nch, E, N] the state at the start of each chunk: ck mode, and the normal mode when
+                      // the training forward keeps them for the backward (else NULL there)
     const float *u, *dt, *dt_bias, *A, *B, *C, *D, *z;
     int64_t ldbc, ldz, L, E, N, nch;
 };
@@ -265,14 +267,14 @@ __global__ void __launch_bounds__(32 * W, MINB) scan_par_fwd_kernel(const fwd_ar
         const int64_t t0 = ch * T, row0 = b * L + t0;
         const int tl = (int)(L - t0 < T ? L - t0 : T);
         __syncthreads(); // the previous chunk's tiles are read, its carried states written
-        if (CK) {
+        if (CK || a.ck != nullptr) {
             for (int idx = threadIdx.x; idx < W * N; idx += 32 * W) {
                 const int c = idx / N, n = idx % N;
                 if (e0 + c < E) {
                     a.ck[((b * a.nch + ch) * E + e0 + c) * N + n] = sH[c * NP + n];
                 }
             }
-            if (ch == a.nch - 1) { // the last chunk's end state is not needed
+            if (CK && ch == a.nch - 1) { // the last chunk's end state is not needed
                 break;
             }
         }
@@ -670,18 +672,21 @@ __global__ void scan_par_bc_kernel(float *__restrict__ dB, float *__restrict__ d
     }
 }
 
+// kept: the chunk states the training forward stored (its chunks are T steps too: the S = 4 configurations), or
+// NULL: a first pass recomputes them into scratch.
 template <int S, int W, int G, int NP, int MINB>
-mc_status bwd_launch(const mc_exec *ex, bwd_args a, int64_t Bt, const float *h0) {
+mc_status bwd_launch(const mc_exec *ex, bwd_args a, int64_t Bt, const float *h0, const float *kept) {
     constexpr int T = 32 * S, CB = W * G;
     constexpr size_t bytes = (size_t)bwd_smem<S, W, G, NP>::FLOATS * sizeof(float);
     a.nch = (a.L + T - 1) / T;
     a.nblk = (a.E + CB - 1) / CB;
+    a.ck = const_cast<float *>(kept); // read only; with it the scratch holds the partial sums alone
     mc_status st = mc_scan_bwd_scratch(ex, &a, Bt); // chunk states and partial sums
     if (st != MC_OK) {
         return st;
     }
     const mc_cuda_ctx *ctx = mc_cuda_ctx_of(ex);
-    if (a.nch > 0 && a.E > 0) { // pass 1: the forward's chunk states (its chunks are T steps too)
+    if (kept == nullptr && a.nch > 0 && a.E > 0) { // pass 1: the forward's chunk states (its chunks are T steps too)
         fwd_args f = fwd_args_of(a.u, a.dt, a.dt_bias, a.A, a.B, a.C, a.ldbc, a.D, a.z, a.ldz, a.L, a.E, a.N);
         f.h0 = h0;
         f.ck = a.ck;
@@ -716,12 +721,14 @@ mc_status bwd_launch(const mc_exec *ex, bwd_args a, int64_t Bt, const float *h0)
 // ---- entries ------------------------------------------------------------------------------------------------------
 
 // Forward configurations: 1: S 8, N ≤ 16 (chunks of 256 steps); 2: S 4, N ≤ 16 (128); 3: S 4, N ≤ 64 (128); 4: S 16,
-// N ≤ 16 (512 steps; the per-state lane scan spread over twice the steps, at half the blocks an SM).
+// N ≤ 16 (512 steps; the per-state lane scan spread over twice the steps, at half the blocks an SM). With keep, the
+// chunk states go there too, at the backward's 128-step chunks: configuration 2 or 3 whatever config says.
 mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, const float *u, const float *dt,
                            const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-                           const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N) {
-    if (config == 0) {
-        config = N <= 16 ? 1 : 3;
+                           const float *D, const float *z, int64_t ldz, int64_t Bt, int64_t L, int64_t E, int64_t N,
+                           float *keep) {
+    if (config == 0 || keep != nullptr) {
+        config = keep != nullptr ? (N <= 16 ? 2 : 3) : N <= 16 ? 1 : 3;
     }
     if (N > (config == 3 ? 64 : 16) || config < 1 || config > 4 || Bt > 65535) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
@@ -731,6 +738,7 @@ mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, co
     fwd_args a = fwd_args_of(u, dt, dt_bias, A, B, C, ldbc, D, z, ldz, L, E, N);
     a.y = y;
     a.h = h;
+    a.ck = keep;
     switch (config) {
     case 1:
         return fwd_launch<8, 8, 16, false, 4>(ex, a, Bt);
@@ -746,15 +754,20 @@ mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, co
 // Backward configurations (S steps a lane, W warps, G channel groups a block): 1: S 4, W 8, G 4, N ≤ 16; 2: S 4,
 // W 8, G 2, N ≤ 16 (twice the blocks); 3: S 4, W 8, G 4, N ≤ 64; 4: S 8, W 8, G 4, N ≤ 16. 2 is the default for
 // N ≤ 16: on an H100 at L 1024, E 1536 it took 0.544 ms at Bt 4 (1: 0.745) and 2.021 ms at Bt 16 (1: 2.180).
+// kept: the chunk states mc_cuda_scan_par stored with keep (NULL: recomputed first); configuration 4 (other chunks)
+// is then replaced by the default.
 mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *ddt, float *dz, float *dB, float *dC,
                                float *dA, float *dD, float *ddt_bias, float *dh0, const float *dy,
                                const float *dh_final, const float *u, const float *dt, const float *dt_bias,
                                const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
                                const float *z, int64_t ldz, const float *h0, int64_t Bt, int64_t L, int64_t E,
-                               int64_t N) {
+                               int64_t N, const float *kept) {
     if (config == 0) { // MAMBAC_SCAN_BWD_CONFIG picks another, for whole-step benchmarks
         const char *v = getenv("MAMBAC_SCAN_BWD_CONFIG");
         config = v != nullptr && atoi(v) > 0 ? atoi(v) : N > 16 ? 3 : 2;
+    }
+    if (kept != nullptr && config == 4) {
+        config = N > 16 ? 3 : 2;
     }
     if (N > (config == 3 ? 64 : 16) || config < 1 || config > 4 || Bt > 65535) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
@@ -768,12 +781,12 @@ mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *
                                      ldbc, D, z, ldz, h0, L, E, N);
     switch (config) {
     case 1:
-        return bwd_launch<4, 8, 4, 16, 3>(ex, a, Bt, h0);
+        return bwd_launch<4, 8, 4, 16, 3>(ex, a, Bt, h0, kept);
     case 2:
-        return bwd_launch<4, 8, 2, 16, 3>(ex, a, Bt, h0);
+        return bwd_launch<4, 8, 2, 16, 3>(ex, a, Bt, h0, kept);
     case 3:
-        return bwd_launch<4, 8, 4, 64, 1>(ex, a, Bt, h0);
+        return bwd_launch<4, 8, 4, 64, 1>(ex, a, Bt, h0, kept);
     default:
-        return bwd_launch<8, 8, 4, 16, 1>(ex, a, Bt, h0);
+        return bwd_launch<8, 8, 4, 16, 1>(ex, a, Bt, h0, nullptr);
     }
 }
