@@ -11,8 +11,11 @@
 #include "train/trainer.h"
 
 #define LOSS_ROWS_HOST 64          // positions per logits chunk on the host: [64, V] floats stay in cache
-#define LOSS_FLOATS_DEVICE (1 << 26) // on a device, chunks of at least 256 MiB of logits: few, large products
-#define LOSS_CHUNKS_DEVICE 4          // and at most this many chunks (each converts the [V, H] head for its products)
+// On a device, logit chunks of 256 MiB to 1 GiB: as few as four where that range allows (each chunk converts the
+// [V, H] head for its products), more past 4 GiB of logits.
+#define LOSS_FLOATS_DEVICE (1 << 26)
+#define LOSS_FLOATS_DEVICE_MAX (1 << 28)
+#define LOSS_CHUNKS_DEVICE 4
 
 // Where one batch's buffers lie.
 typedef struct acts {
@@ -58,9 +61,11 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     const int64_t drop = t->lora && t->spec.dropout > 0 ? 2 * (H > E ? H : E) : 0;
     int64_t loss_rows = LOSS_ROWS_HOST;
     if (!t->ops->host_memory) {
-        loss_rows = LOSS_FLOATS_DEVICE / V / 64 * 64;
+        const int64_t lo = LOSS_FLOATS_DEVICE / V / 64 * 64, hi = LOSS_FLOATS_DEVICE_MAX / V / 64 * 64;
         const int64_t quarter = (M + LOSS_CHUNKS_DEVICE - 1) / LOSS_CHUNKS_DEVICE;
-        loss_rows = loss_rows > quarter ? loss_rows : (quarter + 63) / 64 * 64;
+        loss_rows = (quarter + 63) / 64 * 64;
+        loss_rows = loss_rows > hi ? hi : loss_rows;
+        loss_rows = loss_rows < lo ? lo : loss_rows;
         loss_rows = loss_rows < LOSS_ROWS_HOST ? LOSS_ROWS_HOST : loss_rows;
     }
     loss_rows = loss_rows < M ? loss_rows : M;

@@ -464,8 +464,11 @@ mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool
     if (ex->math != MC_MATH_BF16 || M < CVT_MIN_SIDE || N < CVT_MIN_SIDE || K < CVT_MIN_SIDE || M * K > cap / 2) {
         return MC_OK; // not this path: the caller runs the two products
     }
-    int64_t np = (cap - M * K) / (M + K);
+    int64_t np = (cap - M * K) / (M + K); // at least 64: M, K >= 128 and M·K <= cap / 2
     np = np > N ? N : np > 128 ? np / 128 * 128 : np;
+    if (np < 1) {
+        return MC_OK;
+    }
     const size_t x_bytes = ((size_t)(M * K) * 2 + 255) / 256 * 256, dy_bytes = ((size_t)(M * np) * 2 + 255) / 256 * 256;
     mc_status st = mc_cuda_cvt_reserve(ex, x_bytes + dy_bytes + (size_t)(np * K) * 2);
     if (st != MC_OK) {
