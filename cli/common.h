@@ -99,7 +99,8 @@ int cli_load_flag(cli_flags *f, mc_load_opts *opts, bool *matched);
     "  -t, --threads N          kernel threads, 1..4096 (default: the physical cores)\n"                               \
     "      --dtype DTYPE        weights of the matrices: stored (default, as in the files), f32, f16, bf16,\n"    \
     "                           int8 (per-group quantized on load)\n"                \
-    "      --precision P        how a GPU multiplies: f32 (default: as exact as f32 products for every dtype),\n" \
+    "      --precision P        how a GPU multiplies: f32 (default: f32-accurate products for every dtype,\n"  \
+    "                           large f32 x f32 ones as three TF32 terms on the tensor cores),\n"              \
     "                           tf32, or bf16 (tensor cores, both operands rounded to bf16 as autocast\n"      \
     "                           does; f32 accumulation, state and master weights); the CPU computes in f32\n"  \
     "      --lora DIR           a PEFT LoRA adapter folder applied to the model (merged on load; an adapted\n"      \

@@ -102,7 +102,8 @@ typedef enum mc_weight_dtype {
 
 #define MC_INT8_GROUP 64
 
-// How a GPU multiplies: f32 (the default: products as exact as f32 whatever the weights' dtype), TF32, or bf16
+// How a GPU multiplies: f32 (the default: f32-accurate products whatever the weights' dtype; large f32 × f32 ones
+// run as three TF32 tensor-core terms, ~1e-5 of the largest output against SGEMM's ~1e-6), TF32, or bf16
 // tensor-core products (activations rounded once to bf16 as autocast does; f32 accumulation, f32 activations,
 // state and, in training, master weights). The CPU always computes in f32.
 typedef enum mc_precision { MC_PRECISION_F32 = 0, MC_PRECISION_TF32, MC_PRECISION_BF16 } mc_precision;
