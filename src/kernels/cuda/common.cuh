@@ -128,7 +128,7 @@ mc_status mc_cuda_cvt_reserve(const mc_exec *ex, size_t bytes);
 
 // C = op(A)·op(B) + beta·C, column-major f32 in and out (cuBLAS' argument order, sizes within int), multiplied as
 // ex->math allows: MC_MATH_F32 splits both operands into three TF32 terms each in `cvt` and runs one TF32 GemmEx
-// whose result has f32's accuracy (matmul.cu says how; a skinny product, with a side under 128, or
+// within ~1e-5 of the largest output, SGEMM ~1e-6 (matmul.cu says how; a skinny product, with a side under 128, or
 // MAMBAC_F32_GEMM=sgemm: cublasSgemm, no TF32), TF32 is cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32, and BF16
 // rounds both operands to bf16 (as autocast does) into `cvt` and runs a bf16 × bf16 GemmEx with f32 accumulation
 // and output (a skinny product: GemmEx on the f32 operands with CUBLAS_COMPUTE_32F_FAST_16BF instead). `what` names

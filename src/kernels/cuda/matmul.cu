@@ -7,7 +7,7 @@
 //   12,691 through cuBLAS vs 10,195 with GEMV passes. MAMBAC_GEMV_ROWS overrides it, for such benchmarks. Int8
 //   prefill re-reads each weight row once per GEMV_ROWS rows: correct, not yet fast.
 // - f32 weights, larger M: cuBLAS in ex->math's mode (mc_cuda_gemm_f32): MC_MATH_F32 splits both operands into
-//   three TF32 terms (f32's accuracy on tensor cores) where no side is skinny, else cublasSgemm; TF32 lets the
+//   three TF32 terms (near f32's accuracy, on tensor cores) where no side is skinny, else cublasSgemm; TF32 lets the
 //   tensor cores round the operands; BF16 rounds both operands to bf16 copies first (cuBLAS runs f32 operands under
 //   FAST_16BF with TF32-rate kernels) where no side is skinny.
 // - f16/bf16 weights, larger M: cuBLAS has no f32 × 16-bit product, and rounding x to the weight's type once costs
