@@ -284,8 +284,13 @@ static scan_out scan_out_dev(pool *pl, const scan_in *c, const scan_out *h) {
     return d;
 }
 
+// Where the backward writes dh0: nowhere, its own buffer, or over dh_final's (alias).
+static float *dh0_of(const scan_out *o, scan_mode mode) {
+    return !mode.dh0 ? NULL : mode.alias && o->dhT != NULL ? o->dhT : o->dh0;
+}
+
 static mc_status scan_call(const mc_ops *ops, const mc_exec *ex, const scan_in *c, const scan_out *o, scan_mode mode) {
-    float *dh0 = !mode.dh0 ? NULL : mode.alias && o->dhT != NULL ? o->dhT : o->dh0;
+    float *dh0 = dh0_of(o, mode);
     const int64_t R = c->R, N = c->N, E = c->E;
     return ops->selective_scan_bwd(ex, o->du, o->ddt, o->dxz + E, o->dq + R, o->dq + R + N, o->dA, o->dD, o->dbias, dh0,
                                    c->dy, o->dhT, c->u, c->dt, c->dt_bias, c->A, c->q + R, c->q + R + N, c->ldbc, c->D,
@@ -333,8 +338,9 @@ static mc_status kept_call(pool *pl, const scan_in *c, const scan_in *host, cons
     }
     float *want_y = new_f32(pl, rows * E, 0.0f);
     float *want_h = host->h0 != NULL ? copy_f32(pl, host->h0, S) : new_f32(pl, S, 0.0f);
-    float *h = pool_dev(pl, want_h, S), *y = pool_dev(pl, new_f32(pl, rows * E, NAN), rows * E); // before the
-    const mc_exec ex1 = { .n_threads = 1 };                                                      // host's update
+    // The device's h and y from the starting values, before the host's forward updates want_h.
+    float *h = pool_dev(pl, want_h, S), *y = pool_dev(pl, new_f32(pl, rows * E, NAN), rows * E);
+    const mc_exec ex1 = { .n_threads = 1 };
     assert_int_equal(mc_ops_ref.selective_scan(&ex1, want_y, want_h, host->u, host->dt, host->dt_bias, host->A,
                                                host->q + R, host->q + R + N, c->ldbc, host->D, host->xz + E, c->ldz,
                                                Bt, L, E, N),
@@ -353,9 +359,8 @@ static mc_status kept_call(pool *pl, const scan_in *c, const scan_in *host, cons
     *ok &= close_enough(got_y, want_y, rows * E, 1, l);
     snprintf(l, sizeof(l), "%s selective_scan_keep h", label);
     *ok &= close_enough(got_h, want_h, S, 1, l);
-    float *dh0 = !mode.dh0 ? NULL : mode.alias && o->dhT != NULL ? o->dhT : o->dh0;
     return g_ops->selective_scan_bwd_kept(&g_ex, o->du, o->ddt, o->dxz + E, o->dq + R, o->dq + R + N, o->dA, o->dD,
-                                          o->dbias, dh0, c->dy, o->dhT, c->u, c->dt, c->dt_bias, c->A, c->q + R,
+                                          o->dbias, dh0_of(o, mode), c->dy, o->dhT, c->u, c->dt, c->dt_bias, c->A, c->q + R,
                                           c->q + R + N, c->ldbc, c->D, c->xz + E, c->ldz, c->h0, Bt, L, E, N, keep);
 }
 
@@ -394,7 +399,8 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, in
              g_kept ? "_kept" : "", (long long)Bt, (long long)L, (long long)E, (long long)N, (long long)ldbc,
              (long long)ldz, mode.h0, mode.dhT, mode.dh0, mode.alias, (unsigned long long)seed);
     bool ok = true;
-    const mc_status st = g_kept ? kept_call(&pl, &din, &c, &dout, mode, label, &ok) : scan_call(g_ops, &g_ex, &din, &dout, mode);
+    const mc_status st =
+        g_kept ? kept_call(&pl, &din, &c, &dout, mode, label, &ok) : scan_call(g_ops, &g_ex, &din, &dout, mode);
     if (st != MC_OK || g_ops->sync(&g_ex) != MC_OK) {
         print_error("selective_scan_bwd: %s\n", g_err.msg);
         fail();
@@ -415,6 +421,24 @@ static bool scan_case(int64_t Bt, int64_t L, int64_t E, int64_t N, int64_t R, in
     return ok;
 }
 
+// scan_case over every (L, E, N) of the lists, one seed each from *seed on: Bt = 1 + seed % bt_mod, and the
+// NULL / alias modes in turn.
+static bool scan_sweep(const int64_t *Ls, size_t nL, const int64_t *Es, size_t nE, const int64_t *Ns, size_t nN,
+                       int bt_mod, int64_t R, int64_t pad, uint64_t *seed) {
+    bool ok = true;
+    for (size_t a = 0; a < nL; a++) {
+        for (size_t b = 0; b < nE; b++) {
+            for (size_t d = 0; d < nN; d++) {
+                const int v = (int)(*seed % 4);
+                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
+                ok &= scan_case(1 + (int64_t)(*seed % (uint64_t)bt_mod), Ls[a], Es[b], Ns[d], R, pad, mode, *seed);
+                (*seed)++;
+            }
+        }
+    }
+    return ok;
+}
+
 static void test_selective_scan_bwd(void **unused) {
     // L = 33 and 300 leave partial time chunks (16 or 32 steps); E = 33 and 65 partial channel groups; every N
     // configuration (≤ 4, 16, 32, 64, 128) and the sizes just past each.
@@ -422,16 +446,7 @@ static void test_selective_scan_bwd(void **unused) {
                   Ns[] = { 1, 3, 4, 5, 16, 17, 32, 33, 64, 65, 128 };
     bool ok = true;
     uint64_t seed = 900;
-    for (size_t a = 0; a < ARRAY_LEN(Ls); a++) {
-        for (size_t b = 0; b < ARRAY_LEN(Es); b++) {
-            for (size_t d = 0; d < ARRAY_LEN(Ns); d++) {
-                const int v = (int)(seed % 4);
-                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
-                ok &= scan_case(1 + (int64_t)(seed % 3), Ls[a], Es[b], Ns[d], 3, 1, mode, seed);
-                seed++;
-            }
-        }
-    }
+    ok &= scan_sweep(Ls, ARRAY_LEN(Ls), Es, ARRAY_LEN(Es), Ns, ARRAY_LEN(Ns), 3, 3, 1, &seed);
     const scan_mode all = { .h0 = true, .dhT = true, .dh0 = true, .alias = false };
     const scan_mode none = { .h0 = false, .dhT = false, .dh0 = false, .alias = false };
     ok &= scan_case(2, 5, 0, 4, 3, 1, all, seed++); // no channels: dB and dC are empty sums, written as 0
@@ -451,16 +466,7 @@ static void test_selective_scan_bwd_chunks(void **unused) {
                   Ns[] = { 1, 3, 16, 17 };
     bool ok = true;
     uint64_t seed = 5000;
-    for (size_t a = 0; a < ARRAY_LEN(Ls); a++) {
-        for (size_t b = 0; b < ARRAY_LEN(Es); b++) {
-            for (size_t d = 0; d < ARRAY_LEN(Ns); d++) {
-                const int v = (int)(seed % 4);
-                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
-                ok &= scan_case(1 + (int64_t)(seed % 5), Ls[a], Es[b], Ns[d], 2, 3, mode, seed);
-                seed++;
-            }
-        }
-    }
+    ok &= scan_sweep(Ls, ARRAY_LEN(Ls), Es, ARRAY_LEN(Es), Ns, ARRAY_LEN(Ns), 5, 2, 3, &seed);
     const scan_mode all = { .h0 = true, .dhT = true, .dh0 = true, .alias = false };
     const scan_mode alias = { .h0 = true, .dhT = true, .dh0 = true, .alias = true };
     ok &= scan_case(2, 517, 1537, 16, 48, 1, all, seed++);  // 2·1537 ≤ 6144 channels: 2 groups a block, 1 left over
@@ -478,16 +484,7 @@ static void test_selective_scan_kept(void **unused) {
     bool ok = true;
     uint64_t seed = 7000;
     g_kept = true;
-    for (size_t a = 0; a < ARRAY_LEN(Ls); a++) {
-        for (size_t b = 0; b < ARRAY_LEN(Es); b++) {
-            for (size_t d = 0; d < ARRAY_LEN(Ns); d++) {
-                const int v = (int)(seed % 4);
-                const scan_mode mode = { .h0 = v != 1, .dhT = v != 2, .dh0 = v != 0, .alias = v == 3 };
-                ok &= scan_case(1 + (int64_t)(seed % 3), Ls[a], Es[b], Ns[d], 2, 1, mode, seed);
-                seed++;
-            }
-        }
-    }
+    ok &= scan_sweep(Ls, ARRAY_LEN(Ls), Es, ARRAY_LEN(Es), Ns, ARRAY_LEN(Ns), 3, 2, 1, &seed);
     const scan_mode all = { .h0 = true, .dhT = true, .dh0 = true, .alias = false };
     const scan_mode none = { .h0 = false, .dhT = false, .dh0 = false, .alias = false };
     ok &= scan_case(2, 300, 1536, 16, 48, 0, none, seed++); // the training call: no h0, no final gradient

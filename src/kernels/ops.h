@@ -11,10 +11,9 @@
 // state or a training run), never by the shared model, so two threads can use one model with their own contexts.
 // How a backend may multiply: MC_MATH_F32 (the default) keeps f32 products' accuracy (the CUDA backend runs its
 // large f32 products as three TF32 tensor-core terms an operand: ~1e-5 of the largest output against SGEMM's
-// ~1e-6 and TF32's ~3e-4, measured). On a GPU,
-// MC_MATH_TF32 and MC_MATH_BF16 let the tensor cores round each product's operands to TF32 or bf16 (f32
-// accumulation, f32 in and out), as PyTorch's allow_tf32 and bf16 autocast do; the host backends always compute in
-// f32.
+// ~1e-6 and TF32's ~3e-4, measured). On a GPU, MC_MATH_TF32 and MC_MATH_BF16 let the tensor cores round each
+// product's operands to TF32 or bf16 (f32 accumulation, f32 in and out), as PyTorch's allow_tf32 and bf16 autocast
+// do; the host backends always compute in f32.
 enum { MC_MATH_F32 = 0, MC_MATH_TF32, MC_MATH_BF16 };
 
 typedef struct mc_exec {

@@ -176,6 +176,21 @@ static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, con
     return ops->axpby(ex, y, 1.0f, a->tmp, 1.0f, M * N);
 }
 
+// dx (=, or += when accumulate) dy·W and, when dw is not NULL, dw += dyᵀ·x and dbias += Σ_rows dy (when not NULL;
+// without dw, dbias is left alone): the backend's matmul_bwd where it has one (it shares work between the two),
+// else matmul_dw then matmul_dx.
+static mc_status matmul_grads(const mc_ops *ops, const mc_exec *ex, float *dx, int64_t lddx, bool accumulate,
+                              float *dw, float *dbias, const float *dy, const float *x, int64_t ldx,
+                              const mc_weight *w, int64_t M, int64_t N, int64_t K) {
+    if (dw != NULL && ops->matmul_bwd != NULL) {
+        return ops->matmul_bwd(ex, dx, lddx, accumulate, dw, dbias, dy, x, ldx, w, M, N, K);
+    }
+    if (dw != NULL) {
+        TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
+    }
+    return ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate);
+}
+
 // Backward of linear_fwd: dx (written, or added to when accumulate) from dy; dW, dbias (+=, when not NULL) and the
 // adapter's gradients.
 static mc_status linear_bwd(mc_trainer *t, const acts *a, int64_t li, int s, const lora_lin *ll, const float *xa,
@@ -184,16 +199,10 @@ static mc_status linear_bwd(mc_trainer *t, const acts *a, int64_t li, int s, con
     const mc_ops *ops = t->ops;
     const mc_exec *ex = &t->exec;
     float *tr = a->tr;
-    if (dw != NULL && ops->matmul_bwd != NULL) {
-        TRY(ops->matmul_bwd(ex, dx, lddx, accumulate, dw, dbias, dy, x, ldx, w, M, N, K));
-    } else {
-        if (dw != NULL) {
-            TRY(ops->matmul_dw(ex, dw, dbias, dy, x, ldx, M, N, K));
-        } else if (dbias != NULL) { // a trainable bias of a frozen matrix: Σ_rows dy = dyᵀ · ones
-            TRY(ops->matmul_dw(ex, dbias, NULL, dy, a->ones, 1, M, N, 1));
-        }
-        TRY(ops->matmul_dx(ex, dx, lddx, dy, w, M, N, K, accumulate));
+    if (dw == NULL && dbias != NULL) { // a trainable bias of a frozen matrix: Σ_rows dy = dyᵀ · ones
+        TRY(ops->matmul_dw(ex, dbias, NULL, dy, a->ones, 1, M, N, 1));
     }
+    TRY(matmul_grads(ops, ex, dx, lddx, accumulate, dw, dbias, dy, x, ldx, w, M, N, K));
     if (ll == NULL || !ll->on) {
         return MC_OK;
     }
@@ -287,15 +296,8 @@ static mc_status loss_bwd(mc_trainer *t, const acts *a, const int32_t *targets, 
         const int64_t rows = M - r0 < a->loss_rows ? M - r0 : a->loss_rows;
         TRY(ops->matmul(ex, a->logits, a->normf + r0 * H, H, &m->lm_head, NULL, rows, V, H));
         TRY(ops->cross_entropy(ex, a->logits, sum, count, a->logits, targets + r0, rows, V, (float)scale));
-        if (t->g_head != NULL && ops->matmul_bwd != NULL) {
-            TRY(ops->matmul_bwd(ex, a->dnormed + r0 * H, H, false, t->g_head, NULL, a->logits, a->normf + r0 * H, H,
-                                &m->lm_head, rows, V, H));
-            continue;
-        }
-        TRY(ops->matmul_dx(ex, a->dnormed + r0 * H, H, a->logits, &m->lm_head, rows, V, H, false));
-        if (t->g_head != NULL) {
-            TRY(ops->matmul_dw(ex, t->g_head, NULL, a->logits, a->normf + r0 * H, H, rows, V, H));
-        }
+        TRY(matmul_grads(ops, ex, a->dnormed + r0 * H, H, false, t->g_head, NULL, a->logits, a->normf + r0 * H, H,
+                         &m->lm_head, rows, V, H));
     }
     TRY(ops->download(ex, nll_sum, sum, sizeof(double)));
     return ops->download(ex, n_targets, count, sizeof(int64_t));

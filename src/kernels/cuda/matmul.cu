@@ -330,6 +330,15 @@ static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t
 // (CUTLASS's "3xTF32"); an f32 LoRA step at 4 × 1024 took 72.7 ms against 85.6 ms with SGEMM (bench/RESULTS.md).
 enum cvt_kind { CVT_BF16, CVT_TF32X3 };
 
+// The most operand elements a converted product of this kind converts at once.
+static int64_t cvt_cap(cvt_kind kind) {
+    const char *v = getenv("MAMBAC_CVT_ELEMS"); // a smaller cap, for the tests of the pieces
+    if (v != nullptr && atoll(v) > 0) {
+        return (int64_t)atoll(v);
+    }
+    return kind == CVT_TF32X3 ? CVT_ELEMS / 4 : CVT_ELEMS;
+}
+
 // Round to nearest (ties away) to TF32's 10 mantissa bits; the result is an f32 whose low 13 bits are 0.
 static __device__ __forceinline__ float tf32_rna(float x) {
     uint32_t r;
@@ -398,10 +407,7 @@ static mc_status convert(const mc_exec *ex, cvt_kind kind, void *dst, const floa
 static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, bool trans_b, int64_t m, int64_t n,
                                 int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                                 float *c, int64_t ldc, const char *what) {
-    const char *cap_env = getenv("MAMBAC_CVT_ELEMS"); // a smaller cap, for the tests of the pieces
-    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env)
-                        : kind == CVT_TF32X3                     ? CVT_ELEMS / 4
-                                                                 : CVT_ELEMS;
+    const int64_t cap = cvt_cap(kind);
     int64_t mc = m, nc = n, kc = k; // piece sizes; a split size is rounded down to a tile multiple
     if (m * k + k * n > cap) {
         if (m >= n && m > k && k * n <= cap / 2) {
@@ -458,8 +464,7 @@ static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, 
 mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool accumulate, float *dw,
                                 const float *dy, const float *x, int64_t ldx, const float *w, int64_t M, int64_t N,
                                 int64_t K, bool *done) {
-    const char *cap_env = getenv("MAMBAC_CVT_ELEMS");
-    const int64_t cap = cap_env != nullptr && atoll(cap_env) > 0 ? (int64_t)atoll(cap_env) : CVT_ELEMS;
+    const int64_t cap = cvt_cap(CVT_BF16);
     *done = false;
     if (ex->math != MC_MATH_BF16 || M < CVT_MIN_SIDE || N < CVT_MIN_SIDE || K < CVT_MIN_SIDE || M * K > cap / 2) {
         return MC_OK; // not this path: the caller runs the two products
@@ -469,7 +474,8 @@ mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool
     if (np < 1) {
         return MC_OK;
     }
-    const size_t x_bytes = ((size_t)(M * K) * 2 + 255) / 256 * 256, dy_bytes = ((size_t)(M * np) * 2 + 255) / 256 * 256;
+    const size_t x_bytes = ((size_t)(M * K) * 2 + 255) / 256 * 256;
+    const size_t dy_bytes = ((size_t)(M * np) * 2 + 255) / 256 * 256;
     mc_status st = mc_cuda_cvt_reserve(ex, x_bytes + dy_bytes + (size_t)(np * K) * 2);
     if (st != MC_OK) {
         return st;

@@ -205,8 +205,10 @@ extern "C" mc_status mc_cuda_selective_scan_keep(const mc_exec *ex, float *y, fl
 
 // The backward's chunk states, MC_SCAN_KEEP_STEPS apart: [Bt, ceil(L / 128), E, N] for N ≤ 64 (scan_par.cu).
 extern "C" int64_t mc_cuda_scan_keep_floats(int64_t Bt, int64_t L, int64_t E, int64_t N) {
-    return N >= 1 && N <= 64 && Bt > 0 && L > 0 && E > 0 ? Bt * ((L + MC_SCAN_KEEP_STEPS - 1) / MC_SCAN_KEEP_STEPS) * E * N
-                                                        : 0;
+    if (N < 1 || N > 64 || Bt <= 0 || L <= 0 || E <= 0) {
+        return 0;
+    }
+    return Bt * ((L + MC_SCAN_KEEP_STEPS - 1) / MC_SCAN_KEEP_STEPS) * E * N;
 }
 
 // One decode step (the sequence form with L = 1, one row per sequence): TPC lanes per (sequence, channel), lane j

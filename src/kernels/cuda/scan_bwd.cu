@@ -310,8 +310,9 @@ mc_status mc_scan_bwd_scratch(const mc_exec *ex, mc_scan_bwd_args *a, int64_t Bt
     // Overflow is impossible for shapes whose inputs fit in memory (both are at most Bt·L·E·N / chunk and
     // Bt·L·E / channels a block · 2N floats) but is checked, as everything from callers.
     int64_t n_ck = 0, n_part = 0, total = 0; // n_ck stays 0 when the caller brings the chunk states (a->ck set)
-    if ((a->ck == nullptr && !mc_mul_i64(Bt * a->nch, a->E * a->N, &n_ck)) || !mc_mul_i64(Bt * a->nblk, a->L * 2 * a->N, &n_part) ||
-        !mc_add_i64(n_ck, n_part, &total) || total > (int64_t)(SIZE_MAX / sizeof(float))) {
+    if ((a->ck == nullptr && !mc_mul_i64(Bt * a->nch, a->E * a->N, &n_ck)) ||
+        !mc_mul_i64(Bt * a->nblk, a->L * 2 * a->N, &n_part) || !mc_add_i64(n_ck, n_part, &total) ||
+        total > (int64_t)(SIZE_MAX / sizeof(float))) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "cuda selective_scan_bwd: Bt=%lld L=%lld E=%lld N=%lld overflow the scratch", (long long)Bt,
                        (long long)a->L, (long long)a->E, (long long)a->N);
