@@ -491,6 +491,39 @@ static void test_matmul_bwd(void **unused) {
     unsetenv("MAMBAC_CVT_ELEMS");
 }
 
+// Products with a side of at most 16 (a LoRA rank) take skinny.cu's kernels in every math mode: the adapter's
+// forward pair (x·Aᵀ with N = r, then (x·Aᵀ)·Bᵀ with K = r), dx with K or N = r (written and accumulated, padded
+// and misaligned rows), dw with N or K = r over many rows (k in slices, summed in order) and few (one slice),
+// batched rows (9 to 16, the transposed problem), float4 and scalar paths (sizes not in fours), against the
+// reference's double sums. They are off unless MAMBAC_SKINNY=1 (read once a process), which setup sets, so every
+// case of this file with such a side takes them too.
+static void test_skinny(void **unused) {
+    uint64_t seed = 3100;
+    const int64_t ranks[] = { 1, 3, 8, 12, 16 };
+    for (size_t i = 0; i < ARRAY_LEN(ranks); i++) {
+        const int64_t r = ranks[i];
+        f32_product_case(1000, r, 768, MC_MATH_F32, TOL_F32, C_F32, seed++);  // down: x·Aᵀ
+        f32_product_case(300, r, 101, MC_MATH_F32, TOL_F32, C_F32, seed++);   // down, scalar loads
+        f32_product_case(1000, 3072, r, MC_MATH_F32, TOL_F32, C_F32, seed++); // up: (x·Aᵀ)·Bᵀ
+        f32_product_case(300, 77, r, MC_MATH_F32, TOL_F32, C_F32, seed++);
+        dx_case(MC_DTYPE_F32, (dx_shape){ 1000, 3072, r, 0, 0 }, false, MC_MATH_F32, TOL_F32, C_F32, seed++); // dy·B
+        dx_case(MC_DTYPE_F32, (dx_shape){ 300, 101, r, 5, 0 }, true, MC_MATH_F32, TOL_F32, C_F32, seed++);
+        dx_case(MC_DTYPE_F32, (dx_shape){ 1000, r, 1536, 0, 0 }, true, MC_MATH_F32, TOL_F32, C_F32, seed++); // tr·A
+        dx_case(MC_DTYPE_F32, (dx_shape){ 300, r, 101, 5, 0 }, false, MC_MATH_F32, TOL_F32, C_F32, seed++);
+        dw_case(4096, r, 1536, 0, false, MC_MATH_F32, TOL_F32, C_F32, seed++); // dA: k in slices
+        dw_case(4096, 3072, r, 0, true, MC_MATH_F32, TOL_F32, C_F32, seed++);  // dB
+        dw_case(100, r, 301, 3, false, MC_MATH_F32, TOL_F32, C_F32, seed++);   // one slice, padded rows
+        dw_case(100, 77, r, 1, false, MC_MATH_F32, TOL_F32, C_F32, seed++);
+    }
+    const int64_t rows[] = { 9, 12, 16 }; // batched decode's rows with f32 weights: n small, m large
+    for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+        f32_product_case(rows[i], 3072, 768, MC_MATH_F32, TOL_F32, C_F32, seed++);
+        f32_product_case(rows[i], 257, 101, MC_MATH_F32, TOL_F32, C_F32, seed++);
+    }
+    f32_product_case(1000, 8, 768, MC_MATH_BF16, TOL_F32, C_F32, seed++); // exact in every mode
+    bwd_case(1000, 3072, 8, 0, false, true, MC_MATH_BF16, TOL_F32, C_F32, seed++);
+}
+
 // ---- embed_bwd --------------------------------------------------------------------------------------------------
 
 // Repeated ids add up; an id outside [0, V) (the caller's check failed) writes nothing, inside or past dw.
@@ -868,6 +901,7 @@ static void test_errors(void **unused) {
 }
 
 static int setup(void **unused) {
+    setenv("MAMBAC_SKINNY", "1", 1); // skinny.cu's kernels (off by default until they have run on a GPU)
     return dev_setup();
 }
 
@@ -888,7 +922,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_embed_bwd),     cmocka_unit_test(test_rmsnorm_bwd), cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces), cmocka_unit_test(test_f32_terms),
-        cmocka_unit_test(test_matmul_bwd),
+        cmocka_unit_test(test_matmul_bwd),    cmocka_unit_test(test_skinny),
     };
     if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
         cmocka_set_test_filter(argv[1]);

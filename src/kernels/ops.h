@@ -98,6 +98,12 @@ typedef struct mc_ops {
     mc_status (*matmul)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                         const float *bias, int64_t M, int64_t N, int64_t K);
 
+    // Optional (NULL: matmul into a scratch, then axpby): y[M, N] += x[M, K] · Wᵀ for an f32 weight w [N, K] (the
+    // trainer's LoRA branch added onto its base product), rows of x ldx apart; y does not alias x. One pass over y
+    // where the pair takes three.
+    mc_status (*matmul_add)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
+                            int64_t N, int64_t K);
+
     // out[b, t, :] = W[ids[b · ldi + t], :] for Bt sequences of T positions; W is [rows, H]. ids were checked by
     // the caller.
     mc_status (*embed)(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi,

@@ -153,6 +153,17 @@ static bool has_dropout(const mc_trainer *t) {
     return t->lora && t->spec.dropout > 0;
 }
 
+// y[M, N] += x·Wᵀ (W f32, no bias): the backend's matmul_add where it has one, else matmul into a->tmp and axpby.
+static mc_status matmul_add(mc_trainer *t, const acts *a, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                            int64_t M, int64_t N, int64_t K) {
+    const mc_ops *ops = t->ops;
+    if (ops->matmul_add != NULL) {
+        return ops->matmul_add(&t->exec, y, x, ldx, w, M, N, K);
+    }
+    TRY(ops->matmul(&t->exec, a->tmp, x, ldx, w, NULL, M, N, K));
+    return ops->axpby(&t->exec, y, 1.0f, a->tmp, 1.0f, M * N);
+}
+
 // y[M, N] = x·Wᵀ + bias (+ s·(drop(x)·Aᵀ)·Bᵀ when site s of layer li is adapted; xa keeps s·(drop(x)·Aᵀ)).
 // x rows are contiguous (ldx = K) where dropout applies.
 static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, const lora_lin *ll, float *xa, float *y,
@@ -172,8 +183,7 @@ static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, con
     }
     TRY(ops->matmul(ex, xa, x, ldx, &ll->A, NULL, M, r, K));
     TRY(ops->axpby(ex, xa, t->lora_scale, NULL, 0.0f, M * r));
-    TRY(ops->matmul(ex, a->tmp, xa, r, &ll->B, NULL, M, N, r));
-    return ops->axpby(ex, y, 1.0f, a->tmp, 1.0f, M * N);
+    return matmul_add(t, a, y, xa, r, &ll->B, M, N, r);
 }
 
 // dx (=, or += when accumulate) dy·W and, when dw is not NULL, dw += dyᵀ·x and dbias += Σ_rows dy (when not NULL;
@@ -237,8 +247,7 @@ static mc_status forward_keep(mc_trainer *t, const acts *a, const int32_t *ids, 
         const int64_t r = t->spec.r;
         TRY(ops->embed(ex, a->emb_xa, &t->emb_AT, ids, T, Bt, T, r));
         TRY(ops->axpby(ex, a->emb_xa, t->lora_scale, NULL, 0.0f, M * r));
-        TRY(ops->matmul(ex, a->tmp, a->emb_xa, r, &t->emb_B, NULL, M, H, r));
-        TRY(ops->axpby(ex, a->layer[0].hin, 1.0f, a->tmp, 1.0f, M * H));
+        TRY(matmul_add(t, a, a->layer[0].hin, a->emb_xa, r, &t->emb_B, M, H, r));
     }
     for (int64_t li = 0; li < NL; li++) {
         const mc_layer *l = &m->layers[li];

@@ -340,6 +340,7 @@ static void table_init(void) {
     table.graph_begin = graph_begin;
     table.graph_end = graph_end;
     table.matmul = mc_cuda_matmul;
+    table.matmul_add = mc_cuda_matmul_add;
     table.embed = mc_cuda_embed;
     table.rmsnorm = mc_cuda_rmsnorm;
     table.conv1d = mc_cuda_conv1d;

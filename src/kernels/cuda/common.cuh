@@ -137,6 +137,13 @@ mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what);
 
+// The same product by skinny.cu's kernels where k, or m or n, is at most 16 (a LoRA rank): *done false when the
+// shape is not theirs (nothing was launched) or MAMBAC_SKINNY=1 is not set (not yet run on a GPU); exact f32
+// operands and sums in every math mode.
+mc_status mc_cuda_gemm_skinny(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                              int64_t ldc, bool *done);
+
 // Both gradients of a product under MC_MATH_BF16 (matmul_bwd's contract, f32 weight w [N, K], no bias) with dy
 // rounded to bf16 once for both; *done false when the shape is not for it (a side under 128, or x over half the
 // conversion budget): then nothing was written and the caller runs matmul_dw and matmul_dx.
@@ -156,6 +163,8 @@ mc_status mc_cuda_split_rows(const mc_exec *ex, void *terms, float *inv_p, const
 extern "C" {
 mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                          const float *bias, int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_matmul_add(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
+                             int64_t N, int64_t K);
 mc_status mc_cuda_embed(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi, int64_t Bt,
                         int64_t T, int64_t H);
 mc_status mc_cuda_rmsnorm(const mc_exec *ex, float *y, float *x, const float *add, const float *w, int64_t M,

@@ -512,6 +512,11 @@ mc_status mc_cuda_gemm_bwd_bf16(const mc_exec *ex, float *dx, int64_t lddx, bool
 mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, const char *what) {
+    bool done = false;
+    const mc_status st = mc_cuda_gemm_skinny(ex, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, &done);
+    if (st != MC_OK || done) {
+        return st;
+    }
     cublasHandle_t h = mc_cuda_ctx_of(ex)->blas;
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f;
@@ -580,4 +585,22 @@ extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x,
         }
     }
     return gemm_blas(ex, y, x, ldx, w, bias, M, N, K);
+}
+
+extern "C" mc_status mc_cuda_matmul_add(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
+                                        int64_t M, int64_t N, int64_t K) {
+    if (M < 0 || N < 0 || K < 0 || ldx < K || w->dtype != MC_DTYPE_F32 || w->rows != N || w->cols != K) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
+                       "cuda matmul_add: M=%lld N=%lld K=%lld ldx=%lld with a [%lld, %lld] %s weight, expected sizes "
+                       ">= 0, ldx >= K and an f32 [N, K] weight", (long long)M, (long long)N, (long long)K,
+                       (long long)ldx, (long long)w->rows, (long long)w->cols, mc_dtype_name((mc_dtype)w->dtype));
+    }
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || ldx > INT32_MAX) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul_add: [%lld, %lld] x [%lld, %lld] exceeds "
+                       "cuBLAS' int sizes", (long long)M, (long long)K, (long long)N, (long long)K);
+    }
+    if (M == 0 || N == 0 || K == 0) {
+        return MC_OK;
+    }
+    return mc_cuda_gemm_f32(ex, true, false, N, M, K, (const float *)w->data, K, x, ldx, 1.0f, y, N, "matmul_add");
 }
