@@ -150,18 +150,18 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
             rc = cli_flag_i64(&f, 1, 64, &o->grad_accum);
         } else if (cli_flag_is(&f, NULL, "--lr")) {
             rc = cli_flag_f64(&f, &o->lr);
-            rc = rc == CLI_OK && !(o->lr >= 0) ? cli_flag_bad(&f, "--lr must be >= 0") : rc;
+            rc = rc == CLI_OK && !(o->lr >= 0) ? cli_flag_bad(&f, "%g is negative, must be >= 0", o->lr) : rc;
         } else if (cli_flag_is(&f, NULL, "--lr-scheduler")) {
             rc = cli_flag_value(&f, &o->lr_scheduler);
         } else if (cli_flag_is(&f, NULL, "--warmup-steps")) {
             rc = cli_flag_f64(&f, &o->warmup);
-            rc = rc == CLI_OK && !(o->warmup >= 0) ? cli_flag_bad(&f, "--warmup-steps must be >= 0") : rc;
+            rc = rc == CLI_OK && !(o->warmup >= 0) ? cli_flag_bad(&f, "%g is negative, must be >= 0", o->warmup) : rc;
         } else if (cli_flag_is(&f, NULL, "--weight-decay")) {
             rc = cli_flag_f64(&f, &o->weight_decay);
-            rc = rc == CLI_OK && !(o->weight_decay >= 0) ? cli_flag_bad(&f, "--weight-decay must be >= 0") : rc;
+            rc = rc == CLI_OK && !(o->weight_decay >= 0) ? cli_flag_bad(&f, "%g is negative, must be >= 0", o->weight_decay) : rc;
         } else if (cli_flag_is(&f, NULL, "--max-grad-norm")) {
             rc = cli_flag_f64(&f, &o->max_grad_norm);
-            rc = rc == CLI_OK && !(o->max_grad_norm >= 0) ? cli_flag_bad(&f, "--max-grad-norm must be >= 0") : rc;
+            rc = rc == CLI_OK && !(o->max_grad_norm >= 0) ? cli_flag_bad(&f, "%g is negative, must be >= 0", o->max_grad_norm) : rc;
         } else if (cli_flag_is(&f, NULL, "--max-length")) {
             rc = cli_flag_i64(&f, 2, 1 << 24, &o->max_length);
         } else if (cli_flag_is(&f, NULL, "--packing") && f.inline_value == NULL) {
@@ -212,7 +212,7 @@ static int parse_args(int argc, char **argv, train_args *a, bool lora) {
         } else if (lora && cli_flag_is(&f, NULL, "--lora-dropout")) {
             rc = cli_flag_f64(&f, &a->spec.dropout);
             rc = rc == CLI_OK && !(a->spec.dropout >= 0 && a->spec.dropout < 1)
-                     ? cli_flag_bad(&f, "--lora-dropout must be in [0, 1)")
+                     ? cli_flag_bad(&f, "%g is out of range, must be in [0, 1)", a->spec.dropout)
                      : rc;
         } else if (lora && cli_flag_is(&f, NULL, "--lora-bias")) {
             rc = cli_flag_value(&f, &v);
