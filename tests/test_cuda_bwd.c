@@ -524,6 +524,63 @@ static void test_skinny(void **unused) {
     bwd_case(1000, 3072, 8, 0, false, true, MC_MATH_BF16, TOL_F32, C_F32, seed++);
 }
 
+// Converted copies kept for a frozen weight (ops.h's freeze, MAMBAC_CVT_CACHE_MB), on a context of their own (the
+// kept copies live as long as it): the forward product and dx of a frozen f32 weight, whole and in pieces (a small
+// MAMBAC_CVT_ELEMS), each run twice (the second reads the kept copies), under three TF32 terms and bf16; a budget
+// the weight does not fit converts it each time. All against the reference.
+static void kept_case(int math, double tol, int cls, const char *budget_mb, const char *cvt_elems, uint64_t seed) {
+    setenv("MAMBAC_CVT_CACHE_MB", budget_mb, 1);
+    if (cvt_elems != NULL) {
+        setenv("MAMBAC_CVT_ELEMS", cvt_elems, 1);
+    }
+    mc_exec ex;
+    assert_int_equal(g_ops->exec_init(&ex, 1, NULL), MC_OK);
+    ex.math = math;
+    mc_test_rng r = { seed };
+    const int64_t M = 300, N = 768, K = 1536;
+    host_weight hw = weight_new(&r, MC_DTYPE_F32, N, K, 0);
+    expect_ok(g_ops->freeze(&ex, hw.dev.data, (size_t)(N * K) * sizeof(float)), "freeze");
+    float *x = alloc_f32(M * K), *dy = alloc_f32(M * N), *want_y = alloc_f32(M * N), *want_dx = alloc_f32(M * K);
+    float *got_y = alloc_f32(M * N), *got_dx = alloc_f32(M * K);
+    mc_test_fill(&r, x, M * K, -1.0f, 1.0f);
+    mc_test_fill(&r, dy, M * N, -1.0f, 1.0f);
+    mc_ref_matmul(&g_ex, want_y, x, K, &hw.w, NULL, M, N, K);
+    assert_int_equal(mc_ref_matmul_dx(&g_ex, want_dx, K, dy, &hw.w, M, N, K, false), MC_OK);
+    float *d_x = dev_from(x, M * K * 4), *d_dy = dev_from(dy, M * N * 4), *d_y = dev_from(NULL, M * N * 4);
+    float *d_dx = dev_from(NULL, M * K * 4);
+    for (int rep = 0; rep < 2; rep++) {
+        expect_ok(g_ops->matmul(&ex, d_y, d_x, K, &hw.dev, NULL, M, N, K), "matmul (kept)");
+        expect_ok(g_ops->matmul_dx(&ex, d_dx, K, d_dy, &hw.dev, M, N, K, false), "matmul_dx (kept)");
+        dev_to(got_y, d_y, M * N * 4);
+        dev_to(got_dx, d_dx, M * K * 4);
+        char label[128];
+        snprintf(label, sizeof(label), "kept copies math=%d budget=%s MB pieces=%s run %d: matmul", math, budget_mb,
+                 cvt_elems != NULL ? cvt_elems : "-", rep);
+        check(got_y, want_y, M * N, tol, cls, label);
+        strncat(label, "_dx", sizeof(label) - strlen(label) - 1);
+        check(got_dx, want_dx, M * K, tol, cls, label);
+    }
+    g_ops->exec_free(&ex);
+    unsetenv("MAMBAC_CVT_CACHE_MB");
+    unsetenv("MAMBAC_CVT_ELEMS");
+    float *bufs[] = { d_x, d_dy, d_y, d_dx };
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) {
+        dev_free(bufs[i]);
+    }
+    float *host[] = { x, dy, want_y, want_dx, got_y, got_dx };
+    for (size_t i = 0; i < ARRAY_LEN(host); i++) {
+        free(host[i]);
+    }
+    weight_free(&hw);
+}
+
+static void test_kept_copies(void **unused) {
+    kept_case(MC_MATH_F32, TOL_F32X3, C_F32X3, "64", NULL, 3300);
+    kept_case(MC_MATH_F32, TOL_F32X3, C_F32X3, "64", "300000", 3301); // pieces, each kept
+    kept_case(MC_MATH_F32, TOL_F32X3, C_F32X3, "1", NULL, 3302);      // over the budget: converted each time
+    kept_case(MC_MATH_BF16, TOL_BF16, C_BF16, "64", NULL, 3303);
+}
+
 // ---- embed_bwd --------------------------------------------------------------------------------------------------
 
 // Repeated ids add up; an id outside [0, V) (the caller's check failed) writes nothing, inside or past dw.
@@ -923,6 +980,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces), cmocka_unit_test(test_f32_terms),
         cmocka_unit_test(test_matmul_bwd),    cmocka_unit_test(test_skinny),
+        cmocka_unit_test(test_kept_copies),
     };
     if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
         cmocka_set_test_filter(argv[1]);

@@ -104,6 +104,11 @@ typedef struct mc_ops {
     mc_status (*matmul_add)(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
                             int64_t N, int64_t K);
 
+    // Optional (NULL: nothing is kept): the caller promises that the `bytes` at p (a weight it does not train) stay
+    // as they are until exec_free, so the backend may keep copies derived from them across calls (CUDA: the
+    // converted operand copies of its f32 products, up to MAMBAC_CVT_CACHE_MB megabytes; unset or 0: none).
+    mc_status (*freeze)(const mc_exec *ex, const void *p, size_t bytes);
+
     // out[b, t, :] = W[ids[b · ldi + t], :] for Bt sequences of T positions; W is [rows, H]. ids were checked by
     // the caller.
     mc_status (*embed)(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi,

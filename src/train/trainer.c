@@ -356,6 +356,30 @@ mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err) {
     return st;
 }
 
+// A LoRA run never changes the base model's matrices, so the backend may keep what it derives from them (ops.h's
+// freeze; the CUDA backend's converted product operands).
+static mc_status freeze_base(mc_trainer *t) {
+    if (t->ops->freeze == NULL) {
+        return MC_OK;
+    }
+    const mc_model *m = &t->view;
+    for (int64_t l = -1; l < m->cfg.num_hidden_layers; l++) { // l = -1: the embedding and the head
+        const mc_layer *y = l >= 0 ? &m->layers[l] : NULL;
+        const mc_weight *ws[] = { y != NULL ? &y->in_proj : &m->embed, y != NULL ? &y->x_proj : &m->lm_head,
+                                  y != NULL ? &y->dt_proj : NULL, y != NULL ? &y->out_proj : NULL };
+        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
+            if (ws[i] != NULL && ws[i]->dtype == MC_DTYPE_F32 && ws[i]->data != NULL) {
+                const mc_status st = t->ops->freeze(&t->exec, ws[i]->data,
+                                                    (size_t)(ws[i]->rows * ws[i]->cols) * sizeof(float));
+                if (st != MC_OK) {
+                    return st;
+                }
+            }
+        }
+    }
+    return MC_OK;
+}
+
 static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {
     if (s->r < 1 || s->r > 65536) {
         return mc_fail(err, MC_ERR_INVALID, "lora: rank r = %d must be in [1, 65536]", s->r);
@@ -459,6 +483,11 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
     if (st == MC_OK) {
         bind_views(t);
         st = mc_trainer_values_changed(t, err);
+    }
+    if (st == MC_OK && t->lora) {
+        t->exec.err = err;
+        st = freeze_base(t);
+        t->exec.err = NULL;
     }
     if (st != MC_OK) {
         mc_trainer_free(t);

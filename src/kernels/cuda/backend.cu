@@ -80,6 +80,11 @@ static void exec_free(mc_exec *ex) {
     cudaFree(c->cvt);
     cudaFree(c->sample_dev);
     cudaFree(c->argmax_dev);
+    for (int i = 0; i < c->n_kept; i++) {
+        cudaFree(c->kept[i].copy);
+    }
+    free(c->kept);
+    free(c->frozen);
     if (c->sample_host != NULL) {
         cudaFreeHost(c->sample_host);
     }
@@ -341,6 +346,7 @@ static void table_init(void) {
     table.graph_end = graph_end;
     table.matmul = mc_cuda_matmul;
     table.matmul_add = mc_cuda_matmul_add;
+    table.freeze = mc_cuda_freeze;
     table.embed = mc_cuda_embed;
     table.rmsnorm = mc_cuda_rmsnorm;
     table.conv1d = mc_cuda_conv1d;

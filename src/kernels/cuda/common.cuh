@@ -23,6 +23,20 @@ typedef struct mc_cuda_graph {
     uint64_t last_use;
 } mc_cuda_graph;
 
+// A range of device memory the caller froze (ops.h's freeze), and a converted operand copy kept for it.
+typedef struct mc_cuda_frozen {
+    const char *p;
+    size_t bytes;
+} mc_cuda_frozen;
+
+typedef struct mc_cuda_kept {
+    const float *src; // the operand piece: n_vec vectors of len floats, ld apart
+    int64_t ld, n_vec, len;
+    int kind, lo_at; // matmul.cu's conversion kind and layout
+    bool k_in_vec;
+    void *copy;
+} mc_cuda_kept;
+
 // The per-caller context (mc_exec.dev): everything here belongs to one caller, so two states run independently.
 typedef struct mc_cuda_ctx {
     int device;
@@ -44,6 +58,11 @@ typedef struct mc_cuda_ctx {
     size_t sample_host_bytes;
     void *argmax_dev;   // the multi-block greedy choice's row counters (zero between calls) and block results
     size_t argmax_dev_bytes;
+    mc_cuda_frozen *frozen; // ranges frozen by the caller, and the converted copies kept for them (matmul.cu)
+    int n_frozen;
+    mc_cuda_kept *kept;
+    int n_kept;
+    size_t kept_bytes, kept_budget;
 } mc_cuda_ctx;
 
 static inline mc_cuda_ctx *mc_cuda_ctx_of(const mc_exec *ex) {
@@ -163,6 +182,7 @@ mc_status mc_cuda_split_rows(const mc_exec *ex, void *terms, float *inv_p, const
 extern "C" {
 mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                          const float *bias, int64_t M, int64_t N, int64_t K);
+mc_status mc_cuda_freeze(const mc_exec *ex, const void *p, size_t bytes);
 mc_status mc_cuda_matmul_add(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w, int64_t M,
                              int64_t N, int64_t K);
 mc_status mc_cuda_embed(const mc_exec *ex, float *out, const mc_weight *w, const int32_t *ids, int64_t ldi, int64_t Bt,

@@ -402,6 +402,87 @@ static mc_status convert(const mc_exec *ex, cvt_kind kind, void *dst, const floa
     return mc_cuda_launched("gemm (round operands to bf16)", ex);
 }
 
+// Ranges the caller froze (ops.h's freeze) may keep their converted copies across products, up to
+// MAMBAC_CVT_CACHE_MB megabytes (read when a range is frozen; unset or 0: nothing is kept): a LoRA run converts each
+// frozen weight once per layout instead of twice a step. A copy is made on the piece's first use (cudaMalloc, so
+// not while a graph is recorded) and lives until exec_free.
+extern "C" mc_status mc_cuda_freeze(const mc_exec *ex, const void *p, size_t bytes) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    const char *v = getenv("MAMBAC_CVT_CACHE_MB");
+    const long long mb = v != nullptr ? atoll(v) : 0;
+    c->kept_budget = mb > 0 ? (size_t)mb << 20 : 0;
+    if (p == nullptr || bytes == 0 || c->kept_budget == 0) {
+        return MC_OK;
+    }
+    mc_cuda_frozen *f = (mc_cuda_frozen *)realloc(c->frozen, (size_t)(c->n_frozen + 1) * sizeof(*f));
+    if (f == nullptr) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_NOMEM, "cuda freeze: out of memory");
+    }
+    c->frozen = f;
+    c->frozen[c->n_frozen++] = { (const char *)p, bytes };
+    return MC_OK;
+}
+
+// The kept copy of an operand piece (as convert() would write it), made now if its source lies in a frozen range
+// and the budget has room; nullptr when it is not kept (*st says whether making it failed).
+static const void *kept_copy(const mc_exec *ex, cvt_kind kind, const float *src, int64_t ld, int64_t n_vec,
+                             int64_t len, bool k_in_vec, int lo_at, mc_status *st) {
+    mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
+    *st = MC_OK;
+    if (c->n_frozen == 0 || c->capturing) {
+        return nullptr;
+    }
+    for (int i = 0; i < c->n_kept; i++) {
+        const mc_cuda_kept *k = &c->kept[i];
+        if (k->src == src && k->ld == ld && k->n_vec == n_vec && k->len == len && k->kind == kind &&
+            k->lo_at == lo_at && k->k_in_vec == k_in_vec) {
+            return k->copy;
+        }
+    }
+    const char *lo = (const char *)src, *hi = (const char *)(src + (n_vec - 1) * ld + len);
+    bool frozen = false;
+    for (int i = 0; i < c->n_frozen && !frozen; i++) {
+        frozen = lo >= c->frozen[i].p && hi <= c->frozen[i].p + c->frozen[i].bytes;
+    }
+    const size_t bytes = (size_t)(n_vec * len) * (kind == CVT_TF32X3 ? 3 * sizeof(float) : 2);
+    if (!frozen || c->kept_bytes + bytes > c->kept_budget) {
+        return nullptr;
+    }
+    mc_cuda_kept *grown = (mc_cuda_kept *)realloc(c->kept, (size_t)(c->n_kept + 1) * sizeof(*grown));
+    if (grown == nullptr) {
+        *st = mc_fail(mc_cuda_err(ex), MC_ERR_NOMEM, "cuda: out of memory for a kept operand copy");
+        return nullptr;
+    }
+    c->kept = grown;
+    void *copy = nullptr;
+    if (cudaMalloc(&copy, bytes) != cudaSuccess) {
+        cudaGetLastError(); // out of device memory: this piece is converted each time instead
+        return nullptr;
+    }
+    *st = convert(ex, kind, copy, src, ld, n_vec, len, k_in_vec, lo_at);
+    if (*st != MC_OK) {
+        cudaFree(copy);
+        return nullptr;
+    }
+    c->kept[c->n_kept++] = { src, ld, n_vec, len, (int)kind, lo_at, k_in_vec, copy };
+    c->kept_bytes += bytes;
+    return copy;
+}
+
+// An operand piece for a product: its kept copy where there is one (kept_copy), else converted into dst; *use is
+// where the product reads it.
+static mc_status operand(const mc_exec *ex, cvt_kind kind, void *dst, const float *src, int64_t ld, int64_t n_vec,
+                         int64_t len, bool k_in_vec, int lo_at, const void **use) {
+    mc_status st = MC_OK;
+    const void *kept = kept_copy(ex, kind, src, ld, n_vec, len, k_in_vec, lo_at, &st);
+    if (st != MC_OK || kept != nullptr) {
+        *use = kept;
+        return st;
+    }
+    *use = dst;
+    return convert(ex, kind, dst, src, ld, n_vec, len, k_in_vec, lo_at);
+}
+
 // The converted product: each piece's op(A) rows [m0, m0 + mc) and op(B) columns [n0, n0 + nc) over k in
 // [k0, k0 + kc) converted into cvt (packed, op as given), one GemmEx into C.
 static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, bool trans_b, int64_t m, int64_t n,
@@ -427,6 +508,7 @@ static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, 
     mc_status st = mc_cuda_cvt_reserve(ex, a_bytes + (size_t)(kc * nc) * elem);
     mc_cuda_ctx *cx = mc_cuda_ctx_of(ex);
     void *ac = cx->cvt, *bc = (char *)cx->cvt + a_bytes;
+    const void *au = ac, *bu = bc; // what the GEMM reads: the converted pieces, or kept copies
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cudaDataType_t type = kind == CVT_TF32X3 ? CUDA_R_32F : CUDA_R_16BF;
     const cublasComputeType_t compute = kind == CVT_TF32X3 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -437,17 +519,17 @@ static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, 
         for (int64_t n0 = 0; n0 < n && st == MC_OK; n0 += nc) {
             const int64_t np = n - n0 < nc ? n - n0 : nc;
             // op(B)[k0 + i, n0 + j]: B[(k0 + i) + (n0 + j)·ldb] stored as is, B[(n0 + j) + (k0 + i)·ldb] transposed
-            st = trans_b ? convert(ex, kind, bc, b + n0 + k0 * ldb, ldb, kp, np, false, 2)
-                         : convert(ex, kind, bc, b + k0 + n0 * ldb, ldb, np, kp, true, 2);
+            st = trans_b ? operand(ex, kind, bc, b + n0 + k0 * ldb, ldb, kp, np, false, 2, &bu)
+                         : operand(ex, kind, bc, b + k0 + n0 * ldb, ldb, np, kp, true, 2, &bu);
             for (int64_t m0 = 0; m0 < m && st == MC_OK; m0 += mc) {
                 const int64_t mp = m - m0 < mc ? m - m0 : mc;
                 if (mc < m || n0 == 0) { // when m is whole, A's piece is converted once for every n0
-                    st = trans_a ? convert(ex, kind, ac, a + k0 + m0 * lda, lda, mp, kp, true, 1)
-                                 : convert(ex, kind, ac, a + m0 + k0 * lda, lda, kp, mp, false, 1);
+                    st = trans_a ? operand(ex, kind, ac, a + k0 + m0 * lda, lda, mp, kp, true, 1, &au)
+                                 : operand(ex, kind, ac, a + m0 + k0 * lda, lda, kp, mp, false, 1, &au);
                 }
                 if (st == MC_OK) {
-                    st = mc_cublas_status(cublasGemmEx(cx->blas, ta, tb, (int)mp, (int)np, (int)kt, &one, ac, type,
-                                                       (int)(trans_a ? kt : mp), bc, type, (int)(trans_b ? np : kt),
+                    st = mc_cublas_status(cublasGemmEx(cx->blas, ta, tb, (int)mp, (int)np, (int)kt, &one, au, type,
+                                                       (int)(trans_a ? kt : mp), bu, type, (int)(trans_b ? np : kt),
                                                        beta_p, c + m0 + n0 * ldc, CUDA_R_32F, (int)ldc, compute,
                                                        CUBLAS_GEMM_DEFAULT),
                                           what, ex);
