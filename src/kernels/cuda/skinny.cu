@@ -23,7 +23,7 @@
 #define UP_COLS 32       // up: columns of C a block walks
 #define DOWN_WARPS 4     // down: warps a block
 #define COLS_THREADS 128 // cols: columns a block = 4 · COLS_THREADS
-#define COLS_L 64        // cols: rows of B (k) staged per pass
+#define COLS_L 32        // cols: rows of B (k) staged per pass, and the unit of a slice
 #define COLS_BLOCKS 528  // cols: aim for about four blocks an SM of an H100 when slicing k
 
 // Element (r, c) of a strided matrix view at p[r·s0 + c·s1].
@@ -238,6 +238,7 @@ __global__ void __launch_bounds__(COLS_THREADS)
         if (nj == 0) {
             continue;
         }
+#pragma unroll 4
         for (int ll = 0; ll < nl; ll++) {
             const float *bl = b + (lb + ll) * ldb + j0;
             float bv[4];
