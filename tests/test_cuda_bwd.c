@@ -822,6 +822,38 @@ static void test_axpby_mul_acc(void **unused) {
     }
 }
 
+// dropout: the reference's mask and values bit for bit (kernels/dropout.h's one hash on both sides), strided rows,
+// in place, p from none to all.
+static void test_dropout(void **unused) {
+    const int64_t shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 300, 1536, 1536 }, { 130, 768, 800 } }; // M, K, ldx
+    const double ps[] = { 0.0, 0.05, 0.5, 1.0 };
+    for (size_t si = 0; si < ARRAY_LEN(shapes); si++) {
+        const int64_t M = shapes[si][0], K = shapes[si][1], ldx = shapes[si][2];
+        mc_test_rng r = { 6100 + si };
+        float *x = alloc_f32(M * ldx), *want = alloc_f32(M * K), *got = alloc_f32(M * K);
+        mc_test_fill(&r, x, M * ldx, -2.0f, 2.0f);
+        float *dx = dev_from(x, M * ldx * 4), *dy = dev_from(NULL, M * K * 4);
+        for (size_t pi = 0; pi < ARRAY_LEN(ps); pi++) {
+            const uint64_t key = 0xC0FFEEull * (si + 1) + pi;
+            mc_ref_dropout(&g_ex, want, x, ldx, M, K, ps[pi], key);
+            expect_ok(g_ops->dropout(&g_ex, dy, dx, ldx, M, K, ps[pi], key), "dropout");
+            dev_to(got, dy, M * K * 4);
+            assert_memory_equal(got, want, (size_t)(M * K) * 4);
+            if (ldx == K) { // in place
+                expect_ok(g_ops->dropout(&g_ex, dx, dx, K, M, K, ps[pi], key), "dropout (in place)");
+                dev_to(got, dx, M * K * 4);
+                assert_memory_equal(got, want, (size_t)(M * K) * 4);
+                assert_int_equal(g_ops->upload(&g_ex, dx, x, (size_t)(M * K) * 4), MC_OK);
+            }
+        }
+        dev_free(dx);
+        dev_free(dy);
+        free(x);
+        free(want);
+        free(got);
+    }
+}
+
 // *out is written, not added to: it starts as garbage, and n = 0 gives 0.
 static void test_sumsq(void **unused) {
     const int64_t ns[] = { 0, 1, 1000, 40000003 };
@@ -980,7 +1012,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_axpby_mul_acc), cmocka_unit_test(test_sumsq),       cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_bf16_pieces), cmocka_unit_test(test_f32_terms),
         cmocka_unit_test(test_matmul_bwd),    cmocka_unit_test(test_skinny),
-        cmocka_unit_test(test_kept_copies),
+        cmocka_unit_test(test_kept_copies),   cmocka_unit_test(test_dropout),
     };
     if (argc > 1) { // a test-name pattern, for a run under compute-sanitizer
         cmocka_set_test_filter(argv[1]);

@@ -612,6 +612,71 @@ static void test_cross_entropy(void **unused) {
     assert_true(ok);
 }
 
+// ---- dropout ----------------------------------------------------------------------------------------------------
+
+// The cpu entry (rows in blocks over threads) against the reference's loop, bit for bit: strided and packed rows,
+// in place, every p from none to all. The mask itself: kept elements are x·(1/(1 − p)) in f32, the others 0; the
+// share dropped is within six standard deviations of p; the same key gives the same mask, another key another.
+static void test_dropout(void **unused) {
+    const mc_ops *ref = mc_ops_get(MC_BACKEND_REF, NULL), *cpu = mc_ops_get(MC_BACKEND_CPU, NULL);
+    assert_non_null(ref);
+    assert_non_null(cpu);
+    const int64_t shapes[][3] = { { 1, 1, 1 }, { 3, 5, 7 }, { 130, 300, 301 }, { 200, 768, 768 } }; // M, K, ldx
+    const double ps[] = { 0.0, 0.1, 0.5, 1.0 };
+    uint64_t seed = 700;
+    for (size_t si = 0; si < ARRAY_LEN(shapes); si++) {
+        const int64_t M = shapes[si][0], K = shapes[si][1], ldx = shapes[si][2];
+        pool pl = { 0 };
+        float *x = pool_alloc(&pl, (size_t)(M * ldx) * sizeof(float)), *want = pool_alloc(&pl, (size_t)(M * K) * 4);
+        float *got = pool_alloc(&pl, (size_t)(M * K) * 4), *other = pool_alloc(&pl, (size_t)(M * K) * 4);
+        mc_test_rng r = { seed++ };
+        mc_test_fill(&r, x, M * ldx, 0.5f, 2.0f); // never 0, so a 0 in y is a dropped element
+        for (size_t pi = 0; pi < ARRAY_LEN(ps); pi++) {
+            const double p = ps[pi];
+            const uint64_t key = 0x1234567ull * (si + 1) + pi;
+            assert_int_equal(ref->dropout(NULL, want, x, ldx, M, K, p, key), MC_OK);
+            for (size_t ti = 0; ti < ARRAY_LEN(thread_counts); ti++) {
+                const mc_exec ex = { .n_threads = thread_counts[ti] };
+                memset(got, 0xff, (size_t)(M * K) * 4);
+                assert_int_equal(cpu->dropout(&ex, got, x, ldx, M, K, p, key), MC_OK);
+                assert_memory_equal(got, want, (size_t)(M * K) * 4);
+            }
+            const float scale = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.0f;
+            int64_t dropped = 0;
+            for (int64_t m = 0; m < M; m++) {
+                for (int64_t k = 0; k < K; k++) {
+                    const float y = want[m * K + k], v = x[m * ldx + k];
+                    dropped += y == 0.0f;
+                    assert_true(y == 0.0f || y == v * scale);
+                }
+            }
+            const double n = (double)(M * K), sd = sqrt(n * p * (1 - p));
+            if (fabs((double)dropped - n * p) > 6 * sd + 1e-9) {
+                fail_msg("dropout p=%g M=%lld K=%lld: %lld of %.0f dropped", p, (long long)M, (long long)K,
+                         (long long)dropped, n);
+            }
+            if (p > 0 && p < 1 && n >= 100) { // another key: another mask
+                assert_int_equal(ref->dropout(NULL, other, x, ldx, M, K, p, key + 1), MC_OK);
+                assert_true(memcmp(other, want, (size_t)(M * K) * 4) != 0);
+            }
+            if (ldx == K) { // in place
+                memcpy(got, x, (size_t)(M * K) * 4);
+                const mc_exec ex = { .n_threads = 2 };
+                assert_int_equal(cpu->dropout(&ex, got, got, K, M, K, p, key), MC_OK);
+                assert_memory_equal(got, want, (size_t)(M * K) * 4);
+            }
+        }
+        pool_free(&pl);
+    }
+    mc_error err = { 0 };
+    const mc_exec ex = { .n_threads = 1, .err = &err };
+    float buf[4] = { 0 };
+    assert_int_equal(cpu->dropout(&ex, buf, buf, 1, 1, 2, 0.5, 1), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "ldx=1"));
+    assert_int_equal(cpu->dropout(&ex, buf, buf, 2, 1, 2, 1.5, 1), MC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "p=1.5"));
+}
+
 // ---- bad input --------------------------------------------------------------------------------------------------
 
 static void expect_invalid(mc_status st, const mc_error *err, const char *needle) {
@@ -684,7 +749,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),    cmocka_unit_test(test_embed),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_conv1d),    cmocka_unit_test(test_scan),     cmocka_unit_test(test_cross_entropy),
-        cmocka_unit_test(test_bad_input), cmocka_unit_test(test_op_table),
+        cmocka_unit_test(test_bad_input), cmocka_unit_test(test_op_table),  cmocka_unit_test(test_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,6 +173,12 @@ typedef struct mc_ops {
     // y[i] += a[i] · b[i] for i < n.
     mc_status (*mul_acc)(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
 
+    // Inverted dropout (LoRA's, on an adapter's input): y[m·K + k] = x[m·ldx + k] · mask, the mask 1/(1 − p) where
+    // mc_dropout_u(key, m·K + k) >= p and 0 elsewhere (kernels/dropout.h: the same mask on every backend, and again
+    // for the same key). y is packed [M, K]; it may be x itself when ldx = K.
+    mc_status (*dropout)(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                         uint64_t key);
+
     // The optimizer's elementwise parts (train/optim.h has the formulas). *out = Σ x[i]² summed in double
     // (written, in the backend's memory). adamw: one torch AdamW step on n elements with the step's scalars.
     // neg_exp: y[i] = −exp(x[i]) (A from A_log).

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/rng.h"
+#include "kernels/dropout.h"
 #include "train/trainer.h"
 
 #define LOSS_ROWS_HOST 64          // positions per logits chunk on the host: [64, V] floats stay in cache
@@ -36,7 +36,7 @@ typedef struct acts {
     int32_t *ids;      // [M] the batch's ids and targets in the backend's memory
     int32_t *targets;  // [M]
     float *ones;       // [M] ones: a bias gradient alone is dyᵀ · ones
-    float *mask, *xd;  // [M, max(H, E)] LoRA dropout (only with dropout > 0): the mask and mask ⊙ x
+    float *xd;         // [M, max(H, E)] LoRA dropout (only with dropout > 0): the dropped input
     double *loss_sum;  // [1] the loss op's sum and count, in the backend's memory
     int64_t *loss_count;
 } acts;
@@ -58,7 +58,7 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     wide = wide > RN ? wide : RN;
     const int64_t per_layer = H + 3 * E + RN + SITE_COUNT * r;
     const int64_t per_row = NL * per_layer + r + 3 * H + (2 * H + 2 * E + E + RN + 2 * E) + wide + r;
-    const int64_t drop = t->lora && t->spec.dropout > 0 ? 2 * (H > E ? H : E) : 0;
+    const int64_t drop = t->lora && t->spec.dropout > 0 ? (H > E ? H : E) : 0;
     int64_t loss_rows = LOSS_ROWS_HOST;
     if (!t->ops->host_memory) {
         const int64_t lo = LOSS_FLOATS_DEVICE / V / 64 * 64, hi = LOSS_FLOATS_DEVICE_MAX / V / 64 * 64;
@@ -116,37 +116,22 @@ static mc_status acts_get(mc_trainer *t, acts *a, layer_acts *layers, int64_t Bt
     a->ids = (int32_t *)TAKE(M); // int32 and float share size and alignment
     a->targets = (int32_t *)TAKE(M);
     a->ones = TAKE(M);
-    a->mask = TAKE(M * drop / 2);
-    a->xd = TAKE(M * drop / 2);
+    a->xd = TAKE(M * drop);
 #undef TAKE
     return t->ops->zero(&t->exec, a->zero_conv, (size_t)(Bt * E * K) * sizeof(float));
 }
 
-// LoRA dropout (PEFT: inverted dropout on the adapter's input, Linear sites only): a->mask = the mask of site s of
-// layer li for this call (0, or 1/(1−p) with probability 1−p) and a->xd = mask ⊙ x. The mask is drawn from a
-// generator seeded by (seed, call stream, layer, site), so the backward draws the same one again instead of keeping
-// it, and a resumed run draws what the uninterrupted one did.
-static mc_status dropped(mc_trainer *t, const acts *a, int64_t li, int s, const float *x, int64_t M, int64_t K) {
-    const double p = t->spec.dropout;
-    if (M * K > t->mask_cap) {
-        float *grown = realloc(t->mask_host, (size_t)(M * K) * sizeof(float));
-        if (grown == NULL) {
-            return mc_fail(t->exec.err, MC_ERR_NOMEM, "train: out of memory for a dropout mask");
-        }
-        t->mask_host = grown;
-        t->mask_cap = M * K;
-    }
-    mc_rng rng;
-    mc_rng_seed(&rng, t->dropout_seed ^ (t->dropout_stream * 0x9E3779B97F4A7C15ull) ^
-                          ((uint64_t)li * 0xBF58476D1CE4E5B9ull + (uint64_t)s * 0x94D049BB133111EBull));
-    const float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.0f;
-    for (int64_t i = 0; i < M * K; i++) {
-        t->mask_host[i] = mc_rng_uniform(&rng) >= p ? keep : 0.0f;
-    }
-    const mc_ops *ops = t->ops;
-    TRY(ops->upload(&t->exec, a->mask, t->mask_host, (size_t)(M * K) * sizeof(float)));
-    TRY(ops->zero(&t->exec, a->xd, (size_t)(M * K) * sizeof(float)));
-    return ops->mul_acc(&t->exec, a->xd, a->mask, x, M * K);
+// LoRA dropout (PEFT: inverted dropout on the adapter's input, Linear sites only): a->xd = drop(x) with the mask of
+// site s of layer li for this call (ops.h dropout), keyed by (seed, call stream, layer, site), so the backward draws
+// the same mask again instead of keeping it, and a resumed run draws what the uninterrupted one did.
+static uint64_t dropout_key(const mc_trainer *t, int64_t li, int s) {
+    return mc_mix64(t->dropout_seed ^ (t->dropout_stream * 0x9E3779B97F4A7C15ull) ^
+                    ((uint64_t)li * 0xBF58476D1CE4E5B9ull + (uint64_t)s * 0x94D049BB133111EBull));
+}
+
+static mc_status dropped(mc_trainer *t, const acts *a, int64_t li, int s, const float *x, int64_t ldx, int64_t M,
+                         int64_t K) {
+    return t->ops->dropout(&t->exec, a->xd, x, ldx, M, K, t->spec.dropout, dropout_key(t, li, s));
 }
 
 static bool has_dropout(const mc_trainer *t) {
@@ -165,7 +150,6 @@ static mc_status matmul_add(mc_trainer *t, const acts *a, float *y, const float 
 }
 
 // y[M, N] = x·Wᵀ + bias (+ s·(drop(x)·Aᵀ)·Bᵀ when site s of layer li is adapted; xa keeps s·(drop(x)·Aᵀ)).
-// x rows are contiguous (ldx = K) where dropout applies.
 static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, const lora_lin *ll, float *xa, float *y,
                             const float *x, int64_t ldx, const mc_weight *w, const float *bias, int64_t M, int64_t N,
                             int64_t K) {
@@ -177,7 +161,7 @@ static mc_status linear_fwd(mc_trainer *t, const acts *a, int64_t li, int s, con
     }
     const int64_t r = ll->A.rows;
     if (has_dropout(t)) {
-        TRY(dropped(t, a, li, s, x, M, K));
+        TRY(dropped(t, a, li, s, x, ldx, M, K));
         x = a->xd;
         ldx = K;
     }
@@ -224,10 +208,11 @@ static mc_status linear_bwd(mc_trainer *t, const acts *a, int64_t li, int s, con
         TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, x, ldx, M, r, K)); // dA += trᵀ · x
         return ops->matmul_dx(ex, dx, lddx, tr, &ll->A, M, r, K, true); // dx += tr · A
     }
-    TRY(dropped(t, a, li, s, x, M, K)); // the forward's mask again
+    TRY(dropped(t, a, li, s, x, ldx, M, K)); // the forward's mask again
     TRY(ops->matmul_dw(ex, ll->gA, NULL, tr, a->xd, K, M, r, K)); // dA += trᵀ · drop(x)
-    TRY(ops->matmul_dx(ex, a->xd, K, tr, &ll->A, M, r, K, false)); // (tr · A), then ⊙ mask into dx
-    return ops->mul_acc(ex, dx, a->xd, a->mask, M * K);
+    TRY(ops->matmul_dx(ex, a->xd, K, tr, &ll->A, M, r, K, false)); // tr · A, then dropped with that mask into dx
+    TRY(ops->dropout(ex, a->xd, a->xd, K, M, K, t->spec.dropout, dropout_key(t, li, s)));
+    return ops->axpby(ex, dx, 1.0f, a->xd, 1.0f, M * K);
 }
 
 static const lora_lin *site(const mc_trainer *t, int64_t l, int s) {

@@ -419,7 +419,7 @@ mc_status mc_trainer_new(const mc_model *model, const mc_lora_spec *lora, uint64
     const mc_ops *ops = model->ops;
     if (ops->matmul_dx == NULL || ops->matmul_dw == NULL || ops->embed_bwd == NULL || ops->rmsnorm_bwd == NULL ||
         ops->conv1d_bwd == NULL || ops->selective_scan_bwd == NULL || ops->cross_entropy == NULL ||
-        ops->axpby == NULL || ops->mul_acc == NULL || ops->sumsq == NULL || ops->adamw == NULL ||
+        ops->axpby == NULL || ops->mul_acc == NULL || ops->dropout == NULL || ops->sumsq == NULL || ops->adamw == NULL ||
         ops->neg_exp == NULL) {
         return mc_fail(err, MC_ERR_UNSUPPORTED, "train: the %s backend has no backward kernels yet; train with "
                                                 "--backend cpu", ops->name);
@@ -510,7 +510,6 @@ void mc_trainer_free(mc_trainer *t) {
         mc_trainer_set_carry(t, 0, NULL);
         t->ops->exec_free(&t->exec);
     }
-    free(t->mask_host);
     free(t->host_params);
     free(t->host_grads);
     free(t->tensors);

@@ -67,8 +67,6 @@ struct mc_trainer {
     int64_t carry_rows; // > 0: truncated BPTT over that many rows; the state each call starts from and ends with
     float *carry_conv, *carry_ssm; // [NL, rows, E, K], [NL, rows, E, N] where this call starts
     float *next_conv, *next_ssm;   // where it ends (swapped in after a successful call)
-    float *mask_host;
-    int64_t mask_cap;
     // Activations, sized for act_rows positions.
     float *act;
     int64_t act_rows, act_B;

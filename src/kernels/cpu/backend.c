@@ -147,6 +147,32 @@ static mc_status axpby_op(const mc_exec *ex, float *y, float a, const float *x, 
     return MC_OK;
 }
 
+typedef struct dropout_args {
+    float *y;
+    const float *x;
+    int64_t ldx, M, K;
+    double p;
+    uint64_t key;
+} dropout_args;
+
+static void dropout_item(const void *ctx, int64_t i) { // rows [64·i, 64·i + 64): the reference's loop, from row 64·i
+    const dropout_args *a = ctx;
+    const int64_t m0 = i * 64, rows = a->M - m0 < 64 ? a->M - m0 : 64;
+    // The mask index of y[m, k] is m·K + k, so rows from m0 on index from m0·K: shift the key's counter by that.
+    mc_ref_dropout(NULL, a->y + m0 * a->K, a->x + m0 * a->ldx, a->ldx, rows, a->K, a->p,
+                   a->key + (uint64_t)(m0 * a->K) * 0x9E3779B97F4A7C15ull);
+}
+
+static mc_status dropout_op(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                            uint64_t key) {
+    if (M < 0 || K < 0 || ldx < K || !(p >= 0 && p <= 1)) {
+        return mc_ops_ref.dropout(ex, y, x, ldx, M, K, p, key); // its message
+    }
+    const dropout_args a = { y, x, ldx, M, K, p, key };
+    mc_simd_parallel_for(mc_simd_threads(ex, M * K, 1 << 15), (M + 63) / 64, dropout_item, &a);
+    return MC_OK;
+}
+
 void mc_ops_cpu_init(mc_ops *ops) {
     best = mc_cpu_kernels_best();
     // The host-memory entries and mul_acc are the reference's; the compute entries are this backend's.
@@ -162,6 +188,7 @@ void mc_ops_cpu_init(mc_ops *ops) {
     ops->selective_scan_step = scan_step_op;
     ops->nll = nll_op;
     ops->axpby = axpby_op;
+    ops->dropout = dropout_op;
     ops->matmul_dx = mc_cpu_matmul_dx;
     ops->matmul_dw = mc_cpu_matmul_dw;
     ops->embed_bwd = mc_cpu_embed_bwd;

@@ -357,6 +357,7 @@ static void table_init(void) {
     table.nll = nll_op;
     table.axpby = mc_cuda_axpby;
     table.mul_acc = mc_cuda_mul_acc;
+    table.dropout = mc_cuda_dropout;
     table.sumsq = mc_cuda_sumsq;
     table.adamw = mc_cuda_adamw;
     table.neg_exp = mc_cuda_neg_exp;

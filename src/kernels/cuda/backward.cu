@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/dropout.h"
 
 extern "C" {
 #include "kernels/dtype.h"
@@ -488,6 +489,16 @@ __global__ void axpby_kernel(float *y, float a, const float *x, float b, int64_t
     }
 }
 
+// ops.h dropout: element i of y [M, K] from x (rows ldx apart; y may be x when ldx = K: each element is read,
+// then written, by one thread).
+__global__ void dropout_kernel(float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p, float scale,
+                               uint64_t key) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < M * K; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = x[(i / K) * ldx + i % K];
+        y[i] = mc_dropout_u(key, (uint64_t)i) >= p ? __fmul_rn(v, scale) : 0.0f;
+    }
+}
+
 __global__ void mul_acc_kernel(float *__restrict__ y, const float *__restrict__ a, const float *__restrict__ b,
                                int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -552,6 +563,21 @@ extern "C" mc_status mc_cuda_axpby(const mc_exec *ex, float *y, float a, const f
     }
     axpby_kernel<<<elem_blocks(n), ELEM_THREADS, 0, mc_cuda_ctx_of(ex)->stream>>>(y, a, x, b, n);
     return mc_cuda_launched("axpby", ex);
+}
+
+extern "C" mc_status mc_cuda_dropout(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K,
+                                     double p, uint64_t key) {
+    if (M < 0 || K < 0 || ldx < K || !(p >= 0 && p <= 1)) {
+        return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
+                       "cuda dropout: M=%lld K=%lld ldx=%lld p=%g, expected sizes >= 0, ldx >= K and p in [0, 1]",
+                       (long long)M, (long long)K, (long long)ldx, p);
+    }
+    if (M == 0 || K == 0) {
+        return MC_OK;
+    }
+    dropout_kernel<<<elem_blocks(M * K), ELEM_THREADS, 0, mc_cuda_ctx_of(ex)->stream>>>(y, x, ldx, M, K, p,
+                                                                                       mc_dropout_scale(p), key);
+    return mc_cuda_launched("dropout", ex);
 }
 
 extern "C" mc_status mc_cuda_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {

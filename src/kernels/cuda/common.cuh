@@ -270,6 +270,8 @@ mc_status mc_cuda_rmsnorm_bwd(const mc_exec *ex, float *dx, float *dw, const flo
 mc_status mc_cuda_cross_entropy(const mc_exec *ex, float *dlogits, double *loss_sum, int64_t *n_valid,
                                 const float *logits, const int32_t *targets, int64_t T, int64_t V, float scale);
 mc_status mc_cuda_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
+mc_status mc_cuda_dropout(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                          uint64_t key);
 mc_status mc_cuda_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
 mc_status mc_cuda_sumsq(const mc_exec *ex, double *out, const float *x, int64_t n);
 mc_status mc_cuda_adamw(const mc_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,

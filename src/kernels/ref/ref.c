@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "kernels/dropout.h"
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
 #include "kernels/ref/backward.h"
@@ -161,6 +162,18 @@ void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b,
     }
 }
 
+void mc_ref_dropout(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                    uint64_t key) {
+    (void)ex;
+    const float scale = mc_dropout_scale(p);
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t k = 0; k < K; k++) {
+            const float v = x[m * ldx + k];
+            y[m * K + k] = mc_dropout_u(key, (uint64_t)(m * K + k)) >= p ? v * scale : 0.0f;
+        }
+    }
+}
+
 void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
     (void)ex;
     for (int64_t i = 0; i < n; i++) {
@@ -252,6 +265,17 @@ static mc_status axpby_op(const mc_exec *ex, float *y, float a, const float *x, 
     return MC_OK;
 }
 
+static mc_status dropout_op(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                            uint64_t key) {
+    if (M < 0 || K < 0 || ldx < K || !(p >= 0 && p <= 1)) {
+        return mc_fail(ex != NULL ? ex->err : NULL, MC_ERR_INVALID,
+                       "dropout: M=%lld K=%lld ldx=%lld p=%g, expected sizes >= 0, ldx >= K and p in [0, 1]",
+                       (long long)M, (long long)K, (long long)ldx, p);
+    }
+    mc_ref_dropout(ex, y, x, ldx, M, K, p, key);
+    return MC_OK;
+}
+
 static mc_status mul_acc_op(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n) {
     mc_ref_mul_acc(ex, y, a, b, n);
     return MC_OK;
@@ -305,6 +329,7 @@ const mc_ops mc_ops_ref = {
     .nll = nll_op,
     .axpby = axpby_op,
     .mul_acc = mul_acc_op,
+    .dropout = dropout_op,
     .sumsq = sumsq_op,
     .adamw = adamw_op,
     .neg_exp = neg_exp_op,

@@ -34,6 +34,9 @@ double mc_ref_row_expsum(const float *row, int64_t V, float *max);
 // y = a·y + b·x elementwise (ops.h `axpby`; x may be NULL).
 void mc_ref_axpby(const mc_exec *ex, float *y, float a, const float *x, float b, int64_t n);
 
+// ops.h `dropout`.
+void mc_ref_dropout(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,
+                    uint64_t key);
 // y += a ⊙ b elementwise (ops.h `mul_acc`).
 void mc_ref_mul_acc(const mc_exec *ex, float *y, const float *a, const float *b, int64_t n);
 
