@@ -293,7 +293,8 @@ static int bench_shape(const mc_ops *ops, mc_exec *ex, int64_t Bt, int64_t L, in
                  { "par fwd 1 S8 / bwd 1 S4 G4", VAR_PAR + 1, N <= 16, N <= 16 },
                  { "par fwd 2 S4 / bwd 2 S4 G2", VAR_PAR + 2, N <= 16, N <= 16 },
                  { "par fwd 3 / bwd 3 (N <= 64)", VAR_PAR + 3, N <= 64, N <= 64 },
-                 { "par fwd 4 S16 / bwd 4 S8 G4", VAR_PAR + 4, N <= 16, N <= 16 } };
+                 { "par fwd 4 S16 / bwd 4 S8 G4", VAR_PAR + 4, N <= 16, N <= 16 },
+                 { "par bwd 5 S4 G1", VAR_PAR + 5, false, N <= 16 } };
     double worst = 0;
     int rc = 0;
     for (size_t v = 0; v < sizeof(vars) / sizeof(vars[0]); v++) {

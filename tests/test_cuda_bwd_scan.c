@@ -473,6 +473,10 @@ static void test_selective_scan_bwd_chunks(void **unused) {
     ok &= scan_case(5, 261, 1537, 16, 48, 1, alias, seed++); // 7685: 4 groups a block
     ok &= scan_case(2, 300, 100, 64, 7, 2, all, seed++);     // the 64-state configuration, full
     ok &= scan_case(1, 129, 40, 33, 3, 0, alias, seed++);
+    setenv("MAMBAC_SCAN_BWD_CONFIG", "5", 1); // one channel group a block (scan_par.cu's configuration 5)
+    ok &= scan_case(2, 261, 33, 16, 7, 1, all, seed++);
+    ok &= scan_case(3, 129, 1537, 16, 48, 0, alias, seed++);
+    unsetenv("MAMBAC_SCAN_BWD_CONFIG");
     assert_true(ok);
 }
 
@@ -489,6 +493,9 @@ static void test_selective_scan_kept(void **unused) {
     const scan_mode none = { .h0 = false, .dhT = false, .dh0 = false, .alias = false };
     ok &= scan_case(2, 300, 1536, 16, 48, 0, none, seed++); // the training call: no h0, no final gradient
     ok &= scan_case(3, 517, 1537, 16, 48, 1, all, seed++);
+    setenv("MAMBAC_SCAN_BWD_CONFIG", "5", 1); // configuration 5 reads the kept states too
+    ok &= scan_case(2, 300, 1536, 16, 48, 0, none, seed++);
+    unsetenv("MAMBAC_SCAN_BWD_CONFIG");
     g_kept = false;
     assert_true(ok);
 }

@@ -752,8 +752,9 @@ mc_status mc_cuda_scan_par(const mc_exec *ex, int config, float *y, float *h, co
 }
 
 // Backward configurations (S steps a lane, W warps, G channel groups a block): 1: S 4, W 8, G 4, N ≤ 16; 2: S 4,
-// W 8, G 2, N ≤ 16 (twice the blocks); 3: S 4, W 8, G 4, N ≤ 64; 4: S 8, W 8, G 4, N ≤ 16. 2 is the default for
-// N ≤ 16: on an H100 at L 1024, E 1536 it took 0.544 ms at Bt 4 (1: 0.745) and 2.021 ms at Bt 16 (1: 2.180).
+// W 8, G 2, N ≤ 16 (twice the blocks); 3: S 4, W 8, G 4, N ≤ 64; 4: S 8, W 8, G 4, N ≤ 16; 5: S 4, W 8, G 1, N ≤ 16
+// (twice 2's blocks again, for small batches: at Bt 16 it took 2.276 ms; not yet timed at Bt 4). 2 is the default
+// for N ≤ 16: on an H100 at L 1024, E 1536 it took 0.544 ms at Bt 4 (1: 0.745) and 2.021 ms at Bt 16 (1: 2.180).
 // kept: the chunk states mc_cuda_scan_par stored with keep (NULL: recomputed first); configuration 4 (other chunks)
 // is then replaced by the default.
 mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *ddt, float *dz, float *dB, float *dC,
@@ -769,7 +770,7 @@ mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *
     if (kept != nullptr && config == 4) {
         config = N > 16 ? 3 : 2;
     }
-    if (N > (config == 3 ? 64 : 16) || config < 1 || config > 4 || Bt > 65535) {
+    if (N > (config == 3 ? 64 : 16) || config < 1 || config > 5 || Bt > 65535) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED,
                        "cuda selective_scan_bwd (parallel, configuration %d): N=%lld Bt=%lld not supported", config,
                        (long long)N, (long long)Bt);
@@ -786,6 +787,8 @@ mc_status mc_cuda_scan_par_bwd(const mc_exec *ex, int config, float *du, float *
         return bwd_launch<4, 8, 2, 16, 3>(ex, a, Bt, h0, kept);
     case 3:
         return bwd_launch<4, 8, 4, 64, 1>(ex, a, Bt, h0, kept);
+    case 5:
+        return bwd_launch<4, 8, 1, 16, 3>(ex, a, Bt, h0, kept);
     default:
         return bwd_launch<8, 8, 4, 16, 1>(ex, a, Bt, h0, nullptr);
     }
