@@ -18,8 +18,16 @@ static inline MC_HOST_DEVICE uint64_t mc_mix64(uint64_t z) { // splitmix64's fin
     return z ^ (z >> 31);
 }
 
+#define MC_DROPOUT_GAMMA 0x9E3779B97F4A7C15ull // splitmix64's counter step
+
 static inline MC_HOST_DEVICE double mc_dropout_u(uint64_t key, uint64_t i) {
-    return (double)(mc_mix64(key + (i + 1) * 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-53;
+    return (double)(mc_mix64(key + (i + 1) * MC_DROPOUT_GAMMA) >> 11) * 0x1.0p-53;
+}
+
+// The key whose mask starts at element i0 of key's: mc_dropout_u(mc_dropout_skip(key, i0), i) = mc_dropout_u(key,
+// i0 + i), so a part of a mask can be drawn on its own.
+static inline MC_HOST_DEVICE uint64_t mc_dropout_skip(uint64_t key, uint64_t i0) {
+    return key + i0 * MC_DROPOUT_GAMMA;
 }
 
 // What a kept element is multiplied by: 1/(1 − p) rounded once to f32 (0 when p >= 1, where nothing is kept).

@@ -356,6 +356,12 @@ mc_status mc_trainer_values_changed(mc_trainer *t, mc_error *err) {
     return st;
 }
 
+static mc_status freeze_weight(mc_trainer *t, const mc_weight *w) {
+    return w->dtype == MC_DTYPE_F32 && w->data != NULL
+               ? t->ops->freeze(&t->exec, w->data, (size_t)(w->rows * w->cols) * sizeof(float))
+               : MC_OK;
+}
+
 // A LoRA run never changes the base model's matrices, so the backend may keep what it derives from them (ops.h's
 // freeze; the CUDA backend's converted product operands).
 static mc_status freeze_base(mc_trainer *t) {
@@ -363,21 +369,18 @@ static mc_status freeze_base(mc_trainer *t) {
         return MC_OK;
     }
     const mc_model *m = &t->view;
-    for (int64_t l = -1; l < m->cfg.num_hidden_layers; l++) { // l = -1: the embedding and the head
-        const mc_layer *y = l >= 0 ? &m->layers[l] : NULL;
-        const mc_weight *ws[] = { y != NULL ? &y->in_proj : &m->embed, y != NULL ? &y->x_proj : &m->lm_head,
-                                  y != NULL ? &y->dt_proj : NULL, y != NULL ? &y->out_proj : NULL };
-        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
-            if (ws[i] != NULL && ws[i]->dtype == MC_DTYPE_F32 && ws[i]->data != NULL) {
-                const mc_status st = t->ops->freeze(&t->exec, ws[i]->data,
-                                                    (size_t)(ws[i]->rows * ws[i]->cols) * sizeof(float));
-                if (st != MC_OK) {
-                    return st;
-                }
-            }
-        }
+    mc_status st = freeze_weight(t, &m->embed);
+    if (st == MC_OK && m->lm_head.data != m->embed.data) { // untied
+        st = freeze_weight(t, &m->lm_head);
     }
-    return MC_OK;
+    for (int64_t l = 0; st == MC_OK && l < m->cfg.num_hidden_layers; l++) {
+        const mc_layer *y = &m->layers[l];
+        st = freeze_weight(t, &y->in_proj);
+        if (st == MC_OK) st = freeze_weight(t, &y->x_proj);
+        if (st == MC_OK) st = freeze_weight(t, &y->dt_proj);
+        if (st == MC_OK) st = freeze_weight(t, &y->out_proj);
+    }
+    return st;
 }
 
 static mc_status check_spec(const mc_lora_spec *s, mc_error *err) {

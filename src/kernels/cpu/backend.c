@@ -3,6 +3,7 @@
 #include "kernels/cpu/cpu.h"
 
 #include "kernels/cpu/simd.h"
+#include "kernels/dropout.h"
 #include "kernels/ref/ref.h"
 
 static const mc_cpu_kernels kernels_c = {
@@ -158,9 +159,9 @@ typedef struct dropout_args {
 static void dropout_item(const void *ctx, int64_t i) { // rows [64·i, 64·i + 64): the reference's loop, from row 64·i
     const dropout_args *a = ctx;
     const int64_t m0 = i * 64, rows = a->M - m0 < 64 ? a->M - m0 : 64;
-    // The mask index of y[m, k] is m·K + k, so rows from m0 on index from m0·K: shift the key's counter by that.
+    // The mask index of y[m, k] is m·K + k, so rows from m0 on draw the mask from element m0·K on.
     mc_ref_dropout(NULL, a->y + m0 * a->K, a->x + m0 * a->ldx, a->ldx, rows, a->K, a->p,
-                   a->key + (uint64_t)(m0 * a->K) * 0x9E3779B97F4A7C15ull);
+                   mc_dropout_skip(a->key, (uint64_t)(m0 * a->K)));
 }
 
 static mc_status dropout_op(const mc_exec *ex, float *y, const float *x, int64_t ldx, int64_t M, int64_t K, double p,

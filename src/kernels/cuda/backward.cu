@@ -23,10 +23,6 @@ extern "C" {
 #define SUMSQ_THREADS    256
 #define SUMSQ_BLOCKS     1024
 
-static bool cublas_sizes_ok(int64_t a, int64_t b, int64_t c, int64_t d) {
-    return a <= INT32_MAX && b <= INT32_MAX && c <= INT32_MAX && d <= INT32_MAX;
-}
-
 static unsigned elem_blocks(int64_t n) {
     const unsigned b = mc_cuda_blocks(n, ELEM_THREADS);
     return b < ELEM_MAX_BLOCKS ? b : ELEM_MAX_BLOCKS;
@@ -253,7 +249,7 @@ extern "C" mc_status mc_cuda_matmul_dx(const mc_exec *ex, float *dx, int64_t ldx
                        "cuda matmul_dx: weight is not a [%lld, %lld] f32/f16/bf16/int8 matrix", (long long)N,
                        (long long)K);
     }
-    if (!cublas_sizes_ok(M, N, K, ldx)) {
+    if (!mc_cuda_blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "cuda matmul_dx: M=%lld N=%lld K=%lld ldx=%lld exceed cuBLAS' int sizes", (long long)M,
                        (long long)N, (long long)K, (long long)ldx);
@@ -290,7 +286,7 @@ extern "C" mc_status mc_cuda_matmul_dw(const mc_exec *ex, float *dw, float *dbia
                        "cuda matmul_dw: M=%lld N=%lld K=%lld ldx=%lld, expected sizes >= 0 and ldx >= K", (long long)M,
                        (long long)N, (long long)K, (long long)ldx);
     }
-    if (!cublas_sizes_ok(M, N, K, ldx)) {
+    if (!mc_cuda_blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "cuda matmul_dw: M=%lld N=%lld K=%lld ldx=%lld exceed cuBLAS' int sizes", (long long)M,
                        (long long)N, (long long)K, (long long)ldx);
@@ -319,7 +315,7 @@ extern "C" mc_status mc_cuda_matmul_bwd(const mc_exec *ex, float *dx, int64_t ld
                                         float *dbias, const float *dy, const float *x, int64_t ldx, const mc_weight *w,
                                         int64_t M, int64_t N, int64_t K) {
     if (ex->math == MC_MATH_BF16 && M > 0 && N > 0 && K > 0 && ldx >= K && lddx >= K && mc_weight_ok(w, N, K) &&
-        w->dtype == MC_DTYPE_F32 && cublas_sizes_ok(M, N, K, ldx) && lddx <= INT32_MAX) {
+        w->dtype == MC_DTYPE_F32 && mc_cuda_blas_sizes_ok(M, N, K, ldx) && lddx <= INT32_MAX) {
         bool done = false;
         mc_status st = mc_cuda_gemm_bwd_bf16(ex, dx, lddx, accumulate, dw, dy, x, ldx, (const float *)w->data, M, N, K,
                                              &done);

@@ -145,6 +145,11 @@ mc_status mc_cuda_work_reserve(const mc_exec *ex, size_t bytes);
 // The same for the operand-conversion buffer `cvt`.
 mc_status mc_cuda_cvt_reserve(const mc_exec *ex, size_t bytes);
 
+// Whether four sizes of a product (dimensions, leading dimension) fit cuBLAS's int arguments.
+static inline bool mc_cuda_blas_sizes_ok(int64_t a, int64_t b, int64_t c, int64_t d) {
+    return a <= INT32_MAX && b <= INT32_MAX && c <= INT32_MAX && d <= INT32_MAX;
+}
+
 // C = op(A)·op(B) + beta·C, column-major f32 in and out (cuBLAS' argument order, sizes within int), multiplied as
 // ex->math allows: MC_MATH_F32 splits both operands into three TF32 terms each in `cvt` and runs one TF32 GemmEx
 // within ~1e-5 of the largest output, SGEMM ~1e-6 (matmul.cu says how; a skinny product, with a side under 128, or

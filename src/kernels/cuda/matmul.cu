@@ -25,6 +25,10 @@
 
 #include "kernels/cuda/common.cuh"
 
+extern "C" {
+#include "kernels/dtype.h"
+}
+
 #define GEMV_ROWS 8     // rows of x per pass of the weight: registers per thread bound it
 #define GEMV_WARPS 8    // output columns per block
 
@@ -330,6 +334,11 @@ static mc_status gemm_split(const mc_exec *ex, float *y, const float *x, int64_t
 // (CUTLASS's "3xTF32"); an f32 LoRA step at 4 × 1024 took 72.7 ms against 85.6 ms with SGEMM (bench/RESULTS.md).
 enum cvt_kind { CVT_BF16, CVT_TF32X3 };
 
+// Bytes a converted copy takes per operand element: three f32 terms, or one bf16.
+static size_t cvt_elem_bytes(cvt_kind kind) {
+    return kind == CVT_TF32X3 ? 3 * sizeof(float) : sizeof(__nv_bfloat16);
+}
+
 // The most operand elements a converted product of this kind converts at once.
 static int64_t cvt_cap(cvt_kind kind) {
     const char *v = getenv("MAMBAC_CVT_ELEMS"); // a smaller cap, for the tests of the pieces
@@ -444,7 +453,7 @@ static const void *kept_copy(const mc_exec *ex, cvt_kind kind, const float *src,
     for (int i = 0; i < c->n_frozen && !frozen; i++) {
         frozen = lo >= c->frozen[i].p && hi <= c->frozen[i].p + c->frozen[i].bytes;
     }
-    const size_t bytes = (size_t)(n_vec * len) * (kind == CVT_TF32X3 ? 3 * sizeof(float) : 2);
+    const size_t bytes = (size_t)(n_vec * len) * cvt_elem_bytes(kind);
     if (!frozen || c->kept_bytes + bytes > c->kept_budget) {
         return nullptr;
     }
@@ -503,7 +512,7 @@ static mc_status gemm_converted(const mc_exec *ex, cvt_kind kind, bool trans_a, 
         }
     }
     const int terms = kind == CVT_TF32X3 ? 3 : 1;
-    const size_t elem = kind == CVT_TF32X3 ? 3 * sizeof(float) : 2;
+    const size_t elem = cvt_elem_bytes(kind);
     const size_t a_bytes = ((size_t)(mc * kc) * elem + 255) / 256 * 256;
     mc_status st = mc_cuda_cvt_reserve(ex, a_bytes + (size_t)(kc * nc) * elem);
     mc_cuda_ctx *cx = mc_cuda_ctx_of(ex);
@@ -629,7 +638,7 @@ mc_status mc_cuda_gemm_f32(const mc_exec *ex, bool trans_a, bool trans_b, int64_
 static mc_status gemm_blas(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                            const float *bias, int64_t M, int64_t N, int64_t K) {
     mc_cuda_ctx *c = mc_cuda_ctx_of(ex);
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || ldx > INT32_MAX) {
+    if (!mc_cuda_blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul: [%lld, %lld] x [%lld, %lld] exceeds cuBLAS' "
                        "int sizes", (long long)M, (long long)K, (long long)N, (long long)K);
     }
@@ -671,13 +680,13 @@ extern "C" mc_status mc_cuda_matmul(const mc_exec *ex, float *y, const float *x,
 
 extern "C" mc_status mc_cuda_matmul_add(const mc_exec *ex, float *y, const float *x, int64_t ldx, const mc_weight *w,
                                         int64_t M, int64_t N, int64_t K) {
-    if (M < 0 || N < 0 || K < 0 || ldx < K || w->dtype != MC_DTYPE_F32 || w->rows != N || w->cols != K) {
+    if (M < 0 || N < 0 || K < 0 || ldx < K || !mc_weight_ok(w, N, K) || w->dtype != MC_DTYPE_F32) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_INVALID,
                        "cuda matmul_add: M=%lld N=%lld K=%lld ldx=%lld with a [%lld, %lld] %s weight, expected sizes "
                        ">= 0, ldx >= K and an f32 [N, K] weight", (long long)M, (long long)N, (long long)K,
                        (long long)ldx, (long long)w->rows, (long long)w->cols, mc_dtype_name((mc_dtype)w->dtype));
     }
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || ldx > INT32_MAX) {
+    if (!mc_cuda_blas_sizes_ok(M, N, K, ldx)) {
         return mc_fail(mc_cuda_err(ex), MC_ERR_UNSUPPORTED, "cuda matmul_add: [%lld, %lld] x [%lld, %lld] exceeds "
                        "cuBLAS' int sizes", (long long)M, (long long)K, (long long)N, (long long)K);
     }
